@@ -1,0 +1,135 @@
+"""InfoNCE forms with closed-form embedding gradients (paper Sec. 4.1, Eqn 2; Lemma 1, Eqn 4).
+
+Every function takes the embeddings of the two views, ``z`` and ``z_aug``, with shape (..., N, d)
+(leading axes are independent configurations, for batched sweeps) and returns
+``(loss, g_z, g_z_aug)``: the loss averaged over the batch, shape (...), and its gradients with respect to
+``z`` and ``z_aug``. The batch mean (the paper writes the sum) makes learning rates independent of N;
+every gradient below is the paper's divided by N.
+
+Forms
+-----
+``paper``  Eqn 2: logits -|z_i - z_j|^2 / 2, positive z_i' from the other branch, negatives z_j (j != i)
+           from the *same* branch, no temperature. Gradients are Eqn 4 with alpha from Sec. 1.3.
+``dot``    the official toy code (``toy_task/case_*.py``): logits z_i . z_j' / tau, positives on the
+           diagonal, negatives from the other view, one direction, no normalization.
+``ntxent`` SimCLR's NT-Xent: cosine similarity / tau over the 2N embeddings of both views, 2N - 2
+           negatives per anchor, mean over the 2N anchors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LOSSES = ("paper", "dot", "ntxent")
+DEFAULT_TEMPERATURE = 0.1
+
+
+def _softmax(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row softmax and row log-sum-exp, stable."""
+    top = logits.max(axis=-1, keepdims=True)
+    e = np.exp(logits - top)
+    total = e.sum(axis=-1, keepdims=True)
+    return e / total, (np.log(total) + top)[..., 0]
+
+
+def _diag(a: np.ndarray) -> np.ndarray:
+    return np.diagonal(a, axis1=-2, axis2=-1)
+
+
+def _t(a: np.ndarray) -> np.ndarray:
+    return np.swapaxes(a, -1, -2)
+
+
+def paper_weights(z: np.ndarray, z_aug: np.ndarray) -> np.ndarray:
+    """Softmax weights alpha of Eqn 2 (Sec. 1.3), shape (..., N, N).
+
+    alpha_ij = exp(-|z_i - z_j|^2/2) / Z_i for j != i and alpha_ii = exp(-|z_i - z_i'|^2/2) / Z_i:
+    the positive sits on the diagonal, so every row sums to 1.
+    """
+    return _paper_logits_softmax(z, z_aug)[0]
+
+
+def _paper_logits_softmax(z: np.ndarray, z_aug: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    sq = np.sum(z * z, axis=-1)
+    gram = z @ _t(z)
+    logits = -0.5 * (sq[..., :, None] + sq[..., None, :] - 2.0 * gram)
+    pos = -0.5 * np.sum((z - z_aug) ** 2, axis=-1)
+    n = z.shape[-2]
+    idx = np.arange(n)
+    logits[..., idx, idx] = pos
+    alpha, lse = _softmax(logits)
+    return alpha, lse, pos
+
+
+def paper_loss(z: np.ndarray, z_aug: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Eqn 2 (batch mean) and its gradients, Eqn 4:
+
+    g_{z_i}  = sum_{j != i} alpha_ij (z_j - z_i') + sum_{j != i} alpha_ji (z_j - z_i)
+    g_{z_i'} = sum_{j != i} alpha_ij (z_i' - z_i) = (1 - alpha_ii)(z_i' - z_i)
+    """
+    alpha, lse, pos = _paper_logits_softmax(z, z_aug)
+    n = z.shape[-2]
+    a_pos = _diag(alpha)
+    off = alpha.copy()
+    idx = np.arange(n)
+    off[..., idx, idx] = 0.0
+    row = (1.0 - a_pos)[..., None]
+    col = off.sum(axis=-2)[..., None]
+    g_z = off @ z - row * z_aug + _t(off) @ z - col * z
+    g_aug = row * (z_aug - z)
+    loss = np.mean(lse - pos, axis=-1)
+    return loss, g_z / n, g_aug / n
+
+
+def dot_loss(
+    z: np.ndarray, z_aug: np.ndarray, temperature: float = DEFAULT_TEMPERATURE
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Official toy-code InfoNCE: L = mean_i [-s_ii + log sum_j exp s_ij], s = z z'^T / tau.
+
+    With p = softmax_rows(s): g_{z_i} = (sum_j p_ij z_j' - z_i') / tau and
+    g_{z_j'} = (sum_i p_ij z_i - z_j) / tau (each divided by N for the mean).
+    """
+    s = z @ _t(z_aug) / temperature
+    p, lse = _softmax(s)
+    n = z.shape[-2]
+    loss = np.mean(lse - _diag(s), axis=-1)
+    g_z = (p @ z_aug - z_aug) / (temperature * n)
+    g_aug = (_t(p) @ z - z) / (temperature * n)
+    return loss, g_z, g_aug
+
+
+def ntxent_loss(
+    z: np.ndarray, z_aug: np.ndarray, temperature: float = DEFAULT_TEMPERATURE
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """SimCLR NT-Xent on u = [z; z'] / |.|: L = mean_a [-s_{a,a+} + log sum_{b != a} exp s_ab], s = u u^T / tau.
+
+    With P = softmax over b != a and Q the positive-pair permutation, dL/du = ((P + P^T) - 2Q) u / (2N tau);
+    the chain rule through u = z / |z| gives g_z = (I - u u^T) dL/du / |z|.
+    """
+    n = z.shape[-2]
+    both = np.concatenate([z, z_aug], axis=-2)
+    norm = np.linalg.norm(both, axis=-1, keepdims=True)
+    u = both / np.maximum(norm, 1e-12)
+    s = u @ _t(u) / temperature
+    idx = np.arange(2 * n)
+    s[..., idx, idx] = -np.inf
+    p, lse = _softmax(s)
+    partner = np.concatenate([np.arange(n, 2 * n), np.arange(n)])
+    positive = s[..., idx, partner]
+    loss = np.mean(lse - positive, axis=-1)
+    g_u = ((p + _t(p)) @ u - 2.0 * u[..., partner, :]) / (2 * n * temperature)
+    g_both = (g_u - u * np.sum(u * g_u, axis=-1, keepdims=True)) / np.maximum(norm, 1e-12)
+    return loss, g_both[..., :n, :], g_both[..., n:, :]
+
+
+def contrastive_loss(
+    z: np.ndarray, z_aug: np.ndarray, loss: str = "paper", temperature: float = DEFAULT_TEMPERATURE
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dispatch to one of ``LOSSES``; returns (mean loss, dL/dz, dL/dz_aug)."""
+    if loss == "paper":
+        return paper_loss(z, z_aug)
+    if loss == "dot":
+        return dot_loss(z, z_aug, temperature)
+    if loss == "ntxent":
+        return ntxent_loss(z, z_aug, temperature)
+    raise ValueError(f"unknown loss {loss!r}; allowed: {', '.join(LOSSES)}")
