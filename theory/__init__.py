@@ -1,0 +1,56 @@
+"""Theory of dimensional collapse in contrastive learning (Jing, Vincent, LeCun, Tian; ICLR 2022).
+
+numpy/scipy/sympy only: this package never imports torch.
+"""
+
+from .covariance import PSDCheck, apriori_covariance, contrastive_covariance, psd_check
+from .dynamics import (
+    DivergenceError,
+    Trajectory,
+    end_to_end,
+    expm_solution,
+    fixed_covariance_gradients,
+    forward,
+    loss_and_gradients,
+    paper_init,
+    run_gd,
+    run_ode,
+    scaled_init,
+)
+from .losses import LOSSES, contrastive_loss, dot_loss, ntxent_loss, paper_loss, paper_weights
+from .predict import (
+    alignment_matrix,
+    alignment_score,
+    blowup_time,
+    collapsed_input_subspace,
+    conservation_drift,
+    conserved_quantities,
+    negative_subspace,
+    predicted_collapsed_modes,
+    sigma_trajectory,
+    subspace_overlap,
+)
+from .simulate import SimConfig, simulate
+from .spectrum import (
+    COLLAPSE_RTOL,
+    Spectrum,
+    collapsed_mask,
+    effective_rank,
+    embedding_spectrum,
+    n_collapsed,
+    rankme,
+    singular_values,
+)
+from .sweep import sweep
+from .toy import apriori_threshold, toy_views
+
+__all__ = [
+    "COLLAPSE_RTOL", "LOSSES", "DivergenceError", "PSDCheck", "SimConfig", "Spectrum", "Trajectory",
+    "alignment_matrix", "alignment_score", "apriori_covariance", "apriori_threshold", "blowup_time",
+    "collapsed_input_subspace", "collapsed_mask", "conservation_drift", "conserved_quantities",
+    "contrastive_covariance", "contrastive_loss", "dot_loss", "effective_rank", "embedding_spectrum",
+    "end_to_end", "expm_solution", "fixed_covariance_gradients", "forward", "loss_and_gradients",
+    "n_collapsed", "negative_subspace", "ntxent_loss", "paper_init", "paper_loss", "paper_weights",
+    "predicted_collapsed_modes", "psd_check", "rankme", "run_gd", "run_ode", "scaled_init",
+    "sigma_trajectory", "simulate", "singular_values", "subspace_overlap", "sweep", "toy_views",
+]

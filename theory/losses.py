@@ -46,19 +46,32 @@ def paper_weights(z: np.ndarray, z_aug: np.ndarray) -> np.ndarray:
     alpha_ij = exp(-|z_i - z_j|^2/2) / Z_i for j != i and alpha_ii = exp(-|z_i - z_i'|^2/2) / Z_i:
     the positive sits on the diagonal, so every row sums to 1.
     """
-    return _paper_logits_softmax(z, z_aug)[0]
+    return _paper_softmax(z, z_aug)[0]
 
 
-def _paper_logits_softmax(z: np.ndarray, z_aug: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    sq = np.sum(z * z, axis=-1)
-    gram = z @ _t(z)
-    logits = -0.5 * (sq[..., :, None] + sq[..., None, :] - 2.0 * gram)
-    pos = -0.5 * np.sum((z - z_aug) ** 2, axis=-1)
+def _paper_softmax(z: np.ndarray, z_aug: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """alpha, log Z_i and the positive logits, built in place: this N x N pass dominates every sweep.
+
+    Every logit is -|.|^2/2 <= 0, so exp cannot overflow; only a row of very distant points can
+    underflow, and then the row is recomputed with its maximum subtracted.
+    """
     n = z.shape[-2]
     idx = np.arange(n)
+    sq = np.sum(z * z, axis=-1)
+    pos = -0.5 * np.sum((z - z_aug) ** 2, axis=-1)
+    logits = z @ _t(z)
+    logits -= 0.5 * sq[..., None, :]
+    logits -= 0.5 * sq[..., :, None]
     logits[..., idx, idx] = pos
-    alpha, lse = _softmax(logits)
-    return alpha, lse, pos
+    shift = 0.0
+    if np.min(np.max(logits, axis=-1)) < -700.0:
+        shift = np.max(logits, axis=-1, keepdims=True)
+        logits -= shift
+        shift = shift[..., 0]
+    alpha = np.exp(logits, out=logits)
+    total = alpha.sum(axis=-1, keepdims=True)
+    alpha /= total
+    return alpha, np.log(total[..., 0]) + shift, pos
 
 
 def paper_loss(z: np.ndarray, z_aug: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -67,15 +80,13 @@ def paper_loss(z: np.ndarray, z_aug: np.ndarray) -> tuple[np.ndarray, np.ndarray
     g_{z_i}  = sum_{j != i} alpha_ij (z_j - z_i') + sum_{j != i} alpha_ji (z_j - z_i)
     g_{z_i'} = sum_{j != i} alpha_ij (z_i' - z_i) = (1 - alpha_ii)(z_i' - z_i)
     """
-    alpha, lse, pos = _paper_logits_softmax(z, z_aug)
+    alpha, lse, pos = _paper_softmax(z, z_aug)
     n = z.shape[-2]
-    a_pos = _diag(alpha)
-    off = alpha.copy()
-    idx = np.arange(n)
-    off[..., idx, idx] = 0.0
-    row = (1.0 - a_pos)[..., None]
-    col = off.sum(axis=-2)[..., None]
-    g_z = off @ z - row * z_aug + _t(off) @ z - col * z
+    a_pos = _diag(alpha)[..., None]
+    row = 1.0 - a_pos  # sum_{j != i} alpha_ij
+    col = alpha.sum(axis=-2)[..., None] - a_pos  # sum_{j != i} alpha_ji
+    # off-diagonal alpha times z is alpha z - diag(alpha) z, for alpha and alpha^T alike
+    g_z = alpha @ z + _t(alpha) @ z - (2.0 * a_pos + col) * z - row * z_aug
     g_aug = row * (z_aug - z)
     loss = np.mean(lse - pos, axis=-1)
     return loss, g_z / n, g_aug / n

@@ -41,6 +41,7 @@ from .predict import (
     conservation_drift,
     negative_subspace,
     subspace_overlap,
+    theorem3_check,
 )
 from .spectrum import collapsed_mask, embedding_spectrum
 
@@ -210,6 +211,9 @@ def analyse(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator, fixed: t
         result["alignment_score_surviving"] = alignment_score(a, survivors)
         if not cfg.relu:
             result["conservation_drift"] = conservation_drift([w[0] for w in traj.weights], final)
+    if cfg.layers >= 2 and linear_x:
+        check = theorem3_check(x_init, np.linalg.svd(traj.weights[0][0], compute_uv=False), cfg.layers)
+        result["theorem3"] = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in check.items()}
     return result
 
 
@@ -262,6 +266,13 @@ def summary(result: dict) -> str:
         )
     if "conservation_drift" in result:
         lines.append(f"conservation law W1W1^T - W2^TW2: relative drift {result['conservation_drift']:.2e}")
+    if "theorem3" in result:
+        t3 = result["theorem3"]
+        lines.append(
+            f"Theorem 3 under X(t=0), aligned balanced layers with the initial singular values, to t = "
+            f"{t3['times'][-1]:.3g}: closed form vs simulation max rel. error {t3['max_relative_error']:.1e}; "
+            f"modes still collapsed: predicted {sum(t3['predicted_collapsed'])}, simulated {sum(t3['observed_collapsed'])}"
+        )
     return "\n".join(lines)
 
 
