@@ -17,6 +17,7 @@ from .dynamics import (
     run_ode,
     scaled_init,
 )
+from .experiment import SimConfig, simulate
 from .losses import LOSSES, contrastive_loss, dot_loss, ntxent_loss, paper_loss, paper_weights
 from .predict import (
     alignment_matrix,
@@ -30,7 +31,6 @@ from .predict import (
     sigma_trajectory,
     subspace_overlap,
 )
-from .simulate import SimConfig, simulate
 from .spectrum import (
     COLLAPSE_RTOL,
     Spectrum,

@@ -14,7 +14,7 @@ import numpy as np
 from . import toy
 from .covariance import contrastive_covariance, psd_check
 from .dynamics import end_to_end, forward, run_gd
-from .simulate import EVAL_SAMPLES, X_BATCHES, SimConfig, initial_weights
+from .experiment import EVAL_SAMPLES, X_BATCHES, SimConfig, initial_weights
 from .spectrum import n_collapsed, singular_values
 
 
