@@ -1,0 +1,240 @@
+"""Command line of ``python -m empirical.train`` (issue 4; defaults of the official recipe, paper.md 3.1).
+
+Every bad input becomes ``UsageError`` (one line, exit status 2), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from empirical.augment import recipe
+from empirical.data import DATASETS, NATIVE_SIZE
+from empirical.models import BACKBONES, PROJECTORS, WIDTH, default_d0
+from empirical.optim import OPTIMIZERS
+
+LOSSES = ("infonce", "ntxent")
+PRECISIONS = ("bf16", "fp16", "fp32")
+
+EXAMPLES = """\
+examples:
+  CPU smoke run (seconds):   python -m empirical.train --dataset mnist5k --max-steps 40 --batch-size 64
+  DirectCLR, CIFAR-10, GPU:  python -m empirical.train --dataset cifar10 --backbone resnet18 \\
+                               --projector directclr --channels-last --out runs/c10-directclr
+  8 GPUs:                    torchrun --nproc_per_node 8 -m empirical.train --dataset imagefolder \\
+                               --data-dir /data/imagenet --backbone resnet50 --batch-size 4096 --epochs 100
+  resume after a crash:      add --resume (same flags, same --out)
+"""
+
+
+class UsageError(Exception):
+    """Bad input; the message is the one line the user sees."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse prints usage + error; one line is kinder in logs and scripts
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="python -m empirical.train",
+        description="Train SimCLR / DirectCLR (Jing et al., ICLR 2022) with any projector of the paper "
+        "while watching the embedding spectrum. Defaults: the official recipe on a CPU-sized model.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--dataset", default="synthetic", choices=DATASETS, help="default: synthetic (no files needed)"
+    )
+    g.add_argument(
+        "--data-dir",
+        default="data",
+        help="root for cifar10/cifar100/stl10; DIR with train/ (and val/) "
+        "class folders for imagefolder (default: ./data)",
+    )
+    g.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="backbone input side in px (default: 32 for "
+        "cifar/mnist5k/digits/synthetic, 96 for stl10, 224 for imagefolder)",
+    )
+    g.add_argument(
+        "--augment",
+        default="paper",
+        choices=("paper", "simclr"),
+        help="paper: official asymmetric recipe (blur 1.0/0.1, solarize 0/0.2); simclr: symmetric",
+    )
+    g.add_argument(
+        "--augment-strength",
+        type=float,
+        default=1.0,
+        help="multiplies colour-jitter magnitudes and crop severity 1 - scale_min (default 1)",
+    )
+    g.add_argument("--workers", type=int, default=8, help="DataLoader workers for imagefolder (default 8)")
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--backbone",
+        default="tiny",
+        choices=BACKBONES,
+        help="tiny = 4 BasicBlocks, widths 16-128, for CPUs (default); resnet18/resnet50 = torchvision",
+    )
+    g.add_argument(
+        "--cifar-stem",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="3x3 stride-1 stem, no max-pool (default: on for inputs <= 64 px)",
+    )
+    g.add_argument(
+        "--projector", default="mlp", choices=PROJECTORS, help="see empirical/models.py (default mlp)"
+    )
+    g.add_argument(
+        "--d0",
+        type=int,
+        default=None,
+        help="sub-space dimension for directclr/fixed-lowrank/random-subset (default round(360/2048*width))",
+    )
+    g = p.add_argument_group("loss and optimization")
+    g.add_argument(
+        "--loss",
+        default="infonce",
+        choices=LOSSES,
+        help="infonce: official (other-view negatives, symmetrized); ntxent: SimCLR's 2N-2 negatives",
+    )
+    g.add_argument("--temperature", type=float, default=0.1)
+    g.add_argument("--epochs", type=int, default=10)
+    g.add_argument("--batch-size", type=int, default=256, help="global batch, split over ranks (default 256)")
+    g.add_argument("--optimizer", default="lars", choices=OPTIMIZERS)
+    g.add_argument(
+        "--lr", type=float, default=4.8, help="base learning rate, not scaled by batch (official: 4.8)"
+    )
+    g.add_argument("--weight-decay", type=float, default=1e-6)
+    g.add_argument(
+        "--warmup-epochs",
+        type=float,
+        default=None,
+        help="linear warm-up, then cosine to 0.001x (default: 10, or epochs/10 if that is smaller)",
+    )
+    g.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="stop after this many steps; the schedule then spans them (smoke runs)",
+    )
+    g = p.add_argument_group("speed")
+    g.add_argument("--precision", default=None, choices=PRECISIONS, help="default: bf16 on CUDA, fp32 on CPU")
+    g.add_argument("--channels-last", action="store_true")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (opt-in)")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<projector>-s<seed>)")
+    g.add_argument("--resume", action="store_true", help="continue from the latest good checkpoint in --out")
+    g.add_argument(
+        "--spectrum-every", type=int, default=100, help="steps between spectra (0: only at the end)"
+    )
+    g.add_argument("--spectrum-samples", type=int, default=2048, help="held-out images for the spectrum")
+    g.add_argument("--log-every", type=int, default=10, help="steps between metrics.jsonl rows")
+    g.add_argument("--ckpt-every", type=int, default=0, help="also checkpoint every N steps (0: off)")
+    g.add_argument(
+        "--ckpt-minutes", type=float, default=10.0, help="checkpoint at least this often (default 10)"
+    )
+    g.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    g.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard even if installed")
+    return p
+
+
+def resolve(args: argparse.Namespace, world: int = 1) -> argparse.Namespace:
+    """Fill the automatic defaults and check everything that does not need the data; raise UsageError."""
+    import torch
+
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device}: CUDA is not available on this machine")
+    if args.precision is None:
+        args.precision = "bf16" if args.device.startswith("cuda") else "fp32"
+    if args.image_size is None:
+        args.image_size = NATIVE_SIZE[args.dataset]
+    if args.image_size < 8:
+        raise UsageError(f"--image-size {args.image_size} is too small (at least 8)")
+    if args.cifar_stem is None:
+        args.cifar_stem = args.image_size <= 64
+    width = WIDTH[args.backbone]
+    if args.d0 is None:
+        args.d0 = default_d0(width)
+    if not 1 <= args.d0 <= width:
+        raise UsageError(
+            f"--d0 {args.d0} must be between 1 and the {args.backbone} representation width {width}"
+        )
+    if args.batch_size < 2:
+        raise UsageError(
+            f"--batch-size {args.batch_size}: contrastive learning needs at least 2 images per batch"
+        )
+    if args.batch_size % world:
+        raise UsageError(f"--batch-size {args.batch_size} is not divisible by the {world} ranks")
+    if args.batch_size // world < 2 and args.projector == "mlp":
+        raise UsageError(
+            "--batch-size per rank must be at least 2 for the BatchNorm layers of the mlp projector"
+        )
+    for name in ("epochs", "log_every", "spectrum_samples"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.max_steps is not None and args.max_steps < 1:
+        raise UsageError("--max-steps must be at least 1")
+    if args.temperature <= 0:
+        raise UsageError("--temperature must be positive")
+    if args.lr < 0 or args.weight_decay < 0:
+        raise UsageError("--lr and --weight-decay must be >= 0")
+    if args.spectrum_every < 0 or args.ckpt_every < 0:
+        raise UsageError("--spectrum-every and --ckpt-every must be >= 0")
+    try:
+        recipe(args.augment, args.augment_strength, args.image_size)
+    except ValueError as e:
+        raise UsageError(f"--augment-strength: {e}") from None
+    if args.warmup_epochs is None:
+        args.warmup_epochs = min(10.0, args.epochs / 10)
+    if args.warmup_epochs < 0:
+        raise UsageError("--warmup-epochs must be >= 0")
+    if args.out is None:
+        args.out = os.path.join("runs", f"{args.dataset}-{args.projector}-s{args.seed}")
+    return args
+
+
+def check_out_dir(out: str) -> None:
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, f".write-test-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise UsageError(f"--out {out!r} is not writable ({e.strerror or e})") from None
+
+
+# Settings that change the trajectory: a resume must use the same ones as the checkpoint.
+TRAJECTORY_KEYS = (
+    "dataset",
+    "image_size",
+    "augment",
+    "augment_strength",
+    "backbone",
+    "cifar_stem",
+    "projector",
+    "d0",
+    "loss",
+    "temperature",
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "warmup_epochs",
+    "max_steps",
+    "seed",
+)

@@ -1,0 +1,90 @@
+"""Contrastive losses of the paper (Sec. 6.2 and official code, paper.md 3.1).
+
+Both losses L2-normalize their inputs and return the mean over anchors. They compute in float32 at least:
+bf16/fp16 inputs are upcast (fp16 inside ``F.normalize`` is a known source of NaNs), float64 stays float64.
+
+``info_nce`` is the official DirectCLR form: anchors from one view, keys from the *other* view only
+(N-1 negatives), symmetrized::
+
+    l(a, b) = -1/N sum_i log softmax_j(a_i . b_j / t)[i],      L = l(z1, z2)/2 + l(z2, z1)/2
+
+``nt_xent`` is SimCLR's NT-Xent: each of the 2N embeddings is an anchor against the other 2N-1
+(one positive, 2N-2 negatives); L is the mean over the 2N anchors.
+
+Distributed training: pass ``gather``, a callable ``x -> (x_all, offset)`` that concatenates ``x`` over ranks
+(with gradients) and says where this rank's rows start. Anchors stay local, keys are global, so that the
+mean of the per-rank losses equals the single-process loss on the global batch (see ``all_gather_with_grad``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+Gather = Callable[[torch.Tensor], tuple[torch.Tensor, int]]
+
+
+def _prepare(z: torch.Tensor) -> torch.Tensor:
+    if z.dtype not in (torch.float32, torch.float64):
+        z = z.float()
+    return F.normalize(z, dim=1)
+
+
+def _no_gather(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    return x, 0
+
+
+def all_gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Concatenate ``x`` over all ranks, keeping gradients (backward sums them back to their owner)."""
+    import torch.distributed as dist
+    import torch.distributed.nn.functional as dist_fn
+
+    parts = dist_fn.all_gather(x)
+    return torch.cat(parts, dim=0), dist.get_rank() * x.shape[0]
+
+
+def _one_way(a: torch.Tensor, b_all: torch.Tensor, offset: int, temperature: float) -> torch.Tensor:
+    logits = a @ b_all.T / temperature
+    labels = torch.arange(a.shape[0], device=a.device) + offset
+    return F.cross_entropy(logits, labels)
+
+
+def info_nce(
+    z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, gather: Gather | None = None
+) -> torch.Tensor:
+    """Symmetrized InfoNCE with negatives from the other view (official code): l(z1,z2)/2 + l(z2,z1)/2."""
+    if z1.shape != z2.shape or z1.ndim != 2:
+        raise ValueError(
+            f"info_nce needs two (N, d) tensors of equal shape, got {tuple(z1.shape)}, {tuple(z2.shape)}"
+        )
+    gather = gather or _no_gather
+    a, b = _prepare(z1), _prepare(z2)
+    a_all, offset = gather(a)
+    b_all, _ = gather(b)
+    return _one_way(a, b_all, offset, temperature) / 2 + _one_way(b, a_all, offset, temperature) / 2
+
+
+def nt_xent(
+    z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, gather: Gather | None = None
+) -> torch.Tensor:
+    """SimCLR NT-Xent: 2N anchors, each with 1 positive and 2N-2 negatives; mean over the anchors."""
+    if z1.shape != z2.shape or z1.ndim != 2:
+        raise ValueError(
+            f"nt_xent needs two (N, d) tensors of equal shape, got {tuple(z1.shape)}, {tuple(z2.shape)}"
+        )
+    gather = gather or _no_gather
+    a, b = _prepare(z1), _prepare(z2)
+    a_all, offset = gather(a)
+    b_all, _ = gather(b)
+    n, n_all = a.shape[0], a_all.shape[0]
+    anchors = torch.cat([a, b])  # (2n, d)
+    keys = torch.cat([a_all, b_all])  # (2N, d): view-1 rows first, then view-2 rows
+    logits = anchors @ keys.T / temperature
+    rows = torch.arange(n, device=a.device) + offset
+    self_idx = torch.cat([rows, rows + n_all])
+    pos_idx = torch.cat([rows + n_all, rows])
+    # An anchor is never its own negative: mask it out before the softmax.
+    logits = logits.masked_fill(F.one_hot(self_idx, 2 * n_all).bool(), float("-inf"))
+    return F.cross_entropy(logits, pos_idx)
