@@ -123,10 +123,18 @@ def ntxent_loss(
     u = both / np.maximum(norm, 1e-12)
     s = u @ _t(u) / temperature
     idx = np.arange(2 * n)
-    s[..., idx, idx] = -np.inf
-    p, lse = _softmax(s)
     partner = np.concatenate([np.arange(n, 2 * n), np.arange(n)])
     positive = s[..., idx, partner]
+    # cosine <= 1 bounds every logit by 1/tau: a fixed shift keeps exp finite and saves a max pass
+    p = np.exp(s - 1.0 / temperature)
+    p[..., idx, idx] = 0.0  # an anchor is not its own negative
+    total = p.sum(axis=-1, keepdims=True)
+    if np.min(total) < 1e-300:  # only for tiny tau: fall back to the row-max shift
+        s[..., idx, idx] = -np.inf
+        p, lse = _softmax(s)
+    else:
+        p /= total
+        lse = np.log(total[..., 0]) + 1.0 / temperature
     loss = np.mean(lse - positive, axis=-1)
     g_u = ((p + _t(p)) @ u - 2.0 * u[..., partner, :]) / (2 * n * temperature)
     g_both = (g_u - u * np.sum(u * g_u, axis=-1, keepdims=True)) / np.maximum(norm, 1e-12)
