@@ -12,6 +12,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from . import toy
 from .covariance import COVARIANCE_LOSSES, contrastive_covariance, psd_check
@@ -212,5 +213,6 @@ def analyse(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator, fixed: t
 def simulate(cfg: SimConfig, progress: bool = False) -> dict:
     """Validate, integrate, analyse. Raises ValueError (bad config) or DivergenceError (blow-up)."""
     cfg.validate()
-    traj, rng, fixed = integrate(cfg, progress)
-    return analyse(cfg, traj, rng, fixed)
+    with threadpool_limits(limits=1, user_api="blas"):  # tiny matrices: extra threads only synchronise
+        traj, rng, fixed = integrate(cfg, progress)
+        return analyse(cfg, traj, rng, fixed)

@@ -17,7 +17,6 @@ import os
 import sys
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from .dynamics import ODE_METHODS, DivergenceError
 from .experiment import SimConfig, analyse, integrate, simulate  # noqa: F401  (re-exported for scripts)
@@ -153,9 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in (args.json, args.plot):
             if path:
                 _writable(path)
-        # the toy's matrices are tiny: extra BLAS threads only add synchronisation
-        with threadpool_limits(limits=1, user_api="blas"):
-            result = simulate(cfg, progress=not args.quiet)
+        result = simulate(cfg, progress=not args.quiet)
     except ValueError as err:
         parser.exit(2, f"error: {err}\n")
     except DivergenceError as err:

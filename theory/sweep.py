@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from . import toy
 from .covariance import contrastive_covariance, psd_check
@@ -33,6 +34,11 @@ def sweep(
         replace(base, augment_strength=float(s), integrator="gd").validate()
     if base.relu or base.loss not in ("paper", "dot"):
         raise ValueError("sweep supports linear networks with the paper or dot loss")
+    with threadpool_limits(limits=1, user_api="blas"):  # many tiny matmuls: threads only synchronise
+        return _sweep(base, strengths, seeds, progress)
+
+
+def _sweep(base: SimConfig, strengths: np.ndarray, seeds: int, progress: bool) -> dict:
     shape = (len(strengths), seeds)
     per_config = np.broadcast_to(strengths[:, None], shape)
     rng = np.random.default_rng(base.seed)
