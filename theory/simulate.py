@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--integrator", choices=("gd", "ode"), default=d.integrator,
                    help="gd: gradient descent, fresh augmentation each step; ode: gradient flow on a fixed sample")
     p.add_argument("--steps", type=int, default=d.steps, help="gd steps (time = steps x lr)")
-    p.add_argument("--time", type=float, default=None, help="integration time (default: steps x lr)")
+    p.add_argument("--time", type=float, default=None, help="integration time; overrides --steps (when omitted: steps x lr)")
     p.add_argument("--lr", type=float, default=d.lr, help="gd learning rate on the batch-mean loss")
     p.add_argument("--init", default=d.init,
                    help="'paper' (singular values exp(-0.35k), random orthogonal factors) or a scale s "
@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noisy-views", type=int, default=d.noisy_views,
                    help="1: x' = x + noise (paper Sec. 4); 2: noise on both views (official toy code)")
     p.add_argument("--ode-method", default=d.ode_method, help=f"adaptive solve_ivp method: {', '.join(ODE_METHODS)}")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=int, default=d.seed, help="seeds the init, the data and the augmentation")
     p.add_argument("--json", metavar="PATH", help="write every number of the run as JSON")
     p.add_argument("--plot", metavar="PATH", help="write the singular-values-over-time figure (PNG/PDF)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
