@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _theory_helpers import central_diff, random_views
+from _theory_helpers import central_diff, random_views, torch_losses
 
 from theory.losses import LOSSES, contrastive_loss, dot_loss, ntxent_loss, paper_loss, paper_weights
 
@@ -24,33 +24,6 @@ def eqn2_loop(z: np.ndarray, z_aug: np.ndarray) -> float:
         negatives = sum(np.exp(-np.sum((z[i] - z[j]) ** 2) / 2) for j in range(n) if j != i)
         total -= np.log(positive / (negatives + positive))
     return total / n
-
-
-def torch_losses():
-    torch = pytest.importorskip("torch")
-    functional = torch.nn.functional
-
-    def paper(z, za):
-        # logits -|z_i - z_j|^2 / 2 to same-branch negatives, the positive from the other branch on the diagonal
-        neg = -0.5 * ((z[:, None, :] - z[None, :, :]) ** 2).sum(-1)
-        pos = -0.5 * ((z - za) ** 2).sum(-1)
-        eye = torch.eye(len(z), dtype=torch.bool)
-        logits = torch.where(eye, pos[:, None].expand_as(neg), neg)
-        return (torch.logsumexp(logits, dim=1) - pos).mean()
-
-    def dot(z, za):
-        s = z @ za.T / TAU
-        return functional.cross_entropy(s, torch.arange(len(z)))
-
-    def ntxent(z, za):
-        n = len(z)
-        u = functional.normalize(torch.cat([z, za]), dim=1)
-        s = u @ u.T / TAU
-        s = s.masked_fill(torch.eye(2 * n, dtype=torch.bool), float("-inf"))
-        target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
-        return functional.cross_entropy(s, target)
-
-    return torch, {"paper": paper, "dot": dot, "ntxent": ntxent}
 
 
 def ours(name: str):
@@ -111,7 +84,7 @@ def test_gradients_match_central_differences(name, seed):
 @pytest.mark.parametrize("name", LOSSES)
 @pytest.mark.parametrize("shape", [(8, 4), (16, 3)])
 def test_values_and_gradients_match_torch_autograd(name, shape):
-    torch, reference = torch_losses()
+    torch, reference = torch_losses(TAU)
     rng = np.random.default_rng([LOSSES.index(name), *shape])
     z, za = random_views(rng, *shape, noise=0.8)
     value, g, ga = ours(name)(z, za)
@@ -126,7 +99,7 @@ def test_values_and_gradients_match_torch_autograd(name, shape):
 
 def test_paper_loss_far_apart_points_stay_finite_and_match_torch():
     """Rows whose every logit is below -700 (exp underflows) take the shifted path; it must agree."""
-    torch, reference = torch_losses()
+    torch, reference = torch_losses(TAU)
     rng = np.random.default_rng(5)
     z = 60.0 * rng.standard_normal((6, 2))
     za = z + 45.0 * rng.standard_normal((6, 2))

@@ -1,0 +1,191 @@
+"""Contrastive covariance X (Lemma 1-2, Eqn 5-7 with the sign of paper.md 1.4) and the PSD check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _theory_helpers import random_orthogonal, random_views, torch_losses
+
+from theory.covariance import apriori_covariance, contrastive_covariance, psd_check
+from theory.dynamics import loss_and_gradients
+from theory.losses import paper_weights
+from theory.toy import toy_views
+
+TAU = 0.5
+
+
+def problem(seed: int, n: int = 9, d: int = 4, d_out: int = 3, noise: float = 0.7):
+    rng = np.random.default_rng(seed)
+    x, xa = random_views(rng, n, d, noise)
+    w = 0.6 * rng.standard_normal((d_out, d))
+    return x, xa, w
+
+
+def eqn6_loop(x: np.ndarray, xa: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Eqn 6 in the form of paper.md 1.4 (App. B.2 sign), summed over i as printed (not divided by N)."""
+    n, d = x.shape
+    out = np.zeros((d, d))
+    for i in range(n):
+        inner = np.zeros(d)
+        for j in range(n):
+            if j != i:
+                inner += alpha[i, j] * (xa[i] - x[j]) + alpha[j, i] * (x[i] - x[j])
+        out += np.outer(inner, x[i])
+        out -= (1 - alpha[i, i]) * np.outer(xa[i] - x[i], xa[i])
+    return out
+
+
+@pytest.mark.parametrize("loss", ["paper", "dot"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_x_symmetric_and_difference_of_sigmas(loss, seed):
+    x, xa, w = problem(seed)
+    cov, s0, s1 = contrastive_covariance(x, xa, w, loss, TAU)
+    np.testing.assert_allclose(cov, cov.T, atol=1e-12 * np.abs(cov).max())
+    np.testing.assert_allclose(cov, s0 - s1, atol=1e-13 * max(np.abs(s0).max(), 1.0))
+    np.testing.assert_allclose(s0, s0.T, atol=1e-12 * np.abs(s0).max())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_paper_sigmas_equal_lemma2_double_sums_and_are_psd(seed):
+    x, xa, w = problem(seed)
+    n, d = x.shape
+    alpha = paper_weights(x @ w.T, xa @ w.T)
+    s0_ref = np.zeros((d, d))
+    s1_ref = np.zeros((d, d))
+    for i in range(n):
+        for j in range(n):
+            s0_ref += alpha[i, j] * np.outer(x[i] - x[j], x[i] - x[j])
+        s1_ref += (1 - alpha[i, i]) * np.outer(xa[i] - x[i], xa[i] - x[i])
+    cov, s0, s1 = contrastive_covariance(x, xa, w)
+    np.testing.assert_allclose(s0, s0_ref / n, rtol=1e-11, atol=1e-14)
+    np.testing.assert_allclose(s1, s1_ref / n, rtol=1e-11, atol=1e-14)
+    for m in (s0, s1):
+        assert np.linalg.eigvalsh(m).min() >= -1e-12 * np.abs(m).max()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_paper_x_equals_eqn6_form_of_paper_md_1_4(seed):
+    x, xa, w = problem(seed)
+    alpha = paper_weights(x @ w.T, xa @ w.T)
+    cov = contrastive_covariance(x, xa, w)[0]
+    np.testing.assert_allclose(cov, eqn6_loop(x, xa, alpha) / len(x), rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_dot_sigma0_is_psd(seed):
+    x, xa, w = problem(seed)
+    s0 = contrastive_covariance(x, xa, w, "dot", TAU)[1]
+    assert np.linalg.eigvalsh(s0).min() >= -1e-12 * np.abs(s0).max()
+
+
+@pytest.mark.parametrize("loss", ["paper", "dot"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_minus_weight_gradient_equals_w_x(loss, seed):
+    """-dL/dW = W X (Eqn 5) with dL/dW from the package's backprop of the closed-form embedding gradients."""
+    x, xa, w = problem(seed)
+    cov = contrastive_covariance(x, xa, w, loss, TAU)[0]
+    _, (grad,) = loss_and_gradients([w], x, xa, loss=loss, temperature=TAU)
+    np.testing.assert_allclose(-grad, w @ cov, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("loss", ["paper", "dot"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_minus_weight_gradient_equals_w_x_torch_autograd(loss, seed):
+    torch, reference = torch_losses(TAU)
+    x, xa, w = problem(seed, n=12, d=5, d_out=5)
+    tw = torch.tensor(w, dtype=torch.float64, requires_grad=True)
+    tx, txa = torch.tensor(x), torch.tensor(xa)
+    reference[loss](tx @ tw.T, txa @ tw.T).backward()
+    cov = contrastive_covariance(x, xa, w, loss, TAU)[0]
+    np.testing.assert_allclose(-tw.grad.numpy(), w @ cov, rtol=1e-9, atol=1e-13)
+
+
+def test_x_at_zero_weight_exact_uniform_alpha_formula():
+    """At W = 0 every alpha = 1/N: Sigma0 = 2 Cov_N(x) exactly and Sigma1 = (N-1)/N^2 sum eps eps^T."""
+    rng = np.random.default_rng(3)
+    x, xa = random_views(rng, 30, 4, noise=1.3)
+    n = len(x)
+    cov, s0, s1 = contrastive_covariance(x, xa, np.zeros((2, 4)))
+    xc = x - x.mean(0)
+    eps = xa - x
+    np.testing.assert_allclose(s0, 2 * xc.T @ xc / n, rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(s1, (n - 1) / n**2 * eps.T @ eps, rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(apriori_covariance(x, xa), cov, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("strength", [1.0, np.sqrt(3.0)])
+def test_x_at_zero_one_noisy_view_is_two_cov_minus_noise_cov(strength):
+    """Population value: X(W -> 0) -> 2 I - diag(0, s^2) (paper.md Sec. 5), statistical tolerance."""
+    rng = np.random.default_rng(4)
+    x, xa = toy_views(rng, 2000, dim=4, augmented_dims=2, strength=strength, noisy_views=1)
+    cov = apriori_covariance(x, xa)
+    expected = np.diag([2.0, 2.0, 2.0 - strength**2, 2.0 - strength**2])
+    np.testing.assert_allclose(cov, expected, atol=0.25)
+    # and against the same statistic estimated independently from the sample
+    direct = 2 * np.cov(x.T, bias=True) - np.cov((xa - x).T, bias=True)
+    np.testing.assert_allclose(cov, direct, atol=0.02)
+    assert psd_check(cov).is_psd == (strength**2 < 2.0)
+
+
+def test_x_at_zero_two_noisy_views_is_two_cov_clean():
+    """Both views noised (official toy code): the noise enters Sigma0 too, X(W -> 0) -> 2 Cov(clean), PSD."""
+    rng = np.random.default_rng(5)
+    n, s = 3000, 1.5
+    clean = rng.standard_normal((n, 4)) @ np.diag([1.0, 0.8, 1.2, 0.9])
+    mask = np.array([0.0, 0.0, 1.0, 1.0])
+    x = clean + s * mask * rng.standard_normal((n, 4))
+    xa = clean + s * mask * rng.standard_normal((n, 4))
+    cov = apriori_covariance(x, xa)
+    # sampling std of the entries is ~0.11 here
+    np.testing.assert_allclose(cov, 2 * np.cov(clean.T, bias=True), atol=0.45)
+    assert psd_check(cov).is_psd
+    # toy_views with noisy_views=2 gives the same picture
+    xt, xat = toy_views(rng, n, dim=4, augmented_dims=2, strength=s, noisy_views=2)
+    np.testing.assert_allclose(apriori_covariance(xt, xat), 2 * np.eye(4), atol=0.45)
+
+
+def test_ntxent_has_no_contrastive_covariance():
+    x, xa, w = problem(0)
+    with pytest.raises(ValueError, match="ntxent"):
+        contrastive_covariance(x, xa, w, "ntxent")
+
+
+def test_shape_errors():
+    x, xa, w = problem(0)
+    with pytest.raises(ValueError):
+        contrastive_covariance(x, xa[:-1], w)
+    with pytest.raises(ValueError):
+        contrastive_covariance(x, xa, w[:, :-1])
+    with pytest.raises(ValueError):
+        psd_check(np.ones((2, 3)))
+
+
+def test_batched_x_equals_per_config():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 3, 7, 4))
+    xa = x + 0.8 * rng.standard_normal(x.shape)
+    w = rng.standard_normal((2, 3, 4, 4))
+    for loss in ("paper", "dot"):
+        batched = contrastive_covariance(x, xa, w, loss, TAU)
+        for a in range(2):
+            for b in range(3):
+                single = contrastive_covariance(x[a, b], xa[a, b], w[a, b], loss, TAU)
+                for got, want in zip(batched, single, strict=True):
+                    np.testing.assert_allclose(got[a, b], want, rtol=1e-11, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    ("eigs", "n_negative"),
+    [([3.0, 1.0, -0.01, -2.0], 1), ([3.0, 1.0, -0.01, 0.0], 0), ([2.0, -0.5, -1.0, -1.5], 3), ([0.0] * 4, 0)],
+)
+def test_psd_check_counts_clearly_negative_eigenvalues(eigs, n_negative):
+    q = random_orthogonal(np.random.default_rng(7), 4)
+    eigs = np.array(eigs)
+    m = q @ np.diag(eigs) @ q.T
+    check = psd_check(m, rtol=1e-2)
+    np.testing.assert_allclose(check.eigenvalues, np.sort(eigs)[::-1], atol=1e-12)
+    assert check.tolerance == pytest.approx(1e-2 * np.abs(eigs).max())
+    assert check.n_negative == n_negative
+    assert check.is_psd == (n_negative == 0)
+    np.testing.assert_allclose(m @ check.eigenvectors, check.eigenvectors * check.eigenvalues, atol=1e-12)
+    np.testing.assert_allclose(check.eigenvectors.T @ check.eigenvectors, np.eye(4), atol=1e-12)
