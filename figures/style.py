@@ -1,0 +1,120 @@
+"""Shared look and output helpers for every figure.
+
+* Agg backend, one font size, one colour per role (clean / augmented directions, layers, predictions).
+* ``save(fig, name, data, out_dir)`` writes ``<out_dir>/<name>.png``, ``.pdf`` and ``.json`` atomically
+  (temp file + rename), with the PDF's creation date stripped so that reruns give identical files.
+* ``MissingResults``: raised by a figure that reads saved results (e.g. trained networks) which are not
+  there yet; ``make_all`` reports it as skipped instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+OUT_DIR = Path(__file__).resolve().parent / "out"
+
+CLEAN = "#1f77b4"  # directions the augmentation leaves alone
+AUGMENTED = "#d62728"  # directions the augmentation perturbs
+PREDICTION = "black"  # theory drawn over the simulation
+LAYER_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd")
+SEQUENTIAL = "viridis"  # one colour per augmentation strength / depth
+HEATMAP = "magma"
+
+plt.rcParams.update({
+    "figure.dpi": 110,
+    "savefig.dpi": 150,
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "axes.labelsize": 9,
+    "legend.fontsize": 7.5,
+    "legend.framealpha": 0.85,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "axes.grid": True,
+    "grid.alpha": 0.25,
+    "lines.linewidth": 1.3,
+    "figure.constrained_layout.use": True,
+    "svg.hashsalt": "dimcollapse",
+    "pdf.fonttype": 42,
+})
+
+
+class MissingResults(RuntimeError):
+    """The saved results a figure draws from are not there (yet)."""
+
+
+def colors(n: int, cmap: str = SEQUENTIAL) -> list:
+    """n colours evenly spaced along a sequential colour map (dark = first)."""
+    cm = plt.get_cmap(cmap)
+    return [cm(0.9 * k / max(n - 1, 1)) for k in range(n)]
+
+
+def claim(fig: plt.Figure, text: str) -> None:
+    """The one-line title stating the claim the figure checks."""
+    fig.suptitle(text, fontsize=10, fontweight="bold")
+
+
+def log10(values: np.ndarray, floor: float = 1e-300) -> np.ndarray:
+    return np.log10(np.maximum(np.asarray(values, dtype=np.float64), floor))
+
+
+def jsonable(obj):
+    """numpy arrays/scalars -> lists/floats; non-finite floats -> None (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, np.bool_ | bool):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save(fig: plt.Figure, name: str, data: dict, out_dir: str | os.PathLike | None = None) -> Path:
+    """Write ``name``.png/.pdf/.json into ``out_dir`` (default ``figures/out``); return the PNG path."""
+    folder = Path(out_dir) if out_dir is not None else OUT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    png = folder / f"{name}.png"
+    _atomic(png, lambda p: fig.savefig(p, format="png", metadata={"Software": None}))
+    _atomic(folder / f"{name}.pdf",
+            lambda p: fig.savefig(p, format="pdf", metadata={"CreationDate": None, "Producer": None,
+                                                             "Creator": None}))
+    text = json.dumps(jsonable(data), indent=1, allow_nan=False) + "\n"
+    _atomic(folder / f"{name}.json", lambda p: p.write_text(text))
+    plt.close(fig)
+    return png
+
+
+def cli(main, description: str) -> None:
+    """``python -m figures.<name> [--quick] [--out DIR]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds), for tests")
+    parser.add_argument("--out", default=None, help=f"output folder (default {OUT_DIR})")
+    args = parser.parse_args()
+    main(quick=args.quick, out_dir=args.out)
