@@ -1,0 +1,198 @@
+"""Predictions: Theorem 3 (Eqn 10) closed form, blow-up time, subspace overlap, alignment, conservation law."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _theory_helpers import random_orthogonal, random_views
+from scipy.integrate import solve_ivp
+from scipy.linalg import subspace_angles
+
+from theory.dynamics import run_gd, run_ode
+from theory.predict import (
+    alignment_matrix,
+    alignment_score,
+    blowup_time,
+    collapsed_input_subspace,
+    conservation_drift,
+    conserved_quantities,
+    negative_subspace,
+    predicted_collapsed_modes,
+    sigma_trajectory,
+    subspace_overlap,
+    theorem3_check,
+)
+from theory.spectrum import COLLAPSE_RTOL
+
+SIGMA0 = np.array([0.9, 0.5, 0.2, 0.7])
+LAM = np.array([0.8, 1.5, -0.6, 0.0])
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_sigma_trajectory_solves_eqn10_residual(layers):
+    """d sigma/dt = lambda sigma^(2L-1) (Eqn 10 for L aligned, balanced layers), by central differences."""
+    t_end = 0.8 * np.min(blowup_time(SIGMA0, LAM, layers)) if layers > 1 else 1.0
+    times = np.linspace(0.0, t_end, 9)[1:-1]
+    h = 1e-6
+    sig = sigma_trajectory(SIGMA0, LAM, times, layers)
+    deriv = (sigma_trajectory(SIGMA0, LAM, times + h, layers) - sigma_trajectory(SIGMA0, LAM, times - h, layers)) / (
+        2 * h
+    )
+    np.testing.assert_allclose(deriv, LAM * sig ** (2 * layers - 1), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(sigma_trajectory(SIGMA0, LAM, np.array([0.0]), layers)[0], SIGMA0, rtol=1e-14)
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_sigma_trajectory_matches_numerical_ode(layers):
+    t_end = 0.9 * np.min(blowup_time(SIGMA0, LAM, layers)) if layers > 1 else 1.5
+    times = np.linspace(0.0, t_end, 6)
+    sol = solve_ivp(lambda _t, s: LAM * s ** (2 * layers - 1), (0.0, t_end), SIGMA0, t_eval=times,
+                    method="DOP853", rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(sigma_trajectory(SIGMA0, LAM, times, layers), sol.y.T, rtol=1e-8)
+
+
+def test_sigma_trajectory_one_layer_is_exponential():
+    times = np.array([0.0, 0.3, 2.0])
+    np.testing.assert_allclose(sigma_trajectory(SIGMA0, LAM, times, 1),
+                               SIGMA0[None, :] * np.exp(np.outer(times, LAM)), rtol=1e-13)
+
+
+@pytest.mark.parametrize("layers", [2, 3, 4])
+def test_blowup_time_formula_and_trajectory_infinite_past_it(layers):
+    p = 2 * layers - 2
+    t_star = blowup_time(SIGMA0, LAM, layers)
+    expected = np.where(LAM > 0, 1.0 / (p * np.where(LAM > 0, LAM, 1.0) * SIGMA0**p), np.inf)
+    np.testing.assert_allclose(t_star, expected, rtol=1e-14)
+    assert np.isinf(t_star[2]) and np.isinf(t_star[3])  # lambda < 0 and lambda = 0 never blow up
+    for k in (0, 1):
+        before = sigma_trajectory(SIGMA0[k : k + 1], LAM[k : k + 1], np.array([0.999 * t_star[k]]), layers)
+        after = sigma_trajectory(SIGMA0[k : k + 1], LAM[k : k + 1], np.array([1.001 * t_star[k]]), layers)
+        assert np.isfinite(before).all() and before[0, 0] > 3 * SIGMA0[k]
+        assert np.isinf(after).all()
+    np.testing.assert_array_equal(blowup_time(SIGMA0, LAM, 1), np.inf)
+
+
+def test_blowup_time_two_layers_is_theorem3():
+    """Theorem 3: sigma = sigma0 / sqrt(1 - 2 lambda sigma0^2 t) blows up at t* = 1 / (2 lambda sigma0^2)."""
+    assert blowup_time(np.array([0.5]), np.array([2.0]), 2)[0] == pytest.approx(1.0)
+    t = np.array([0.0, 0.5, 0.75])
+    np.testing.assert_allclose(sigma_trajectory(np.array([0.5]), np.array([2.0]), t, 2)[:, 0],
+                               0.5 / np.sqrt(1 - 2 * 2.0 * 0.25 * t), rtol=1e-13)
+
+
+@pytest.mark.parametrize("layers", [2, 3])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_theorem3_check_closed_form_matches_simulation(layers, seed):
+    rng = np.random.default_rng(seed)
+    q = random_orthogonal(rng, 4)
+    lam = np.array([1.2, 0.7, 0.3, 0.1])
+    cov = q @ np.diag(lam) @ q.T
+    sigma0 = rng.uniform(0.3, 0.8, 4)
+    out = theorem3_check(cov, sigma0, layers, records=20)
+    assert out["max_relative_error"] < 1e-5
+    np.testing.assert_allclose(out["lambda"], lam, rtol=1e-12)
+    # 90% of the earliest blow-up time by default: the leading mode must have grown visibly
+    assert out["times"][-1] == pytest.approx(0.9 * np.min(blowup_time(sigma0, lam, layers)))
+    assert np.max(out["simulated"][-1] / sigma0) > 1.3
+    np.testing.assert_array_equal(out["predicted_collapsed"], out["observed_collapsed"])
+
+
+def test_predicted_collapsed_modes_rule():
+    sigma0 = np.array([1.0, 0.5, 0.05, 0.01])
+    lam = np.array([1.0, 1.0, 1.0, 1.0])
+    time = 0.45
+    got = predicted_collapsed_modes(sigma0, lam, time, layers=2)
+    sig = sigma0 / np.sqrt(1 - 2 * lam * sigma0**2 * time)
+    var = sig**4
+    np.testing.assert_array_equal(got, var <= COLLAPSE_RTOL * var.max())
+    assert got.tolist() == [False, False, True, True]
+
+
+def test_subspace_overlap_identity_orthogonal_and_principal_angles():
+    rng = np.random.default_rng(3)
+    q = random_orthogonal(rng, 6)
+    a, b = q[:, :2], q[:, 2:4]
+    assert subspace_overlap(a, a) == pytest.approx(1.0)
+    assert subspace_overlap(a, b) == pytest.approx(0.0, abs=1e-14)
+    assert subspace_overlap(np.zeros((6, 0)), np.zeros((6, 0))) == 1.0
+    # a generic pair: mean squared cosine of the principal angles (scipy, independent route)
+    c = np.linalg.qr(rng.standard_normal((6, 2)))[0]
+    d = np.linalg.qr(rng.standard_normal((6, 2)))[0]
+    assert subspace_overlap(c, d) == pytest.approx(np.mean(np.cos(subspace_angles(c, d)) ** 2), rel=1e-12)
+    # invariance: a common rotation, and a change of basis inside each subspace
+    r = random_orthogonal(rng, 6)
+    rot = random_orthogonal(rng, 2)
+    assert subspace_overlap(r @ c, r @ d) == pytest.approx(subspace_overlap(c, d), rel=1e-12)
+    assert subspace_overlap(c @ rot, d) == pytest.approx(subspace_overlap(c, d), rel=1e-12)
+    # different dimensions: a subspace contained in a bigger one
+    assert subspace_overlap(q[:, :1], q[:, :2]) == pytest.approx(0.5)
+
+
+def test_negative_subspace_and_collapsed_input_subspace():
+    rng = np.random.default_rng(4)
+    q = random_orthogonal(rng, 5)
+    cov = q @ np.diag([2.0, 1.0, 0.001, -0.5, -1.5]) @ q.T
+    neg = negative_subspace(cov)
+    assert neg.shape == (5, 2)
+    assert subspace_overlap(neg, q[:, 3:]) == pytest.approx(1.0)
+    u = random_orthogonal(rng, 5)
+    w = u @ np.diag([3.0, 2.0, 1.0, 1e-3, 1e-5]) @ q.T
+    assert subspace_overlap(collapsed_input_subspace(w, 2), q[:, 3:]) == pytest.approx(1.0)
+    assert collapsed_input_subspace(w, 0).shape == (5, 0)
+
+
+def test_alignment_matrix_of_constructed_aligned_layers_is_identity():
+    """W1 = U1 S1 V1^T, W2 = Q S2 U1^T (V2 = U1, descending distinct S) gives |V2^T U1| = I (Theorem 2)."""
+    rng = np.random.default_rng(5)
+    d = 5
+    u1, v1, q = (random_orthogonal(rng, d) for _ in range(3))
+    s1 = np.diag([3.0, 2.0, 1.0, 0.5, 0.1])
+    s2 = np.diag([4.0, 1.5, 0.9, 0.3, 0.2])
+    w1 = u1 @ s1 @ v1.T
+    a = alignment_matrix(w1, q @ s2 @ u1.T)
+    np.testing.assert_allclose(a, np.eye(d), atol=1e-10)
+    assert alignment_score(a) == pytest.approx(1.0)
+    # a permutation of W2's right singular vectors shows up as the permutation in A
+    perm = np.eye(d)[[1, 0, 2, 4, 3]]
+    a_perm = alignment_matrix(w1, q @ s2 @ (u1 @ perm).T)
+    np.testing.assert_allclose(a_perm, perm.T, atol=1e-10)
+    assert alignment_score(a_perm) == pytest.approx(1 / 5)
+    assert alignment_score(a_perm, modes=3) == pytest.approx(1 / 3)
+
+
+def test_conserved_quantities_constant_under_infonce_flow():
+    rng = np.random.default_rng(6)
+    x, xa = random_views(rng, 10, 3)
+    w0 = [0.8 * rng.standard_normal((3, 3)), 0.8 * rng.standard_normal((3, 3))]
+    traj = run_ode(w0, 3.0, views=(x, xa), records=6, rtol=1e-10, atol=1e-12)
+    c0 = conserved_quantities(w0)[0]
+    grew = np.linalg.norm(traj.final[0]) / np.linalg.norm(w0[0])
+    assert grew > 1.2  # the flow actually moved the weights
+    for k in range(len(traj.times)):
+        ck = conserved_quantities([traj.weights[0][k], traj.weights[1][k]])[0]
+        np.testing.assert_allclose(ck, c0, atol=1e-7 * np.linalg.norm(traj.weights[0][k]) ** 2)
+    assert conservation_drift(w0, traj.final) < 1e-7
+
+
+def test_conserved_quantities_three_layers_and_drift_definition():
+    rng = np.random.default_rng(7)
+    ws = [rng.standard_normal((3, 3)) for _ in range(3)]
+    cq = conserved_quantities(ws)
+    assert len(cq) == 2
+    np.testing.assert_allclose(cq[1], ws[1] @ ws[1].T - ws[2].T @ ws[2])
+    assert conservation_drift(ws, ws) == 0.0
+    moved = [ws[0] + 0.1, ws[1], ws[2]]
+    c_old, c_new = conserved_quantities(ws)[0], conserved_quantities(moved)[0]
+    assert conservation_drift(ws, moved) == pytest.approx(
+        np.linalg.norm(c_new - c_old) / np.linalg.norm(moved[0] @ moved[0].T))
+
+
+def test_conservation_drift_of_gd_is_first_order_in_lr():
+    """R0.3: small-lr full-batch gd keeps W1W1^T - W2^TW2 constant up to O(lr) drift."""
+    rng = np.random.default_rng(8)
+    x, xa = random_views(rng, 10, 3)
+    w0 = [0.8 * rng.standard_normal((3, 3)), 0.8 * rng.standard_normal((3, 3))]
+    drifts = [conservation_drift(w0, run_gd(w0, round(1.0 / lr), lr, (x, xa), record_every=10**6).final)
+              for lr in (4e-3, 2e-3)]
+    assert drifts[1] < 1e-2
+    assert 1.6 < drifts[0] / drifts[1] < 2.4
