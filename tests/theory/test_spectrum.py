@@ -1,0 +1,123 @@
+"""Embedding spectrum (Eqn 1), collapse rule, effective rank (Roy & Vetterli) and RankMe."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from _theory_helpers import random_orthogonal
+
+from theory.spectrum import (
+    COLLAPSE_RTOL,
+    collapsed_mask,
+    covariance,
+    effective_rank,
+    embedding_spectrum,
+    n_collapsed,
+    rankme,
+    singular_values,
+)
+
+
+def cloud_with_covariance(rng: np.random.Generator, n: int, eigenvalues: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """N points whose 1/N covariance is exactly R diag(eigenvalues) R^T (orthogonal design), and R."""
+    d = len(eigenvalues)
+    a = rng.standard_normal((n, d))
+    a -= a.mean(axis=0)
+    design = np.linalg.qr(a)[0]  # centered, orthonormal columns
+    r = random_orthogonal(rng, d)
+    z = np.sqrt(n) * design * np.sqrt(eigenvalues) @ r.T + rng.standard_normal(d)  # any mean
+    return z, r
+
+
+def test_singular_values_of_known_covariance():
+    rng = np.random.default_rng(0)
+    eig = np.array([5.0, 2.0, 1.0, 0.3, 1e-4, 0.0])
+    z, r = cloud_with_covariance(rng, 50, eig)
+    np.testing.assert_allclose(covariance(z), r @ np.diag(eig) @ r.T, atol=1e-12)
+    np.testing.assert_allclose(singular_values(z), eig, atol=1e-12)
+    np.testing.assert_allclose(covariance(z), np.cov(z.T, bias=True), atol=1e-12)
+    spec = embedding_spectrum(z)
+    assert spec.n_collapsed == 2  # 1e-4 <= 1e-3 * 5 and the exact zero
+    np.testing.assert_allclose(spec.log10[:4], np.log10(eig[:4]), atol=1e-10)
+
+
+def test_batched_singular_values():
+    rng = np.random.default_rng(1)
+    z = rng.standard_normal((3, 20, 4)) * np.array([3.0, 1.0, 0.5, 0.1])
+    batched = singular_values(z)
+    for k in range(3):
+        np.testing.assert_allclose(batched[k], singular_values(z[k]), rtol=1e-12)
+
+
+def test_isotropic_cloud_has_full_effective_rank():
+    rng = np.random.default_rng(2)
+    d = 8
+    spec = embedding_spectrum(rng.standard_normal((4000, d)))
+    assert spec.n_collapsed == 0
+    assert spec.effective_rank == pytest.approx(d, rel=0.02)
+    assert spec.rankme == pytest.approx(d, rel=0.02)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_rank_k_cloud(k):
+    rng = np.random.default_rng(3 + k)
+    d = 8
+    z = rng.standard_normal((500, k)) @ rng.standard_normal((k, d))
+    spec = embedding_spectrum(z)
+    assert spec.n_collapsed == d - k
+    assert spec.effective_rank <= k + 1e-6
+    assert spec.effective_rank > 0.5 * k
+    assert spec.rankme <= k + 1e-3
+
+
+def test_effective_rank_closed_forms():
+    assert effective_rank(np.ones(7)) == pytest.approx(7.0)
+    assert effective_rank(np.full(4, 3.5)) == pytest.approx(4.0)
+    assert effective_rank(np.zeros(5)) == 0.0
+    assert effective_rank(np.array([1.0, 0.0, 0.0])) == pytest.approx(1.0)
+    # p = (1/2, 1/4, 1/4): H = 1.5 ln 2
+    assert effective_rank(np.array([2.0, 1.0, 1.0])) == pytest.approx(2**1.5)
+    batched = effective_rank(np.array([[1.0, 1.0], [1.0, 0.0], [0.0, 0.0]]))
+    np.testing.assert_allclose(batched, [2.0, 1.0, 0.0])
+
+
+def test_rankme_matches_its_formula():
+    rng = np.random.default_rng(4)
+    z = rng.standard_normal((30, 6)) * np.array([4.0, 2.0, 1.0, 0.5, 0.01, 0.0]) + 0.3
+    s = np.linalg.svd(z, compute_uv=False)
+    p = s / np.sum(np.abs(s)) + 1e-7
+    assert rankme(z) == pytest.approx(np.exp(-np.sum(p * np.log(p))), rel=1e-12)
+
+
+def test_normalize_divides_rows_by_norms():
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((40, 5)) * np.array([5.0, 1.0, 1.0, 0.2, 0.1]) + 1.0
+    manual = z / np.linalg.norm(z, axis=1, keepdims=True)
+    np.testing.assert_allclose(singular_values(z, normalize=True), singular_values(manual), rtol=1e-12)
+    spec = embedding_spectrum(z, normalize=True)
+    np.testing.assert_allclose(spec.singular_values, singular_values(manual), rtol=1e-12)
+    assert spec.rankme == pytest.approx(rankme(manual), rel=1e-12)
+    assert not np.allclose(singular_values(z), singular_values(manual))
+
+
+def test_collapse_rule():
+    values = np.array([2.0, 2e-3 * 1.01, 1e-3, 0.0])
+    np.testing.assert_array_equal(collapsed_mask(values), [False, False, True, True])
+    assert n_collapsed(values) == 2
+    assert n_collapsed(values, rtol=1e-2) == 3
+    np.testing.assert_array_equal(n_collapsed(np.stack([values, np.ones(4)])), [2, 0])
+    assert n_collapsed(np.zeros(4)) == 4  # all-zero spectrum: fully collapsed
+    assert COLLAPSE_RTOL == pytest.approx(1e-3)
+
+
+def test_embedding_spectrum_input_checks_and_json():
+    with pytest.raises(ValueError):
+        embedding_spectrum(np.ones((1, 3)))
+    with pytest.raises(ValueError):
+        embedding_spectrum(np.array([[1.0, np.nan], [0.0, 1.0]]))
+    z = np.array([[1.0, 0.0], [-1.0, 0.0], [2.0, 0.0]])
+    out = embedding_spectrum(z).to_json()
+    json.dumps(out)
+    assert out["log10"][1] is None and out["n_collapsed"] == 1
