@@ -1,0 +1,114 @@
+"""Collapse phase diagram (beyond the paper): collapsed dimensions vs augmentation strength, both noise conventions.
+
+Batched ``theory.sweep`` (every strength x seed in one call), one linear layer, the paper's loss. Observed:
+collapsed embedding dimensions (rule: variance <= 1e-3 x largest). Predicted (Theorem 1): the number of
+negative eigenvalues of the contrastive covariance X, a priori (W -> 0, all alpha = 1/N) and late in training
+(at the trained W, averaged over fresh batches), and the a-priori threshold s* (sqrt(2) with one noisy view,
+none with two).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from figures import style
+from figures.common import SimConfig
+from theory import sweep
+
+NAME = "phase_diagram"
+STRENGTHS = (0.0, 0.5, 1.0, 1.2, 1.3, float(np.sqrt(2.0)), 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)
+SEEDS = 3
+QUICK_STRENGTHS = (0.0, 0.5, 3.0)
+
+
+def main(quick: bool = False, out_dir=None) -> dict:
+    strengths = np.array(QUICK_STRENGTHS if quick else STRENGTHS)
+    seeds = 2 if quick else SEEDS
+    base = SimConfig(steps=400 if quick else 2000, seed=0)
+    data: dict = {
+        "claim": "augmented dims collapse above the a-priori threshold sqrt(2) (one noisy view); "
+                 "X's negative eigenvalues count them",
+        "config": {k: v for k, v in vars(base).items() if k not in ("augment_strength", "noisy_views")},
+        "strengths": strengths, "seeds": seeds, "views": {},
+    }
+    for views in (1, 2):
+        base.noisy_views = views
+        out = sweep(strengths, seeds, base)
+        emb = np.asarray(out["embedding_singular_values"])  # [strength, seed, dim], descending
+        k = base.augmented_dims
+        # decades of embedding variance between the k smallest and the dim-k largest directions
+        gap = np.mean(np.log10(emb[..., -k:]), -1) - np.mean(np.log10(emb[..., :-k]), -1)
+        observed = np.asarray(out["collapsed_dims"])
+        data["views"][str(views)] = {
+            "apriori_threshold": out["apriori_threshold"],
+            "collapsed_dims": observed,
+            "predicted_apriori": out["predicted_apriori"],
+            "predicted_late": out["predicted_late"],
+            "log10_variance_gap": gap,
+            "observed_onset": first_strength(strengths, observed.mean(1) >= 0.5),
+            "observed_full": first_strength(strengths, observed.min(1) >= k),
+            "apriori_onset": first_strength(strengths, np.asarray(out["predicted_apriori"]).mean(1) >= 0.5),
+        }
+    draw(data, out_dir)
+    return data
+
+
+def first_strength(strengths: np.ndarray, mask: np.ndarray) -> float | None:
+    """The smallest strength from which on ``mask`` holds at every larger strength too."""
+    for i in range(len(strengths)):
+        if mask[i:].all():
+            return float(strengths[i])
+    return None
+
+
+def band(ax, x, counts, color, label, marker="o", ls="-"):
+    counts = np.asarray(counts, dtype=float)
+    ax.fill_between(x, counts.min(1), counts.max(1), color=color, alpha=0.18, lw=0)
+    ax.plot(x, counts.mean(1), ls, marker=marker, ms=4, color=color, label=label)
+
+
+def draw(data: dict, out_dir=None) -> None:
+    s = np.asarray(data["strengths"])
+    dim, k = data["config"]["dim"], data["config"]["augmented_dims"]
+    fig, axes = style.plt.subplots(1, 3, figsize=(12.5, 3.9))
+    for ax, views in zip(axes[:2], ("1", "2"), strict=True):
+        v = data["views"][views]
+        band(ax, s, v["collapsed_dims"], style.AUGMENTED, "observed (mean, band = min-max over seeds)")
+        band(ax, s, v["predicted_apriori"], style.PREDICTION, "predicted: #neg. eig. of X at W→0", "s", "--")
+        band(ax, s, v["predicted_late"], "#2ca02c", "predicted: #neg. eig. of late X", "^", ":")
+        thr = v["apriori_threshold"]
+        if thr is not None and math.isfinite(thr):
+            ax.axvline(thr, color="grey", ls="--", lw=1, label=f"a-priori threshold s* = √2 ≈ {thr:.2f}")
+        else:
+            ax.text(0.03, 0.55, "no a-priori threshold:\nX(W→0) ≈ 2 Cov(clean x) ≻ 0", fontsize=8,
+                    transform=ax.transAxes, color="grey")
+            ax.text(0.97, 0.12, "counted collapse at large s: the block\nsettles at a finite variance that\n"
+                    "drops below the 1e-3 rule, see (c)", fontsize=7, ha="right", transform=ax.transAxes,
+                    color="grey")
+        ax.set(xlabel="augmentation strength s (noise std, data std = 1)",
+               ylabel=f"collapsed embedding dims (of {dim})", ylim=(-0.4, k + 2.2),
+               title=("(a) one noisy view: x' = x + ε  (paper Sec. 4)" if views == "1"
+                      else "(b) both views noisy (official toy code)"))
+        ax.set_yticks(range(0, k + 1, 2))
+        ax.legend(loc="center right" if views == "1" else "upper left", fontsize=7)
+    for views, color, marker in (("1", style.AUGMENTED, "o"), ("2", "#9467bd", "D")):
+        band(axes[2], s, data["views"][views]["log10_variance_gap"], color,
+             f"{'one noisy view' if views == '1' else 'both views noisy'}", marker)
+    axes[2].axhline(-3, color="grey", ls=":", lw=1, label="collapse rule (1e-3)")
+    axes[2].axhspan(-17.5, -15, color="grey", alpha=0.15, lw=0, label="float64 eigen-solver floor")
+    axes[2].set_ylim(bottom=-17.5)
+    axes[2].axvline(np.sqrt(2), color="grey", ls="--", lw=1)
+    axes[2].set(xlabel="augmentation strength s (noise std)",
+                ylabel=f"log10 variance gap: {k} smallest − {dim - k} largest",
+                title="(c) augmented vs clean block: variance gap (decades)")
+    axes[2].legend(loc="lower left")
+    cfg = data["config"]
+    style.claim(fig, "Collapse phase diagram: one noisy view collapses all 8 augmented dims just above s* = √2, "
+                f"as X predicts ({data['seeds']} seeds, {cfg['steps']} GD steps, lr {cfg['lr']})")
+    style.save(fig, NAME, data, out_dir)
+
+
+if __name__ == "__main__":
+    style.cli(main, __doc__.splitlines()[0])
