@@ -1,0 +1,155 @@
+"""Property tests (hypothesis, bounded by the conftest profile) on the collapse conditions of the theory."""
+
+from __future__ import annotations
+
+import numpy as np
+from _theory_helpers import random_orthogonal
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from theory.covariance import PSD_RTOL, contrastive_covariance, psd_check
+from theory.dynamics import expm_solution, run_ode
+from theory.predict import alignment_matrix, alignment_score, conserved_quantities
+from theory.spectrum import n_collapsed
+
+seeds = st.integers(0, 2**32 - 1)
+
+
+@given(
+    seed=seeds,
+    n=st.integers(2, 12),
+    d=st.integers(1, 5),
+    d_out=st.integers(1, 5),
+    noise=st.floats(0.0, 3.0),
+    scale=st.floats(0.0, 2.0),
+    loss=st.sampled_from(["paper", "dot"]),
+)
+def test_x_is_symmetric_difference_of_sigmas(seed, n, d, d_out, noise, scale, loss):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d))
+    xa = x + noise * rng.standard_normal((n, d))
+    w = scale * rng.standard_normal((d_out, d))
+    cov, s0, s1 = contrastive_covariance(x, xa, w, loss, 0.5)
+    size = max(np.abs(s0).max(), np.abs(s1).max(), 1e-300)
+    assert np.all(np.isfinite(cov))
+    np.testing.assert_allclose(cov, cov.T, atol=1e-12 * size)
+    np.testing.assert_allclose(cov, s0 - s1, atol=1e-12 * size)
+    assert np.linalg.eigvalsh(s0).min() >= -1e-12 * size
+    if loss == "paper":
+        assert np.linalg.eigvalsh(s1).min() >= -1e-12 * size
+
+
+@given(seed=seeds, d=st.integers(2, 6), data=st.data())
+def test_expm_flow_leaves_exactly_m_vanishing_singular_values(seed, d, data):
+    """Theorem 1: X with m negative eigenvalues, generic W(0): W(0) expm(X t) has m collapsed singular values.
+
+    Eigenvalues: positive in [1, 1.2], negative in [-1.2, -0.5]; W(0) singular values in [0.7, 1.4]. At t = 10
+    the spread of the surviving variances is below 4 e^4 < 1e3 and the collapsed ones are < 1e-12 of the top.
+    """
+    m = data.draw(st.integers(0, d - 1), label="m")
+    rng = np.random.default_rng(seed)
+    lam = np.concatenate([rng.uniform(1.0, 1.2, d - m), rng.uniform(-1.2, -0.5, m)])
+    q = random_orthogonal(rng, d)
+    cov = q @ np.diag(lam) @ q.T
+    assert psd_check(cov).n_negative == m
+    w0 = random_orthogonal(rng, d) @ np.diag(rng.uniform(0.7, 1.4, d)) @ random_orthogonal(rng, d).T
+    w_t = expm_solution(w0, cov, np.array([10.0]))[0]
+    variances = np.linalg.svd(w_t, compute_uv=False) ** 2  # embedding variances for isotropic data
+    assert n_collapsed(variances) == m
+    # and the collapsed input directions are X's negative eigen-directions
+    if m:
+        right = np.linalg.svd(w_t)[2][d - m :].T
+        assert np.sum((right.T @ q[:, d - m :]) ** 2) / m > 1 - 1e-6
+
+
+@given(seed=seeds, d=st.integers(1, 6), d_out=st.integers(1, 6))
+def test_positive_definite_x_never_shrinks_a_singular_value(seed, d, d_out):
+    rng = np.random.default_rng(seed)
+    q = random_orthogonal(rng, d)
+    cov = q @ np.diag(rng.uniform(0.01, 2.0, d)) @ q.T
+    w0 = rng.standard_normal((d_out, d))
+    times = np.linspace(0.0, 3.0, 13)
+    sig = np.linalg.svd(expm_solution(w0, cov, times), compute_uv=False)  # (T, k), descending
+    assert np.all(np.diff(sig, axis=0) >= -1e-12 * sig[:-1])
+    assert np.all(sig[-1] >= sig[0])
+
+
+@settings(max_examples=8)
+@given(seed=seeds, scale=st.floats(0.3, 1.0), noise=st.floats(0.1, 2.0))
+def test_conservation_law_under_infonce_flow(seed, scale, noise):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((8, 3))
+    xa = x + noise * rng.standard_normal((8, 3))
+    w0 = [scale * rng.standard_normal((3, 3)), scale * rng.standard_normal((3, 3))]
+    traj = run_ode(w0, 2.0, views=(x, xa), records=4, rtol=1e-10, atol=1e-12)
+    c0 = conserved_quantities(w0)[0]
+    for k in range(1, len(traj.times)):
+        w1, w2 = traj.weights[0][k], traj.weights[1][k]
+        ck = conserved_quantities([w1, w2])[0]
+        # each term moves, their difference does not
+        moved = np.linalg.norm(w1 @ w1.T - w0[0] @ w0[0].T)
+        assert moved > 1e-3 * np.linalg.norm(w0[0] @ w0[0].T)
+        assert np.linalg.norm(ck - c0) <= 1e-5 * moved
+
+
+@settings(max_examples=8)
+@given(seed=seeds)
+def test_conservation_law_under_fixed_x_flow_three_layers(seed):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((3, 3))
+    cov = (a + a.T) / 4
+    w0 = [0.25 * rng.standard_normal((3, 3)) for _ in range(3)]  # far from the blow-up of sigma' = l sigma^5
+    traj = run_ode(w0, 0.3, cov=cov, records=2, rtol=1e-10, atol=1e-12)
+    pairs = zip(conserved_quantities(w0), conserved_quantities(traj.final), w0[:2], traj.final[:2], strict=True)
+    for before, after, w_start, w_end in pairs:
+        moved = np.linalg.norm(w_end @ w_end.T - w_start @ w_start.T)
+        assert moved > 1e-3 * np.linalg.norm(w_start @ w_start.T)
+        assert np.linalg.norm(after - before) <= 1e-5 * moved
+
+
+def grow_fixed_x_flow(weights, cov, growth):
+    """Run the fixed-X two-layer flow in chunks of a quarter of the leading mode's remaining blow-up time
+    (Theorem 3), until the end-to-end leading singular value has grown by ``growth``: long, but before blow-up."""
+    start = np.linalg.svd(weights[1] @ weights[0], compute_uv=False)[0]
+    lam_max = np.linalg.eigvalsh(cov)[-1]
+    for _ in range(200):
+        top = np.linalg.svd(weights[1] @ weights[0], compute_uv=False)[0]
+        if top >= growth * start:
+            return weights
+        weights = run_ode(weights, 0.25 / (2 * lam_max * top), cov=cov, records=1, rtol=1e-10, atol=1e-13).final
+    raise AssertionError("the flow did not grow")
+
+
+@settings(max_examples=10)
+@given(seed=seeds)
+def test_alignment_tends_to_identity_for_positive_definite_x(seed):
+    """Theorem 2: X > 0, non-degenerate singular values: |V2^T U1| -> I on the modes that grow."""
+    rng = np.random.default_rng(seed)
+    d = 4
+    q = random_orthogonal(rng, d)
+    cov = q @ np.diag([1.0, 0.7, 0.45, 0.25]) @ q.T
+    s0 = 0.1 * np.exp(-0.35 * np.arange(d))  # distinct, as the paper's init
+    weights = [random_orthogonal(rng, d) @ np.diag(s0) @ random_orthogonal(rng, d).T for _ in range(2)]
+    before = alignment_matrix(*weights)
+    after = alignment_matrix(*grow_fixed_x_flow(weights, cov, 1e3))
+    assert after[0, 0] > 0.999
+    assert after[0, 0] >= before[0, 0]
+    assert alignment_score(after, 2) > 0.7
+    assert alignment_score(after, 2) > alignment_score(before, 2)
+
+
+@given(
+    seed=seeds,
+    eigs=st.lists(st.floats(-5.0, 5.0, allow_nan=False), min_size=1, max_size=6),
+)
+def test_psd_check_invariant_under_orthogonal_change_of_basis(seed, eigs):
+    eigs = np.array(eigs)
+    tol = PSD_RTOL * np.abs(eigs).max()
+    assume(np.all(np.abs(eigs + tol) > 1e-6 * max(tol, 1e-300)) or tol == 0)
+    rng = np.random.default_rng(seed)
+    q1, q2 = random_orthogonal(rng, len(eigs)), random_orthogonal(rng, len(eigs))
+    m = q1 @ np.diag(eigs) @ q1.T
+    a, b = psd_check(m), psd_check(q2 @ m @ q2.T)
+    assert a.is_psd == b.is_psd
+    assert a.n_negative == b.n_negative == int(np.sum(eigs < -tol))
+    np.testing.assert_allclose(a.eigenvalues, b.eigenvalues, atol=1e-12 * max(np.abs(eigs).max(), 1.0))
