@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torchvision
 from torch.nn.utils import parametrizations
-from torchvision.models.resnet import BasicBlock
 
 BACKBONES = ("resnet18", "resnet50", "tiny")
 PROJECTORS = (
@@ -43,6 +41,23 @@ EMBED_DIM = 128
 def default_d0(width: int) -> int:
     """The paper's d0 = 360 for a 2048-d representation, rescaled: round(360 / 2048 * width)."""
     return max(1, round(360 / 2048 * width))
+
+
+class BasicBlock(nn.Module):
+    """torchvision's BasicBlock, restated so that the tiny model needs no torchvision import (seconds)."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
 
 
 class TinyResNet(nn.Module):
@@ -88,6 +103,8 @@ def build_backbone(name: str, cifar_stem: bool) -> tuple[nn.Module, int]:
         return TinyResNet(cifar_stem=cifar_stem), WIDTH["tiny"]
     if name not in ("resnet18", "resnet50"):
         raise ValueError(f"unknown backbone {name!r} (choose {', '.join(BACKBONES)})")
+    import torchvision
+
     net = getattr(torchvision.models, name)(weights=None, zero_init_residual=True)
     if cifar_stem:
         net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)

@@ -70,6 +70,10 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
         assert got["loss"].item() == pytest.approx(ref_loss.item(), rel=1e-12), projector
         assert set(got["grads"]) == set(ref)
         for name, g in ref.items():
-            torch.testing.assert_close(got["grads"][name], g, rtol=1e-9, atol=1e-12, msg=f"{projector} {name}")
+            torch.testing.assert_close(
+                got["grads"][name], g, rtol=1e-9, atol=1e-12, msg=f"{projector} {name}"
+            )
         for name, b in model.named_buffers():  # SyncBN running statistics: the global batch's
-            torch.testing.assert_close(got["buffers"][name], b, rtol=1e-9, atol=1e-12, msg=f"{projector} {name}")
+            torch.testing.assert_close(
+                got["buffers"][name], b, rtol=1e-9, atol=1e-12, msg=f"{projector} {name}"
+            )

