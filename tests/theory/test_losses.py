@@ -147,3 +147,25 @@ def test_paper_loss_is_minimal_for_identical_views_against_shifted():
     near = paper_loss(z, z + 0.01)[0]
     far = paper_loss(z, z + 1.0)[0]
     assert near < far
+
+
+@pytest.mark.parametrize("tau", [1e-4, 1e-3, 0.02])
+def test_ntxent_small_temperature_matches_torch(tau):
+    """Tiny tau underflows exp((cos - 1) / tau) for a whole row: the fallback path must agree with torch."""
+    torch, reference = torch_losses(tau)
+    rng = np.random.default_rng(9)
+    z, za = random_views(rng, 6, 3, noise=3.0)  # positives far apart: every logit of a row is << 1/tau
+    u = np.concatenate([z, za]) / np.linalg.norm(np.concatenate([z, za]), axis=1, keepdims=True)
+    cos = u @ u.T - 3.0 * np.eye(12)
+    underflow = np.exp((cos - 1.0) / tau).sum(axis=1).min() < 1e-300
+    assert underflow == (tau == 1e-4)  # tau = 1e-4 exercises the row-max fallback
+    value, g, ga = ntxent_loss(z, za, tau)
+    assert np.isfinite(value) and np.all(np.isfinite(g)) and np.all(np.isfinite(ga))
+    tz = torch.tensor(z, dtype=torch.float64, requires_grad=True)
+    tza = torch.tensor(za, dtype=torch.float64, requires_grad=True)
+    t_value = reference["ntxent"](tz, tza)
+    t_value.backward()
+    assert float(value) == pytest.approx(t_value.item(), rel=1e-10)
+    assert np.abs(g).max() > 1.0  # a non-trivial gradient, of order 1/tau
+    np.testing.assert_allclose(g, tz.grad.numpy(), rtol=1e-8, atol=1e-12 / tau)
+    np.testing.assert_allclose(ga, tza.grad.numpy(), rtol=1e-8, atol=1e-12 / tau)
