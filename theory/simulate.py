@@ -100,9 +100,16 @@ def plot_trajectory(result: dict, path: str) -> None:
     plt.close(fig)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (the full usage stays behind --help)."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = SimConfig()
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m theory.simulate",
         description="Simulate a linear network trained with InfoNCE on the paper's toy data and compare the "
         "observed dimensional collapse with the theory's predictions (Jing et al., ICLR 2022).",
@@ -137,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _writable(path: str) -> None:
+    if os.path.isdir(path):
+        raise ValueError(f"cannot write {path!r}: it is a folder, give a file path")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
         raise ValueError(f"cannot write {path!r}: folder {folder!r} does not exist or is not writable")
@@ -154,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                 _writable(path)
         result = simulate(cfg, progress=not args.quiet)
     except ValueError as err:
-        parser.exit(2, f"error: {err}\n")
+        parser.error(str(err))
     except DivergenceError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
