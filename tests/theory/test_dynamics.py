@@ -246,3 +246,13 @@ def test_paper_init_singular_values():
     assert len(batched) == 3 and batched[0].shape == (2, 4, 5, 5)
     np.testing.assert_allclose(np.linalg.svd(batched[2], compute_uv=False),
                                np.broadcast_to(np.exp(-0.35 * np.arange(5)), (2, 4, 5)), rtol=1e-12)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG theory/dynamics.py run_gd: losses[k] is recorded from the step that "
+                   "starts at times[k-1] (the pre-update loss), not the loss at times[k] that Trajectory documents")
+def test_run_gd_losses_are_the_loss_at_the_recorded_times():
+    rng = np.random.default_rng(14)
+    x, xa = random_views(rng, 6, 3)
+    traj = run_gd([rng.standard_normal((3, 3))], 5, 0.1, (x, xa), record_every=1)
+    at_times = [float(loss_and_gradients([w], x, xa)[0]) for w in traj.weights[0]]
+    np.testing.assert_allclose(traj.losses, at_times, rtol=1e-12)

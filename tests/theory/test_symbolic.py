@@ -34,7 +34,7 @@ def lemma1_gradients():
     loss = eqn2_symbolic([zs.row(i) for i in range(N)], [zas.row(i) for i in range(N)])
     symbols = list(zs) + list(zas)
     grad = [sp.diff(loss, s) for s in symbols]
-    return sp.lambdify(symbols, [loss, *grad], "numpy")
+    return sp.lambdify(symbols, [loss, *grad], "numpy", cse=True)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -79,7 +79,7 @@ def one_layer_identity():
                 inner += alpha[i, j] * (xa.row(i) - x.row(j)).T + alpha[j, i] * (x.row(i) - x.row(j)).T
         big_x += inner * x.row(i) - (1 - alpha[i, i]) * (xa.row(i) - x.row(i)).T * xa.row(i)
     symbols = list(w)
-    fun = sp.lambdify(symbols, [minus_grad, w * big_x / N, big_x / N], "numpy")
+    fun = sp.lambdify(symbols, [minus_grad, w * big_x / N, big_x / N], "numpy", cse=True)
     return fun, np.array(x, dtype=float), np.array(xa, dtype=float)
 
 
@@ -110,7 +110,7 @@ def dsolve_positive_branch(power: int):
             if abs(probe.imag) < 1e-12 and probe.real > 0 and abs(complex(expr.subs({t: 0, s0: 0.6})) - 0.6) < 1e-12:
                 candidates.append(expr)
     assert candidates, "no positive real branch through sigma(0) = sigma0"
-    return sp.lambdify((t, lam, s0), candidates[0], "numpy")
+    return sp.lambdify((t, lam, s0), candidates[0], "numpy", cse=True)
 
 
 @pytest.mark.parametrize(("layers", "power"), [(1, 1), (2, 3)])
