@@ -148,6 +148,12 @@ BAD_INPUT = [
     (["--samples", "0"], "0"),
     (["--json", "/nonexistent-dimcollapse/out.json"], "/nonexistent-dimcollapse/out.json"),
     (["--plot", "/nonexistent-dimcollapse/out.png"], "/nonexistent-dimcollapse/out.png"),
+    (["--integrator", "euler"], "euler"),
+    (["--noisy-views", "3"], "3"),
+    (["--layers", "0"], "0"),
+    (["--lr", "0"], "0"),
+    (["--init", "-1"], "-1"),
+    (["--ode-method", "LSODA"], "LSODA"),
 ]
 
 
