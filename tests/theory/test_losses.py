@@ -140,7 +140,7 @@ def test_loss_dispatch_and_unknown_loss():
         contrastive_loss(z, za, "bogus")
 
 
-def test_paper_loss_is_minimal_for_identical_views_against_shifted():
+def test_pulling_the_positive_pair_together_lowers_the_paper_loss():
     """Sanity of the sign convention: pulling the positive pair together lowers the loss (Eqn 2)."""
     rng = np.random.default_rng(8)
     z, _ = random_views(rng, 6, 3)
