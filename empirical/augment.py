@@ -102,66 +102,71 @@ def sample_params(rec: ViewRecipe, n: int, gen: torch.Generator) -> dict[str, to
     return p
 
 
-def _crop_flip(x: torch.Tensor, p: dict[str, torch.Tensor], size: int) -> torch.Tensor:
-    """Random resized crop + horizontal flip as one per-sample affine resampling."""
-    n = x.shape[0]
-    theta = torch.zeros(n, 2, 3, dtype=torch.float64)
-    sign = 1.0 - 2.0 * p["flip"].double()
-    theta[:, 0, 0] = p["w"] * sign
-    theta[:, 0, 2] = 2 * p["cx"] - 1
-    theta[:, 1, 1] = p["h"]
-    theta[:, 1, 2] = 2 * p["cy"] - 1
-    theta = theta.to(device=x.device, dtype=x.dtype)
-    grid = F.affine_grid(theta, [n, x.shape[1], size, size], align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def _gray(x: torch.Tensor) -> torch.Tensor:
-    w = torch.tensor(_GRAY, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True)
-
-
-def _col(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return v.to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
-
-
-def _jitter(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
-    on = p["jitter"]
-    one = torch.ones_like(p["bright"])
-    bright = _col(torch.where(on, p["bright"], one), x)
-    contrast = _col(torch.where(on, p["contrast"], one), x)
-    sat = _col(torch.where(on, p["sat"], one), x)
-    hue = torch.where(on, p["hue"], torch.zeros_like(one))
-    x = (x * bright).clamp(0, 1)
-    m = _gray(x).mean(dim=(2, 3), keepdim=True)
-    x = ((x - m) * contrast + m).clamp(0, 1)
-    g = _gray(x)
-    x = ((x - g) * sat + g).clamp(0, 1)
-    # Hue: rotate the chroma (I, Q) plane of YIQ by 2*pi*hue; one 3x3 matrix per sample.
-    yiq = _YIQ.double()
-    ang = 2 * math.pi * hue
-    rot = torch.zeros(len(hue), 3, 3, dtype=torch.float64)
-    rot[:, 0, 0] = 1
-    rot[:, 1, 1], rot[:, 1, 2] = torch.cos(ang), -torch.sin(ang)
-    rot[:, 2, 1], rot[:, 2, 2] = torch.sin(ang), torch.cos(ang)
-    mat = (torch.linalg.inv(yiq) @ rot @ yiq).to(device=x.device, dtype=x.dtype)
-    return torch.einsum("nij,njhw->nihw", mat, x).clamp(0, 1)
-
-
-def _blur(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Separable Gaussian blur, one sigma per sample (grouped conv); unblurred samples get a delta kernel."""
-    n, c, hgt, wid = x.shape
-    scale = hgt / 224
-    k = max(3, int(0.1 * hgt) // 2 * 2 + 1)
-    sigma = (p["sigma"] * scale).clamp(min=1e-3)
+def _blur_kernels(p: dict[str, torch.Tensor], size: int) -> torch.Tensor:
+    """(n, k) 1-D Gaussian kernels, sigma scaled from 224 px to ``size``; a delta for unblurred samples."""
+    k = max(3, int(0.1 * size) // 2 * 2 + 1)
+    sigma = (p["sigma"] * size / 224).clamp(min=1e-3)
     t = torch.arange(k, dtype=torch.float64) - k // 2
     ker = torch.exp(-(t[None] ** 2) / (2 * sigma[:, None] ** 2))
     ker = ker / ker.sum(1, keepdim=True)
-    delta = (t == 0).double().expand(n, k)
-    ker = torch.where(p["blur"][:, None], ker, delta).to(device=x.device, dtype=x.dtype)
+    return torch.where(p["blur"][:, None], ker, (t == 0).double().expand(len(sigma), k))
+
+
+def _pack(p: dict[str, torch.Tensor], size: int, blur: bool) -> torch.Tensor:
+    """Everything the pixel ops need, per sample, as one (n, 20 [+ k]) float64 CPU matrix.
+
+    One host-to-device copy per view (pinned, asynchronous on CUDA) instead of a dozen small synchronous ones.
+    Columns: affine crop/flip theta (6), brightness, contrast, saturation (3), hue matrix (9), gray, solarize,
+    blur kernel (k, only when some sample is blurred).
+    """
+    n = len(p["w"])
+    sign = 1.0 - 2.0 * p["flip"].double()
+    zero = torch.zeros(n, dtype=torch.float64)
+    theta = torch.stack([p["w"] * sign, zero, 2 * p["cx"] - 1, zero, p["h"], 2 * p["cy"] - 1], 1)
+    on = p["jitter"]
+    one = torch.ones(n, dtype=torch.float64)
+    bcs = torch.stack([torch.where(on, p[k], one) for k in ("bright", "contrast", "sat")], 1)
+    # Hue: rotate the chroma (I, Q) plane of YIQ by 2*pi*hue, i.e. x -> YIQ^-1 R YIQ x per sample.
+    ang = 2 * math.pi * torch.where(on, p["hue"], zero)
+    rot = torch.zeros(n, 3, 3, dtype=torch.float64)
+    rot[:, 0, 0] = 1
+    rot[:, 1, 1], rot[:, 1, 2] = torch.cos(ang), -torch.sin(ang)
+    rot[:, 2, 1], rot[:, 2, 2] = torch.sin(ang), torch.cos(ang)
+    yiq = _YIQ.double()
+    mat = (torch.linalg.inv(yiq) @ rot @ yiq).reshape(n, 9)
+    cols = [theta, bcs, mat, p["gray"].double()[:, None], p["solarize"].double()[:, None]]
+    if blur:
+        cols.append(_blur_kernels(p, size))
+    return torch.cat(cols, 1)
+
+
+def _to_device(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    if like.device.type == "cuda":
+        return t.to(like.dtype).pin_memory().to(like.device, non_blocking=True)
+    return t.to(device=like.device, dtype=like.dtype)
+
+
+_CONST: dict = {}
+
+
+def _const(name: str, values: tuple[float, ...], like: torch.Tensor) -> torch.Tensor:
+    """Small constant tensors, cached per device and dtype (no host-to-device copy per call)."""
+    key = (name, like.device, like.dtype)
+    if key not in _CONST:
+        _CONST[key] = torch.tensor(values, device=like.device, dtype=like.dtype).view(1, -1, 1, 1)
+    return _CONST[key]
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    return (x * _const("gray", _GRAY, x)).sum(1, keepdim=True)
+
+
+def _blur(x: torch.Tensor, ker: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur with per-sample kernels ``ker`` (n, k): one grouped conv per direction."""
+    n, c, hgt, wid = x.shape
+    k = ker.shape[1]
     ker = ker.repeat_interleave(c, 0)  # (n*c, k)
-    y = x.reshape(1, n * c, hgt, wid)
-    y = F.pad(y, (k // 2, k // 2, k // 2, k // 2), mode="reflect")
+    y = F.pad(x.reshape(1, n * c, hgt, wid), (k // 2, k // 2, k // 2, k // 2), mode="reflect")
     y = F.conv2d(y, ker.view(n * c, 1, k, 1), groups=n * c)
     y = F.conv2d(y, ker.view(n * c, 1, 1, k), groups=n * c)
     return y.view(n, c, hgt, wid)
@@ -172,24 +177,32 @@ def augment(
 ) -> torch.Tensor:
     """Apply one view's per-sample parameters ``p`` to uint8 or [0, 1] float images (N, 3, H, W)."""
     x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-    if crop:
-        x = _crop_flip(x, p, size)
+    n = x.shape[0]
+    blur = bool(p["blur"].any())
+    q = _to_device(_pack(p, size, blur), x)
+    col = lambda i: q[:, i].view(n, 1, 1, 1)  # noqa: E731
+    if crop:  # random resized crop + horizontal flip as one per-sample affine resampling
+        grid = F.affine_grid(q[:, :6].view(n, 2, 3), [n, x.shape[1], size, size], align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     elif x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    x = _jitter(x, p)
-    x = torch.where(_col(p["gray"], x).bool(), _gray(x).expand_as(x), x)
-    if bool(p["blur"].any()):
-        x = _blur(x, p)
-    x = torch.where(_col(p["solarize"], x).bool() & (x >= 0.5), 1 - x, x)
+    x = (x * col(6)).clamp(0, 1)
+    m = _gray(x).mean(dim=(2, 3), keepdim=True)
+    x = ((x - m) * col(7) + m).clamp(0, 1)
+    g = _gray(x)
+    x = ((x - g) * col(8) + g).clamp(0, 1)
+    x = torch.einsum("nij,njhw->nihw", q[:, 9:18].view(n, 3, 3), x).clamp(0, 1)
+    x = torch.where(col(18) > 0.5, _gray(x).expand_as(x), x)
+    if blur:
+        x = _blur(x, q[:, 20:])
+    x = torch.where((col(19) > 0.5) & (x >= 0.5), 1 - x, x)
     return normalize_images(x) if normalize else x
 
 
 def normalize_images(x: torch.Tensor) -> torch.Tensor:
     """[0, 1] floats -> ImageNet mean/std normalized (uint8 input is scaled first)."""
     x = x.float() / 255 if x.dtype == torch.uint8 else x
-    mean = torch.tensor(MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return (x - _const("mean", MEAN, x)) / _const("std", STD, x)
 
 
 def view_params(

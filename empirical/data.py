@@ -241,10 +241,16 @@ def memory_batches(
     train: Split, start: int, total: int, batch: int, rank: int, world: int, seed: int
 ) -> Iterator[Batch]:
     """Global batches of an in-memory dataset (already on the device), this rank's slice of each."""
-    local = batch // world
+    local, n = batch // world, len(train.images)
+    per_epoch = n // batch
+    device = train.images.device
+    perm, perm_epoch = None, -1
     for step in range(start, total):
-        idx, _ = global_indices(len(train.images), step, batch, seed)
-        idx = idx[rank * local : (rank + 1) * local].to(train.images.device)
+        epoch, i = divmod(step, per_epoch)
+        if epoch != perm_epoch:  # one permutation per epoch, moved to the device once
+            perm, perm_epoch = epoch_permutation(n, seed, epoch).to(device), epoch
+        lo = i * batch + rank * local
+        idx = perm[lo : lo + local]
         x = train.images.index_select(0, idx)
         yield Batch(step, x, x, train.labels.index_select(0, idx), cropped=False)
 

@@ -88,3 +88,16 @@ def test_image_folder_pairs_are_deterministic(tmp_path):
     assert torch.equal(a1, b1) and torch.equal(a2, b2) and not torch.equal(a1, c1)
     with pytest.raises(DataError, match="not found"):
         FolderPairs(str(tmp_path / "nope"), 16, 0.08)
+
+
+def test_memory_batches_follow_global_order_and_partition_over_ranks():
+    from empirical.data import Split, memory_batches
+
+    n, b, seed = 40, 8, 2
+    train = Split(torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 2, 2), torch.arange(n))
+    per_rank = [list(memory_batches(train, 3, 12, b, r, 2, seed)) for r in range(2)]
+    for s, (r0, r1) in enumerate(zip(*per_rank, strict=True), start=3):
+        assert r0.step == r1.step == s
+        rows = torch.cat([r0.labels, r1.labels])
+        assert torch.equal(rows, global_indices(n, s, b, seed)[0])
+        assert torch.equal(r0.x1[:, 0, 0, 0].long(), r0.labels)
