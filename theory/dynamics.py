@@ -175,20 +175,24 @@ def run_gd(
 
     weights = [np.array(w, dtype=np.float64) for w in weights]
     rng = rng if rng is not None else np.random.default_rng(0)
-    times, snaps, losses = [0.0], [[w.copy()] for w in weights], []
-    for step in tqdm(range(1, steps + 1), disable=not progress, desc="gd", unit="step", delay=1.0):
+    times, snaps, losses = [], [[] for _ in weights], []
+
+    def record(step: int, value: np.ndarray) -> None:
+        times.append(step * lr)
+        losses.append(value)
+        for snap, w in zip(snaps, weights, strict=True):
+            snap.append(w.copy())
+
+    for step in tqdm(range(steps), disable=not progress, desc="gd", unit="step", delay=1.0):
         x, x_aug = views(rng) if callable(views) else views
         value, grads = loss_and_gradients(weights, x, x_aug, **loss_kwargs)
-        if step == 1:
-            losses.append(value)
+        if step % record_every == 0:
+            record(step, value)
         for w, g in zip(weights, grads, strict=True):
             w -= lr * g
-        _check_finite(weights, step * lr)
-        if step % record_every == 0 or step == steps:
-            times.append(step * lr)
-            losses.append(value)
-            for snap, w in zip(snaps, weights, strict=True):
-                snap.append(w.copy())
+        _check_finite(weights, (step + 1) * lr)
+    x, x_aug = views(rng) if callable(views) else views
+    record(steps, loss_and_gradients(weights, x, x_aug, **loss_kwargs)[0])
     return Trajectory(
         np.array(times), [np.stack(s) for s in snaps], np.array(losses), gradient_evaluations=steps
     )

@@ -91,8 +91,8 @@ def sigma_trajectory(sigma0: np.ndarray, lam: np.ndarray, times: np.ndarray, lay
     if layers == 1:
         return sigma0 * np.exp(lam * t)
     p = 2 * layers - 2
-    base = sigma0 ** (-p) - p * lam * t
     with np.errstate(divide="ignore", invalid="ignore"):
+        base = sigma0 ** (-p) - p * lam * t
         return np.where(base > 0, np.abs(base) ** (-1.0 / p), np.inf)
 
 
@@ -104,7 +104,7 @@ def predicted_collapsed_modes(
     """
     sigma = sigma_trajectory(sigma0, lam, np.array([time]), layers)[0]
     variance = sigma ** (2 * layers)
-    return variance <= rtol * np.max(variance)
+    return np.isfinite(variance) & (variance <= rtol * np.max(variance))
 
 
 def aligned_balanced_init(cov: np.ndarray, sigma0: np.ndarray, layers: int) -> list[np.ndarray]:

@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--integrator", choices=("gd", "ode"), default=d.integrator,
                    help="gd: gradient descent, fresh augmentation each step; ode: gradient flow on a fixed sample")
     p.add_argument("--steps", type=int, default=d.steps, help="gd steps (time = steps x lr)")
-    p.add_argument("--time", type=float, default=None, help="integration time; overrides --steps (when omitted: steps x lr)")
+    p.add_argument("--time", type=float, default=None,
+                   help="integration time; overrides --steps (when omitted: steps x lr)")
     p.add_argument("--lr", type=float, default=d.lr, help="gd learning rate on the batch-mean loss")
     p.add_argument("--init", default=d.init,
                    help="'paper' (singular values exp(-0.35k), random orthogonal factors) or a scale s "

@@ -198,8 +198,6 @@ def test_conservation_drift_of_gd_is_first_order_in_lr():
     assert 1.6 < drifts[0] / drifts[1] < 2.4
 
 
-@pytest.mark.xfail(strict=True, reason="BUG theory/predict.py predicted_collapsed_modes: past a mode's blow-up "
-                   "its variance is inf, rtol * inf = inf, and every mode (the blown-up one too) is flagged collapsed")
 def test_predicted_collapsed_modes_past_blowup_keeps_blown_up_mode():
     sigma0 = np.array([1.0, 0.5, 0.1])
     lam = np.ones(3)
@@ -210,8 +208,6 @@ def test_predicted_collapsed_modes_past_blowup_keeps_blown_up_mode():
     assert got[2]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG theory/predict.py sigma_trajectory: sigma0 = 0 evaluates 0 ** -p "
-                   "outside np.errstate and emits 'divide by zero' RuntimeWarning (the value, 0, is right)")
 def test_sigma_trajectory_zero_mode_stays_zero_without_warning():
     import warnings
 
