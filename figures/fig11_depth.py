@@ -23,28 +23,42 @@ REFERENCE = {"linear": {1: 0, 2: 3, 3: 9, 4: 12}, "relu": {2: 1, 3: 4}}
 
 
 def run(layers: int, relu: bool, steps: int, loss: str = "dot") -> dict:
-    cfg = SimConfig(layers=layers, relu=relu, augmented_dims=16, augment_strength=0.001, lr=0.01, steps=steps,
-                    loss=loss)
+    cfg = SimConfig(
+        layers=layers, relu=relu, augmented_dims=16, augment_strength=0.001, lr=0.01, steps=steps, loss=loss
+    )
     with one_blas_thread():
         traj = integrate(cfg)[0]
     x = eval_inputs(cfg)
     spec0 = embedding_spectrum(embeddings([w[0] for w in traj.weights], x, relu))
     spec = embedding_spectrum(embeddings(traj.final, x, relu))
-    return {"layers": layers, "relu": relu, "loss": loss, "singular_values": spec.singular_values,
-            "singular_values_init": spec0.singular_values, "collapsed_dims": spec.n_collapsed,
-            "collapsed_dims_init": spec0.n_collapsed, "effective_rank": spec.effective_rank}
+    return {
+        "layers": layers,
+        "relu": relu,
+        "loss": loss,
+        "singular_values": spec.singular_values,
+        "singular_values_init": spec0.singular_values,
+        "collapsed_dims": spec.n_collapsed,
+        "collapsed_dims_init": spec0.n_collapsed,
+        "effective_rank": spec.effective_rank,
+    }
 
 
 def main(quick: bool = False, out_dir=None) -> dict:
-    steps = 1500 if quick else 10000
+    steps = 600 if quick else 10000
     depths = DEPTHS[:3] if quick else DEPTHS
-    runs = {"linear": [run(L, False, steps) for L in depths],
-            "relu": [run(L, True, steps) for L in depths if L > 1],
-            "linear_paper_loss": [run(L, False, steps, "paper") for L in depths]}
-    data = {"claim": "one layer does not collapse under weak augmentation; deeper networks collapse more",
-            "config": {"steps": steps, "lr": 0.01, "augment_strength": 0.001, "init": "paper", "loss": "dot"},
-            "depths": depths, "runs": runs, "reference_r4": REFERENCE,
-            "collapsed": {kind: {str(r["layers"]): r["collapsed_dims"] for r in rs} for kind, rs in runs.items()}}
+    runs = {
+        "linear": [run(L, False, steps) for L in depths],
+        "relu": [run(L, True, steps) for L in depths if L > 1],
+        "linear_paper_loss": [run(L, False, steps, "paper") for L in depths],
+    }
+    data = {
+        "claim": "one layer does not collapse under weak augmentation; deeper networks collapse more",
+        "config": {"steps": steps, "lr": 0.01, "augment_strength": 0.001, "init": "paper", "loss": "dot"},
+        "depths": depths,
+        "runs": runs,
+        "reference_r4": REFERENCE,
+        "collapsed": {kind: {str(r["layers"]): r["collapsed_dims"] for r in rs} for kind, rs in runs.items()},
+    }
     draw(data, out_dir)
     return data
 
@@ -60,33 +74,70 @@ def draw(data: dict, out_dir=None) -> None:
             s = np.asarray(r["singular_values"])
             rel = style.log10(s / s[0])
             ranks = np.arange(1, len(s) + 1)
-            ax.plot(ranks, rel, "-o", ms=3, color=cols[r["layers"]],
-                    label=f"L = {r['layers']}: {r['collapsed_dims']} collapsed")
+            ax.plot(
+                ranks,
+                rel,
+                "-o",
+                ms=3,
+                color=cols[r["layers"]],
+                label=f"L = {r['layers']}: {r['collapsed_dims']} collapsed",
+            )
         ax.axhline(np.log10(COLLAPSE_RTOL), color="grey", ls=":", lw=1, label="collapse rule (1e-3)")
-        ax.set(xlabel="rank index k (sorted)", ylabel="log10 (singular value of C / largest)",
-               title="(a) linear layers" if kind == "linear" else "(b) ReLU between layers (L = 1: no ReLU)")
+        ax.set(
+            xlabel="rank index k (sorted)",
+            ylabel="log10 (singular value of C / largest)",
+            title="(a) linear layers" if kind == "linear" else "(b) ReLU between layers (L = 1: no ReLU)",
+        )
         ax.legend(loc="lower left")
     ax = axes[2]
     for kind, color, marker in (("linear", style.CLEAN, "o"), ("relu", style.AUGMENTED, "s")):
         runs = data["runs"][kind] if kind == "linear" else [linear_one] + data["runs"][kind]
         ls = [r["layers"] for r in runs]
         ax.plot(ls, [r["collapsed_dims"] for r in runs], "-" + marker, color=color, label=f"{kind}: trained")
-        ax.plot(ls, [r["collapsed_dims_init"] for r in runs], ":" + marker, color=color, mfc="white", alpha=0.7,
-                label=f"{kind}: at init")
+        ax.plot(
+            ls,
+            [r["collapsed_dims_init"] for r in runs],
+            ":" + marker,
+            color=color,
+            mfc="white",
+            alpha=0.7,
+            label=f"{kind}: at init",
+        )
         if kind == "linear":
             paper = data["runs"]["linear_paper_loss"]
-            ax.plot([r["layers"] for r in paper], [r["collapsed_dims"] for r in paper], "--^", color="#2ca02c",
-                    label="linear, Eqn 2 loss: trained")
+            ax.plot(
+                [r["layers"] for r in paper],
+                [r["collapsed_dims"] for r in paper],
+                "--^",
+                color="#2ca02c",
+                label="linear, Eqn 2 loss: trained",
+            )
         ref = data["reference_r4"][kind]
         ref_l = [L for L in ls if str(L) in ref or L in ref]
-        ax.plot(ref_l, [ref.get(str(L), ref.get(L)) for L in ref_l], "x", ms=8, mew=2, color=color,
-                label=f"{kind}: ref. (paper.md R4)")
-    ax.set(xlabel="number of layers L", ylabel="collapsed embedding dims (of 16)", xticks=depths,
-           title="(c) collapsed dims vs depth", ylim=(-0.5, 24), yticks=range(0, 17, 4))
+        ax.plot(
+            ref_l,
+            [ref.get(str(L), ref.get(L)) for L in ref_l],
+            "x",
+            ms=8,
+            mew=2,
+            color=color,
+            label=f"{kind}: ref. (paper.md R4)",
+        )
+    ax.set(
+        xlabel="number of layers L",
+        ylabel="collapsed embedding dims (of 16)",
+        xticks=depths,
+        title="(c) collapsed dims vs depth",
+        ylim=(-0.5, 24),
+        yticks=range(0, 17, 4),
+    )
     ax.legend(loc="upper left", fontsize=6.8, ncol=2)
     cfg = data["config"]
-    style.claim(fig, "Fig. 11: under weak augmentation one layer does not collapse, deeper networks collapse more, "
-                f"with or without ReLU (toy-code loss, {cfg['steps']} steps, lr {cfg['lr']})")
+    style.claim(
+        fig,
+        "Fig. 11: under weak augmentation one layer does not collapse, deeper networks collapse more, "
+        f"with or without ReLU (toy-code loss, {cfg['steps']} steps, lr {cfg['lr']})",
+    )
     style.save(fig, NAME, data, out_dir)
 
 

@@ -22,7 +22,7 @@ QUICK_STRENGTHS = (0.0, 1.0, 3.0)
 
 def main(quick: bool = False, out_dir=None) -> dict:
     strengths = np.array(QUICK_STRENGTHS if quick else STRENGTHS)
-    base = SimConfig(steps=400 if quick else 2000, seed=0)
+    base = SimConfig(steps=300 if quick else 2000, seed=0)
     w = train_batched(strengths, base).final[0]
     _, w_sv, vt = np.linalg.svd(w)
     aug = toy.augmentation_mask(base.dim, base.augmented_dims)
@@ -47,10 +47,14 @@ def main(quick: bool = False, out_dir=None) -> dict:
         "collapsed_dims": collapsed.sum(-1),
         "collapsed_augmented": (collapsed & is_aug).sum(-1),
         "collapsed_clean": (collapsed & ~is_aug).sum(-1),
-        "log10_sigma_clean_mean": [float(np.mean(np.log10(w_sv[i][~is_aug[i]]))) if (~is_aug[i]).any()
-                                   else None for i in range(len(strengths))],
-        "log10_sigma_augmented_mean": [float(np.mean(np.log10(w_sv[i][is_aug[i]]))) if is_aug[i].any()
-                                       else None for i in range(len(strengths))],
+        "log10_sigma_clean_mean": [
+            float(np.mean(np.log10(w_sv[i][~is_aug[i]]))) if (~is_aug[i]).any() else None
+            for i in range(len(strengths))
+        ],
+        "log10_sigma_augmented_mean": [
+            float(np.mean(np.log10(w_sv[i][is_aug[i]]))) if is_aug[i].any() else None
+            for i in range(len(strengths))
+        ],
     }
     draw(data, out_dir)
     return data
@@ -72,31 +76,67 @@ def draw(data: dict, out_dir=None) -> None:
         axes[0].plot(ranks[aug], np.log10(w_sv[i][aug]), "o", ms=3.5, color=cols[i])
         axes[0].plot(ranks[~aug], np.log10(w_sv[i][~aug]), "o", ms=3.5, mfc="white", color=cols[i])
         axes[1].plot(ranks, style.log10(emb_sv[i]), "-o", ms=2.5, color=cols[i], lw=1)
-    axes[0].set(xlabel="rank index k (sorted)", ylabel="log10 singular value of W",
-                title="(a) weight spectrum; filled = augmented direction, hollow = clean")
+    axes[0].set(
+        xlabel="rank index k (sorted)",
+        ylabel="log10 singular value of W",
+        title="(a) weight spectrum; filled = augmented direction, hollow = clean",
+    )
     axes[0].legend(loc="lower left", title="noise std s\n(data std = 1)")
-    axes[1].axhline(np.log10(1e-3) + np.log10(emb_sv.max(-1)).mean(), color="grey", ls=":", lw=1,
-                    label="collapse rule: 1e-3 × largest")
-    axes[1].set(xlabel="rank index k (sorted)", ylabel="log10 singular value of C",
-                title="(b) embedding covariance spectrum (Eqn 1, clean inputs)")
+    axes[1].axhline(
+        np.log10(1e-3) + np.log10(emb_sv.max(-1)).mean(),
+        color="grey",
+        ls=":",
+        lw=1,
+        label="collapse rule: 1e-3 × largest",
+    )
+    axes[1].set(
+        xlabel="rank index k (sorted)",
+        ylabel="log10 singular value of C",
+        title="(b) embedding covariance spectrum (Eqn 1, clean inputs)",
+    )
     axes[1].legend(loc="lower left")
     clean, augm = data["log10_sigma_clean_mean"], data["log10_sigma_augmented_mean"]
-    axes[2].plot(strengths, [np.nan if v is None else v for v in clean], "o-", color=style.CLEAN,
-                 label="clean block (8 dims)")
-    axes[2].plot(strengths, [np.nan if v is None else v for v in augm], "s-", color=style.AUGMENTED,
-                 label="augmented block (8 dims)")
+    axes[2].plot(
+        strengths,
+        [np.nan if v is None else v for v in clean],
+        "o-",
+        color=style.CLEAN,
+        label="clean block (8 dims)",
+    )
+    axes[2].plot(
+        strengths,
+        [np.nan if v is None else v for v in augm],
+        "s-",
+        color=style.AUGMENTED,
+        label="augmented block (8 dims)",
+    )
     axes[2].axvline(thr, color=style.PREDICTION, ls="--", lw=1, label=f"predicted threshold √2 ≈ {thr:.2f}")
     top = axes[2].get_ylim()[1]
     axes[2].set_ylim(top=top + 0.12 * (top - axes[2].get_ylim()[0]))
     for s, n in zip(strengths, data["collapsed_augmented"], strict=True):
-        axes[2].text(s, 0.97, str(n), transform=axes[2].get_xaxis_transform(), ha="center", va="top",
-                     fontsize=8, color=style.AUGMENTED, fontweight="bold")
-    axes[2].set(xlabel="augmentation strength s (noise std)", ylabel="mean log10 singular value of W",
-                title="(c) block means; digits = collapsed augmented dims")
+        axes[2].text(
+            s,
+            0.97,
+            str(n),
+            transform=axes[2].get_xaxis_transform(),
+            ha="center",
+            va="top",
+            fontsize=8,
+            color=style.AUGMENTED,
+            fontweight="bold",
+        )
+    axes[2].set(
+        xlabel="augmentation strength s (noise std)",
+        ylabel="mean log10 singular value of W",
+        title="(c) block means; digits = collapsed augmented dims",
+    )
     axes[2].legend(loc="lower left")
     cfg = data["config"]
-    style.claim(fig, "Fig. 3: strong augmentation (s > √2) collapses the 8 augmented directions of W; "
-                f"the 8 clean ones survive (1 linear layer, {cfg['steps']} GD steps, lr {cfg['lr']})")
+    style.claim(
+        fig,
+        "Fig. 3: strong augmentation (s > √2) collapses the 8 augmented directions of W; "
+        f"the 8 clean ones survive (1 linear layer, {cfg['steps']} GD steps, lr {cfg['lr']})",
+    )
     style.save(fig, NAME, data, out_dir)
 
 

@@ -1,4 +1,4 @@
-"""Paper Fig. 5 (R2): the alignment matrix |A| = |V2^T U1| of a two-layer linear network, at init and after training.
+"""Paper Fig. 5 (R2): alignment matrix |A| = |V2^T U1| of a two-layer linear network, at init and trained.
 
 Two 16x16 linear layers, weak isotropic augmentation (noise std 0.001 on all 16 dims), the paper's loss,
 lr 0.01, 10,000 GD steps (the official case_2.py settings). Two inits: the paper's non-degenerate one
@@ -23,8 +23,10 @@ from figures.common import SimConfig, integrate, one_blas_thread
 from theory import alignment_matrix, alignment_score, conserved_quantities, n_collapsed
 
 NAME = "fig5_alignment"
-INITS = (("paper", "paper init: σ_k = exp(−0.35k), non-degenerate"),
-         ("0.1", "random init: N(0, 0.1²/16) entries"))
+INITS = (
+    ("paper", "paper init: σ_k = exp(−0.35k), non-degenerate"),
+    ("0.1", "random init: N(0, 0.1²/16) entries"),
+)
 
 
 def mode_gaps(w1: np.ndarray, w2: np.ndarray) -> np.ndarray:
@@ -74,16 +76,19 @@ def run(init: str, steps: int) -> dict:
         "sigma2_final": np.linalg.svd(w2, compute_uv=False),
         "gap_over_C": gaps / imbalance,
         "davis_kahan_bound": np.sqrt(np.clip(1 - (imbalance / gaps) ** 2, 0, None)),
-        "bound_holds": bool(np.all(np.diagonal(a1) >= np.sqrt(np.clip(1 - (imbalance / gaps) ** 2, 0, None))
-                                   - 1e-6)),
+        "bound_holds": bool(
+            np.all(np.diagonal(a1) >= np.sqrt(np.clip(1 - (imbalance / gaps) ** 2, 0, None)) - 1e-6)
+        ),
         "blocks": blocks(w1, imbalance),
     }
 
 
 def main(quick: bool = False, out_dir=None) -> dict:
-    steps = 1500 if quick else 10000
-    data = {"claim": "A = V2^T U1 -> I for modes separated by more than ||C||; near-degenerate modes form blocks",
-            "runs": {init: run(init, steps) for init, _ in INITS}}
+    steps = 800 if quick else 10000
+    data = {
+        "claim": "A = V2^T U1 -> I for modes separated by more than ||C||; near-degenerate modes form blocks",
+        "runs": {init: run(init, steps) for init, _ in INITS},
+    }
     draw(data, out_dir)
     return data
 
@@ -100,34 +105,66 @@ def draw(data: dict, out_dir=None) -> None:
             ax.grid(False)
             ax.set_xticks(ticks, [str(t + 1) for t in ticks])
             ax.set_yticks(ticks, [str(t + 1) for t in ticks])
-            ax.set(xlabel="k' (rank of left sing. vector u1 of W1)", ylabel="k (rank of right sing. vector v2 of W2)")
+            ax.set(
+                xlabel="k' (rank of left sing. vector u1 of W1)",
+                ylabel="k (rank of right sing. vector v2 of W2)",
+            )
             score = r["score_init"] if col == 0 else r["score_final"]
             when = "at init" if col == 0 else f"after {r['config']['steps']} steps"
             ax.set_title(f"{label}\n|V2ᵀU1| {when}: mean |A_kk| = {score:.2f}", fontsize=8)
             if col == 1:
                 for start, size in r["blocks"]:
                     if size > 1:
-                        ax.add_patch(Rectangle((start - 0.5, start - 0.5), size, size, fill=False,
-                                               ec="cyan", lw=1.2, ls="--"))
+                        ax.add_patch(
+                            Rectangle(
+                                (start - 0.5, start - 0.5), size, size, fill=False, ec="cyan", lw=1.2, ls="--"
+                            )
+                        )
                 fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, label="|A_kk'|")
     ax = fig.add_subplot(grid[:, 2])
     x = np.logspace(-6, 3, 300)
-    ax.plot(x, np.sqrt(np.clip(1 - x**-2.0, 0, None)), color=style.PREDICTION, ls="--",
-            label="Davis-Kahan bound √(1 − (‖C‖/δ_k)²)")
+    ax.plot(
+        x,
+        np.sqrt(np.clip(1 - x**-2.0, 0, None)),
+        color=style.PREDICTION,
+        ls="--",
+        label="Davis-Kahan bound √(1 − (‖C‖/δ_k)²)",
+    )
     for (init, label), color, marker in zip(INITS, (style.AUGMENTED, style.CLEAN), ("o", "s"), strict=True):
         r = data["runs"][init]
-        ax.plot(r["gap_over_C"], np.diagonal(np.asarray(r["alignment_final"])), marker, color=color, ms=5,
-                alpha=0.85, label=f"{label.split(':')[0]} (‖C‖ = {r['conserved_norm']:.2g})")
+        ax.plot(
+            r["gap_over_C"],
+            np.diagonal(np.asarray(r["alignment_final"])),
+            marker,
+            color=color,
+            ms=5,
+            alpha=0.85,
+            label=f"{label.split(':')[0]} (‖C‖ = {r['conserved_norm']:.2g})",
+        )
     ax.set_xscale("log")
-    ax.set(xlabel="δ_k / ‖C‖   (δ_k: gap of σ_k² to the other σ²;\nC = W1W1ᵀ − W2ᵀW2, conserved by the flow)",
-           ylabel="|A_kk| after training", ylim=(-0.03, 1.05),
-           title="Theorem 2, quantitative: mode k aligns once δ_k ≫ ‖C‖")
+    ax.set(
+        xlabel="δ_k / ‖C‖   (δ_k: gap of σ_k² to the other σ²;\nC = W1W1ᵀ − W2ᵀW2, conserved by the flow)",
+        ylabel="|A_kk| after training",
+        ylim=(-0.03, 1.05),
+        title="Theorem 2, quantitative: mode k aligns once δ_k ≫ ‖C‖",
+    )
     ax.legend(loc="upper left")
-    ax.text(0.03, 0.75, "dashed cyan squares (heat maps): runs of\nmodes with σ_k² − σ_{k+1}² < ‖C‖, where the\n"
-            "bound does not force alignment (predicted blocks)",
-            transform=ax.transAxes, ha="left", va="top", fontsize=7.5, color="#008b8b")
-    style.claim(fig, "Fig. 5: the layers align (|V2ᵀU1| → I) wherever singular values are well separated; "
-                "near-degenerate modes stay mixed in blocks")
+    ax.text(
+        0.03,
+        0.75,
+        "dashed cyan squares (heat maps): runs of\nmodes with σ_k² − σ_{k+1}² < ‖C‖, where the\n"
+        "bound does not force alignment (predicted blocks)",
+        transform=ax.transAxes,
+        ha="left",
+        va="top",
+        fontsize=7.5,
+        color="#008b8b",
+    )
+    style.claim(
+        fig,
+        "Fig. 5: the layers align (|V2ᵀU1| → I) wherever singular values are well separated; "
+        "near-degenerate modes stay mixed in blocks",
+    )
     style.save(fig, NAME, data, out_dir)
 
 

@@ -1,12 +1,13 @@
-"""Paper Fig. 6 (R3): singular values of W1, W2 and of the embedding covariance over training, Theorem 3 drawn over.
+"""Paper Fig. 6 (R3): singular values of W1, W2 and of the embedding covariance in training; Theorem 3 over.
 
 Top row: the InfoNCE simulation (two 16x16 linear layers, paper init sigma_k = exp(-0.35 k), isotropic noise
-std 0.001, lr 0.01, 10,000 GD steps as in case_2.py): the smallest singular values of both layers stay small and
-the embedding covariance becomes low-rank although X stays positive definite (Corollary 2).
+std 0.001, lr 0.01, 10,000 GD steps as in case_2.py): the smallest singular values of both layers stay
+small and the embedding covariance becomes low-rank although X stays positive definite (Corollary 2).
 
 Bottom row: Theorem 3's premise made exact. X is frozen at its value at initialization, the two layers start
-aligned and balanced with the same initial singular values, and the flow W' = -dL/dW is integrated (RK45, tight
-tolerances); the closed form sigma_k(t) = (sigma0_k^-2 - 2 lambda_k t)^(-1/2) (Eqn 10, L = 2) is drawn over it.
+aligned and balanced with the same initial singular values, and the flow W' = -dL/dW is integrated (RK45,
+tight tolerances); the closed form sigma_k(t) = (sigma0_k^-2 - 2 lambda_k t)^(-1/2) (Eqn 10, L = 2) is drawn
+over it.
 """
 
 from __future__ import annotations
@@ -21,8 +22,14 @@ NAME = "fig6_singular_values"
 
 
 def main(quick: bool = False, out_dir=None) -> dict:
-    cfg = SimConfig(layers=2, augmented_dims=16, augment_strength=0.001, lr=0.01,
-                    steps=1000 if quick else 10000, init="paper")
+    cfg = SimConfig(
+        layers=2,
+        augmented_dims=16,
+        augment_strength=0.001,
+        lr=0.01,
+        steps=600 if quick else 10000,
+        init="paper",
+    )
     with one_blas_thread():
         traj, rng, fixed = integrate(cfg)
         result = analyse(cfg, traj, rng, fixed)
@@ -32,8 +39,9 @@ def main(quick: bool = False, out_dir=None) -> dict:
     t3 = result["theorem3"]
     closed, sim = np.asarray(t3["closed_form"]), np.asarray(t3["simulated"])
     data = {
-        "claim": "the smallest singular values lag and the embedding covariance becomes low-rank although X > 0; "
-                 "Theorem 3's closed form matches the aligned fixed-X flow",
+        "claim": "the smallest singular values lag and the embedding covariance becomes low-rank "
+        "although X > 0; "
+        "Theorem 3's closed form matches the aligned fixed-X flow",
         "config": vars(cfg),
         "infonce": {
             "times": traj.times,
@@ -65,9 +73,15 @@ def draw(data: dict, out_dir=None) -> None:
     t = np.asarray(inf["times"])
     keep = t > 0
     fig, axes = style.plt.subplots(2, 3, figsize=(12.5, 7.2))
-    series = (("sigma_w1", "singular values of W1", "(a) InfoNCE: W1"),
-              ("sigma_w2", "singular values of W2", "(b) InfoNCE: W2"),
-              ("embedding_singular_values", "singular values of C (variances)", "(c) InfoNCE: embedding covariance"))
+    series = (
+        ("sigma_w1", "singular values of W1", "(a) InfoNCE: W1"),
+        ("sigma_w2", "singular values of W2", "(b) InfoNCE: W2"),
+        (
+            "embedding_singular_values",
+            "singular values of C (variances)",
+            "(c) InfoNCE: embedding covariance",
+        ),
+    )
     dim = np.asarray(inf["sigma_w1"]).shape[1]
     cols = style.colors(dim)
     for ax, (key, ylabel, title) in zip(axes[0], series, strict=True):
@@ -76,13 +90,26 @@ def draw(data: dict, out_dir=None) -> None:
             ax.loglog(t[keep], np.maximum(values[keep, k], 1e-300), color=cols[k], lw=1)
         ax.set(xlabel="training time t = lr × step", ylabel=ylabel, title=title)
     emb = np.asarray(inf["embedding_singular_values"])
-    axes[0, 2].loglog(t[keep], COLLAPSE_RTOL * emb[keep, 0], color="grey", ls=":", lw=1.2,
-                      label=f"collapse rule ({COLLAPSE_RTOL:g} × largest)")
+    axes[0, 2].loglog(
+        t[keep],
+        COLLAPSE_RTOL * emb[keep, 0],
+        color="grey",
+        ls=":",
+        lw=1.2,
+        label=f"collapse rule ({COLLAPSE_RTOL:g} × largest)",
+    )
     axes[0, 2].legend(loc="lower left", title=f"{inf['collapsed_dims_final']} of {dim} collapsed at the end")
-    axes[0, 0].text(0.03, 0.97, "colour = rank k (dark = largest)", transform=axes[0, 0].transAxes, va="top",
-                    fontsize=7.5)
-    axes[0, 1].text(0.03, 0.97, f"X PSD at init: {inf['x_is_psd']['initial']}, late: {inf['x_is_psd']['final']}",
-                    transform=axes[0, 1].transAxes, va="top", fontsize=7.5)
+    axes[0, 0].text(
+        0.03, 0.97, "colour = rank k (dark = largest)", transform=axes[0, 0].transAxes, va="top", fontsize=7.5
+    )
+    axes[0, 1].text(
+        0.03,
+        0.97,
+        f"X PSD at init: {inf['x_is_psd']['initial']}, late: {inf['x_is_psd']['final']}",
+        transform=axes[0, 1].transAxes,
+        va="top",
+        fontsize=7.5,
+    )
     tf = np.asarray(fx["times"])
     sim, closed = np.asarray(fx["simulated"]), np.asarray(fx["closed_form"])
     keep = tf > 0
@@ -92,22 +119,36 @@ def draw(data: dict, out_dir=None) -> None:
         axes[1, 0].loglog(tf[keep], sim[keep, k], color=cols[k], lw=2.2, alpha=0.8, label=label_s)
         axes[1, 0].loglog(tf[keep], closed[keep, k], color=style.PREDICTION, ls="--", lw=0.9, label=label_c)
         axes[1, 1].loglog(tf[keep], sim[keep, k] ** 4, color=cols[k], lw=2.2, alpha=0.8, label=label_s)
-        axes[1, 1].loglog(tf[keep], closed[keep, k] ** 4, color=style.PREDICTION, ls="--", lw=0.9, label=label_c)
+        axes[1, 1].loglog(
+            tf[keep], closed[keep, k] ** 4, color=style.PREDICTION, ls="--", lw=0.9, label=label_c
+        )
         err = np.abs(sim[keep, k] - closed[keep, k]) / closed[keep, k]
         axes[1, 2].loglog(tf[keep], np.maximum(err, 1e-17), color=cols[k], lw=1)
     lam = np.asarray(fx["lambda"])
-    axes[1, 0].set(xlabel="time t (X frozen at t = 0; to 0.9 × first blow-up)", ylabel="σ_k of W1 (= W2, balanced)",
-                   title=f"(d) aligned, balanced layers, fixed X (λ_k = v_kᵀXv_k ∈ [{lam.min():.2f}, {lam.max():.2f}])")
-    axes[1, 1].set(xlabel="time t (X frozen at t = 0)", ylabel="embedding variance σ_k⁴ (isotropic x)",
-                   title="(e) the same modes in the embedding")
-    axes[1, 2].set(xlabel="time t", ylabel="|simulated − closed form| / closed form",
-                   title=f"(f) relative error (max {fx['max_relative_error']:.1e})")
+    axes[1, 0].set(
+        xlabel="time t (X frozen at t = 0; to 0.9 × first blow-up)",
+        ylabel="σ_k of W1 (= W2, balanced)",
+        title=f"(d) aligned, balanced layers, fixed X (λ_k = v_kᵀXv_k ∈ [{lam.min():.2f}, {lam.max():.2f}])",
+    )
+    axes[1, 1].set(
+        xlabel="time t (X frozen at t = 0)",
+        ylabel="embedding variance σ_k⁴ (isotropic x)",
+        title="(e) the same modes in the embedding",
+    )
+    axes[1, 2].set(
+        xlabel="time t",
+        ylabel="|simulated − closed form| / closed form",
+        title=f"(f) relative error (max {fx['max_relative_error']:.1e})",
+    )
     for ax in axes[1, :2]:
         ax.legend(loc="upper left")
     cfg = data["config"]
-    style.claim(fig, f"Fig. 6: small singular values lag, the embedding collapses ({inf['collapsed_dims_final']}/{dim}) "
-                f"although X ≻ 0; Theorem 3's closed form is exact for aligned layers ({cfg['steps']} steps, "
-                f"lr {cfg['lr']})")
+    style.claim(
+        fig,
+        f"Fig. 6: small singular values lag, the embedding collapses ({inf['collapsed_dims_final']}/{dim}) "
+        f"although X ≻ 0; Theorem 3's closed form is exact for aligned layers ({cfg['steps']} steps, "
+        f"lr {cfg['lr']})",
+    )
     style.save(fig, NAME, data, out_dir)
 
 

@@ -29,23 +29,25 @@ LAYER_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd")
 SEQUENTIAL = "viridis"  # one colour per augmentation strength / depth
 HEATMAP = "magma"
 
-plt.rcParams.update({
-    "figure.dpi": 110,
-    "savefig.dpi": 150,
-    "font.size": 9,
-    "axes.titlesize": 9,
-    "axes.labelsize": 9,
-    "legend.fontsize": 7.5,
-    "legend.framealpha": 0.85,
-    "xtick.labelsize": 8,
-    "ytick.labelsize": 8,
-    "axes.grid": True,
-    "grid.alpha": 0.25,
-    "lines.linewidth": 1.3,
-    "figure.constrained_layout.use": True,
-    "svg.hashsalt": "dimcollapse",
-    "pdf.fonttype": 42,
-})
+plt.rcParams.update(
+    {
+        "figure.dpi": 110,
+        "savefig.dpi": 150,
+        "font.size": 9,
+        "axes.titlesize": 9,
+        "axes.labelsize": 9,
+        "legend.fontsize": 7.5,
+        "legend.framealpha": 0.85,
+        "xtick.labelsize": 8,
+        "ytick.labelsize": 8,
+        "axes.grid": True,
+        "grid.alpha": 0.25,
+        "lines.linewidth": 1.3,
+        "figure.constrained_layout.use": True,
+        "svg.hashsalt": "dimcollapse",
+        "pdf.fonttype": 42,
+    }
+)
 
 
 class MissingResults(RuntimeError):
@@ -100,9 +102,12 @@ def save(fig: plt.Figure, name: str, data: dict, out_dir: str | os.PathLike | No
     folder.mkdir(parents=True, exist_ok=True)
     png = folder / f"{name}.png"
     _atomic(png, lambda p: fig.savefig(p, format="png", metadata={"Software": None}))
-    _atomic(folder / f"{name}.pdf",
-            lambda p: fig.savefig(p, format="pdf", metadata={"CreationDate": None, "Producer": None,
-                                                             "Creator": None}))
+    _atomic(
+        folder / f"{name}.pdf",
+        lambda p: fig.savefig(
+            p, format="pdf", metadata={"CreationDate": None, "Producer": None, "Creator": None}
+        ),
+    )
     text = json.dumps(jsonable(data), indent=1, allow_nan=False) + "\n"
     _atomic(folder / f"{name}.json", lambda p: p.write_text(text))
     plt.close(fig)
