@@ -20,7 +20,7 @@ ARGS = [
     "--batch-size",
     "32",
     "--max-steps",
-    "30",
+    "20",
     "--ckpt-every",
     "5",
     "--log-every",
