@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -119,3 +120,43 @@ def test_nonfinite_loss_stops_with_step_and_keeps_checkpoint(tmp_path, capsys, m
     ck = checkpoint.load(ckpts[0])
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
     assert not (out / "final.pt").exists()
+
+
+def test_imagefolder_run_with_loader_workers(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in range(2):
+            d = tmp_path / "data" / split / f"c{c}"
+            d.mkdir(parents=True)
+            for i in range(6):
+                Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    out = tmp_path / "run"
+    args = [
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--image-size",
+        "16",
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "4",
+        "--workers",
+        "0",
+        "--log-every",
+        "2",
+        "--spectrum-every",
+        "4",
+        "--projector",
+        "fixed-lowrank",
+        "--out",
+        str(out),
+        *FAST,
+    ]
+    assert main(args) == 0
+    rows = _rows(out)
+    assert [r["step"] for r in rows] == [2, 3, 4] and rows[-1]["dim_z"] == 128  # epoch end at step 3
+    assert rows[-1]["collapsed_z"] >= 128 - 22  # fixed rank-d0 projector: at most d0 live dimensions
