@@ -148,7 +148,7 @@ def extract_features(
     finally:
         model.train(was_training)
     out = {"r": torch.cat(rs).numpy(), "z": torch.cat(zs).numpy()}
-    if config.get("projector") == "directclr":
+    if config.get("projector") == "directclr" and config["d0"] < out["r"].shape[1]:
         out["r_rest"] = out["r"][:, config["d0"] :]
     return out
 
@@ -241,6 +241,8 @@ def linear_probe(
 
 def spectrum_summary(x: np.ndarray, name: str) -> dict:
     """The paper's spectrum protocol on features x (N, d) via theory.spectrum (L2-normalized)."""
+    if not np.all(np.isfinite(x)):  # a diverged network: say so instead of failing the whole evaluation
+        return {"space": SPACE_DOC.get(name, name), "dim": int(x.shape[1]), "nonfinite": True}
     s = embedding_spectrum(x, normalize=True)
     j = s.to_json()
     return {

@@ -1,0 +1,315 @@
+"""The paper's real-network ablations under one recipe (issue 5; paper.md 2 Tables 1-2, Fig. 3/12, App. F, R6).
+
+    python -m empirical.experiments projector-ablation --dataset mnist5k --scale cpu
+    python -m empirical.experiments d0-sweep --dataset mnist5k --scale cpu
+    python -m empirical.experiments augment-strength --dataset mnist5k --scale cpu
+    python -m empirical.experiments projector-ablation --dataset cifar10 --scale gpu --print-commands
+
+Every row is one ``python -m empirical.train`` run (subprocess, ``--resume``) followed by
+``empirical.evaluate.evaluate``. Rows share one recipe (``RECIPES``); only the row's own flag differs, and
+no row is tuned. A finished row leaves ``<out>/rows/<run>.json`` and is skipped next time; an interrupted
+training resumes from its last checkpoint. Checkpoints live under ``--runs-dir`` (git-ignored ``runs/``),
+keyed by the run's flags, so a run shared by two experiments (e.g. DirectCLR at the default d0) trains once.
+``<out>/table.md`` and ``<out>/table.json`` (all rows, with spectra) are what the figures read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+
+import torch
+
+from empirical.data import DATASETS
+from empirical.evaluate import EvalError, evaluate
+from empirical.models import WIDTH, default_d0
+
+EXPERIMENTS = ("projector-ablation", "d0-sweep", "augment-strength")
+ABLATION = ("none", "orthogonal", "linear", "diagonal", "fixed-lowrank", "directclr", "mlp", "random-subset")
+# paper.md Tables 1-2 and App. F: ImageNet linear top-1, ResNet-50, 100 epochs (context, not a target)
+PAPER_TOP1 = {
+    "mlp": 66.5,
+    "directclr": 62.7,
+    "fixed-lowrank": 62.3,
+    "linear": 61.1,
+    "diagonal": 60.2,
+    "orthogonal": 52.2,
+    "none": 51.5,
+    "random-subset": 43.0,
+    "directclr r[:d0]": 47.9,
+}
+D0_FRACTIONS = (1 / 32, 1 / 16, 360 / 2048, 1 / 2, 1.0)  # paper's best d0 = 360 of 2048, and the two ends
+STRENGTHS = (0.25, 0.5, 1.0, 1.5)
+USES_D0 = ("directclr", "fixed-lowrank", "random-subset")
+
+# One recipe per scale. cpu: ~2 min per row on 2 shared cores. gpu: the usual small-scale SimCLR settings.
+RECIPES = {
+    "cpu": ["--backbone", "tiny", "--batch-size", "256", "--epochs", "6", "--threads", "2"],
+    "gpu-small": ["--backbone", "resnet18", "--batch-size", "512", "--epochs", "200", "--channels-last"],
+    "gpu-imagenet": ["--backbone", "resnet50", "--batch-size", "4096", "--epochs", "100", "--channels-last"],
+}
+QUICK = ["--max-steps", "2", "--batch-size", "32", "--spectrum-samples", "64", "--threads", "1"]
+
+
+class ExperimentError(Exception):
+    """Bad input or a failed run; one line for the user."""
+
+
+def recipe_args(scale: str, dataset: str) -> list[str]:
+    if scale == "cpu":
+        return list(RECIPES["cpu"])
+    return list(RECIPES["gpu-imagenet" if dataset == "imagefolder" else "gpu-small"])
+
+
+def backbone_of(args: list[str]) -> str:
+    return args[args.index("--backbone") + 1] if "--backbone" in args else "tiny"
+
+
+def rows_for(name: str, width: int) -> list[tuple[str, list[str]]]:
+    """(run name, train flags) of each row; the run name keys the checkpoint folder and the row JSON."""
+    d0 = default_d0(width)
+    if name == "projector-ablation":
+        return [
+            (
+                f"{p}-d0_{d0}" if p in USES_D0 else p,
+                ["--projector", p] + (["--d0", str(d0)] if p in USES_D0 else []),
+            )
+            for p in ABLATION
+        ]
+    if name == "d0-sweep":
+        grid = sorted({max(1, min(width, round(f * width))) for f in D0_FRACTIONS})
+        return [(f"directclr-d0_{d}", ["--projector", "directclr", "--d0", str(d)]) for d in grid]
+    if name == "augment-strength":
+        return [
+            ("mlp" if s == 1.0 else f"mlp-aug_{s:g}", ["--projector", "mlp", "--augment-strength", f"{s:g}"])
+            for s in STRENGTHS
+        ]
+    raise ExperimentError(f"unknown experiment {name!r} (choose {', '.join(EXPERIMENTS)})")
+
+
+def train_command(run_dir: str, dataset: str, data_dir: str, base: list[str], row: list[str]) -> list[str]:
+    return [
+        sys.executable, "-m", "empirical.train", "--no-progress", "--no-tensorboard", "--resume",
+        "--spectrum-every", "0", "--dataset", dataset, "--data-dir", data_dir, "--out", run_dir, *base, *row,
+    ]  # fmt: skip
+
+
+def _train(cmd: list[str], log_path: str, in_process: bool) -> int:
+    """Exit status of ``empirical.train`` run with ``cmd``'s flags (a subprocess isolates crashes)."""
+    if in_process:  # tests: no second torch import; the exit status is the same
+        from contextlib import redirect_stderr, redirect_stdout
+
+        from empirical import train
+
+        with open(log_path, "a") as f, redirect_stdout(f), redirect_stderr(f):
+            return train.main(cmd[3:])
+    with open(log_path, "a") as f:
+        return subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT)
+
+
+def run_row(
+    run: str,
+    cmd: list[str],
+    run_dir: str,
+    device: str,
+    log,
+    in_process: bool = False,
+    max_train: int | None = None,
+) -> dict:
+    """Train (unless final.pt exists), then evaluate; returns the row dict (``failed`` set on a crash)."""
+    t0 = time.time()
+    if not os.path.isfile(os.path.join(run_dir, "final.pt")):
+        os.makedirs(run_dir, exist_ok=True)
+        rc = _train(cmd, os.path.join(run_dir, "train.log"), in_process)
+        if rc != 0:
+            with open(os.path.join(run_dir, "train.log")) as f:
+                tail = f.read().strip().splitlines()[-1:] or ["?"]
+            log(f"  training failed (exit {rc}): {tail[0]}")
+            return {"run": run, "failed": f"exit {rc}: {tail[0]}", "train_command": shlex.join(cmd)}
+    t1 = time.time()
+    res = evaluate(run_dir, device=device, max_train=max_train)
+    res.update(run=run, train_command=shlex.join(cmd), train_seconds=t1 - t0, row_seconds=time.time() - t0)
+    with open(os.path.join(run_dir, "config.json")) as f:
+        res["train_config"] = json.load(f)
+    return res
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def summary_rows(name: str, rows: list[dict]) -> list[dict]:
+    """One flat table row per result (plus the DirectCLR r[:d0] probe row in the ablation)."""
+    out = []
+    for r in rows:
+        base = {"run": r["run"], "failed": r.get("failed")}
+        if r.get("failed"):
+            out.append(base)
+            continue
+        sp = r["spectra"]
+        base.update(
+            projector=r["projector"],
+            d0=r["d0"],
+            augment_strength=r["train_config"]["augment_strength"],
+            knn_top1=r["knn_r"]["top1"],
+            linear_top1=r["linear_r"]["top1"],
+            linear_top5=r["linear_r"]["top5"],
+            r_dim=sp["r"]["dim"],
+            r_collapsed=sp["r"].get("n_collapsed"),  # None: non-finite features (diverged run)
+            r_erank=sp["r"].get("effective_rank"),
+            z_dim=sp["z"]["dim"],
+            z_collapsed=sp["z"].get("n_collapsed"),
+            z_erank=sp["z"].get("effective_rank"),
+            paper_top1=PAPER_TOP1.get(r["projector"]) if name == "projector-ablation" else None,
+        )
+        out.append(base)
+        if name == "projector-ablation" and "linear_r_head" in r:
+            out.append(
+                {"run": r["run"], "failed": None, "projector": "directclr r[:d0]", "d0": r["d0"],
+                 "linear_top1": r["linear_r_head"]["top1"], "linear_top5": r["linear_r_head"]["top5"],
+                 "paper_top1": PAPER_TOP1["directclr r[:d0]"]}
+            )  # fmt: skip
+    return out
+
+
+def markdown(name: str, table: list[dict]) -> str:
+    head = "| row | kNN top-1 | linear top-1 | linear top-5 | r collapsed / dim | r eff. rank | "
+    head += "z collapsed / dim | z eff. rank | paper ImageNet top-1 |"
+    lines = [head, "|" + "---|" * 9]
+    for t in table:
+        label = t.get("projector", t["run"])
+        if name == "d0-sweep":
+            label = f"directclr d0={t['d0']}"
+        elif name == "augment-strength" and not t.get("failed"):
+            label = f"mlp, strength {t['augment_strength']:g}"
+        if t.get("failed"):
+            lines.append(f"| {t['run']} | failed: {t['failed']} |" + " |" * 7)
+            continue
+        r = f"{t['r_collapsed']} / {t['r_dim']}" if "r_dim" in t else "–"
+        z = f"{t['z_collapsed']} / {t['z_dim']}" if "z_dim" in t else "–"
+        re_ = "–" if t.get("r_erank") is None else f"{t['r_erank']:.1f}"
+        ze = "–" if t.get("z_erank") is None else f"{t['z_erank']:.1f}"
+        paper = "–" if t.get("paper_top1") is None else f"{t['paper_top1']}"
+        lines.append(
+            f"| {label} | {_pct(t.get('knn_top1'))} | {_pct(t['linear_top1'])} | {_pct(t['linear_top5'])} "
+            f"| {r} | {re_} | {z} | {ze} | {paper} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m empirical.experiments", description=__doc__.splitlines()[0])
+    p.add_argument("name", help=f"one of: {', '.join(EXPERIMENTS)}")
+    p.add_argument("--dataset", default="mnist5k", choices=DATASETS)
+    p.add_argument("--data-dir", default="data")
+    p.add_argument("--scale", default="cpu", choices=("cpu", "gpu"))
+    p.add_argument("--out", default=None, help="results folder (default results/<name>-<dataset>-<scale>)")
+    p.add_argument(
+        "--runs-dir", default=None, help="checkpoints (default runs/experiments/<dataset>-<scale>)"
+    )
+    p.add_argument("--quick", action="store_true", help="2 rows, 2 steps each (tests)")
+    p.add_argument("--train-args", default="", help="extra flags for every row, e.g. '--epochs 400'")
+    p.add_argument("--device", default=None, help="evaluation device (default cuda for gpu, else cpu)")
+    p.add_argument("--print-commands", action="store_true", help="print the training commands and exit")
+    p.add_argument("--in-process", action="store_true", help="train in this process (tests, debugging)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    parser.error = lambda msg: (print(f"error: {msg} (see --help)", file=sys.stderr), sys.exit(2))
+    try:
+        args = parser.parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)
+        return _main(args)
+    except SystemExit as e:
+        return int(e.code or 0)
+    except (ExperimentError, EvalError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _main(args: argparse.Namespace) -> int:
+    if args.name not in EXPERIMENTS:
+        raise ExperimentError(f"unknown experiment {args.name!r} (choose {', '.join(EXPERIMENTS)})")
+    tag = f"{args.dataset}-{args.scale}" + ("-quick" if args.quick else "")
+    out = args.out or os.path.join("results", f"{args.name}-{tag}")
+    runs_dir = args.runs_dir or os.path.join("runs", "experiments", tag)
+    base = recipe_args(args.scale, args.dataset) + shlex.split(args.train_args)
+    if args.quick:
+        base += QUICK
+    device = args.device or ("cuda" if args.scale == "gpu" else "cpu")
+    rows = rows_for(args.name, WIDTH[backbone_of(base)])
+    if args.quick:
+        rows = rows[:: max(1, len(rows) - 1)][:2]  # first and last row: the two ends of each sweep
+    cmds = [
+        (run, train_command(os.path.join(runs_dir, run), args.dataset, args.data_dir, base, r))
+        for run, r in rows
+    ]
+    if args.print_commands:
+        for _, cmd in cmds:
+            print(shlex.join(["python", *cmd[1:]]))
+        return 0
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ExperimentError("--scale gpu needs CUDA (none here); --print-commands lists the commands")
+    os.makedirs(os.path.join(out, "rows"), exist_ok=True)
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    t0 = time.time()
+    results = []
+    for i, (run, cmd) in enumerate(cmds, 1):
+        path = os.path.join(out, "rows", f"{run}.json")
+        if os.path.isfile(path):
+            log(f"[{i}/{len(cmds)}] {run}: done earlier, skipped")
+            with open(path) as f:
+                results.append(json.load(f))
+            continue
+        log(f"[{i}/{len(cmds)}] {run}: {shlex.join(cmd[3:])}")
+        res = run_row(
+            run, cmd, os.path.join(runs_dir, run), device, log, args.in_process, 512 if args.quick else None
+        )
+        results.append(res)
+        if not res.get("failed"):  # a failed row is retried next time
+            with open(path + ".tmp", "w") as f:
+                json.dump(res, f, indent=1)
+            os.replace(path + ".tmp", path)
+            log(f"  kNN {_pct(res['knn_r']['top1'])}  linear {_pct(res['linear_r']['top1'])}  "
+                f"z collapsed {res['spectra']['z'].get('n_collapsed')}/{res['spectra']['z']['dim']}  "
+                f"({res['row_seconds']:.0f} s)")  # fmt: skip
+    table = summary_rows(args.name, results)
+    meta = {
+        "experiment": args.name,
+        "command": shlex.join(["python", "-m", "empirical.experiments", *args.argv]),
+        "dataset": args.dataset,
+        "scale": args.scale,
+        "quick": args.quick,
+        "recipe": base,
+        "this_invocation_seconds": time.time() - t0,
+        "sum_row_seconds": sum(r.get("row_seconds", 0.0) for r in results),
+        "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+        + (torch.cuda.get_device_name() if device.startswith("cuda") else "no GPU"),
+        "torch": torch.__version__,
+    }
+    with open(os.path.join(out, "table.json"), "w") as f:
+        json.dump({"meta": meta, "table": table, "rows": results}, f, indent=1)
+    md = markdown(args.name, table)
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write(f"# {args.name} on {args.dataset} ({args.scale} recipe)\n\n`{meta['command']}`\n\n{md}")
+    print(md)
+    print(f"wrote {out}/table.md and table.json")
+    return 1 if any(r.get("failed") for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
