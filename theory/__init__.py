@@ -17,7 +17,7 @@ from .dynamics import (
     run_ode,
     scaled_init,
 )
-from .experiment import SimConfig, simulate
+from .experiment import SimConfig, analyse, integrate, simulate
 from .losses import LOSSES, contrastive_loss, dot_loss, ntxent_loss, paper_loss, paper_weights
 from .predict import (
     alignment_matrix,
@@ -30,6 +30,7 @@ from .predict import (
     predicted_collapsed_modes,
     sigma_trajectory,
     subspace_overlap,
+    theorem3_check,
 )
 from .spectrum import (
     COLLAPSE_RTOL,
@@ -41,7 +42,7 @@ from .spectrum import (
     rankme,
     singular_values,
 )
-from .sweep import sweep
+from .sweep import sweep, train_batched
 from .toy import apriori_threshold, toy_views
 
 __all__ = [
@@ -53,4 +54,5 @@ __all__ = [
     "n_collapsed", "negative_subspace", "ntxent_loss", "paper_init", "paper_loss", "paper_weights",
     "predicted_collapsed_modes", "psd_check", "rankme", "run_gd", "run_ode", "scaled_init",
     "sigma_trajectory", "simulate", "singular_values", "subspace_overlap", "sweep", "toy_views",
+    "analyse", "integrate", "train_batched", "theorem3_check",
 ]

@@ -97,15 +97,20 @@ class PSDCheck:
     eigenvectors: np.ndarray  # columns, in the order of ``eigenvalues``
     n_negative: int
     is_psd: bool
-    tolerance: float  # absolute: eigenvalues below -tolerance count as negative
+    tolerance: float | np.ndarray  # eigenvalue k counts as negative when below -tolerance (per direction)
+    standard_errors: np.ndarray | None = None  # of v_k^T X v_k across the given samples
 
 
-def psd_check(matrix: np.ndarray, rtol: float = PSD_RTOL) -> PSDCheck:
+def psd_check(
+    matrix: np.ndarray, rtol: float = PSD_RTOL, samples: np.ndarray | None = None, z_score: float = 3.0
+) -> PSDCheck:
     """Is ``matrix`` PSD? An eigenvalue counts as negative when it is below -rtol * max|eigenvalue|.
 
-    The relative tolerance is loose on purpose: late in training X is ~0 along saturated directions and
-    sampling noise gives those eigenvalues either sign; only clearly negative ones predict collapse
-    (Theorem 1). The verdict is invariant to an orthogonal change of basis.
+    When ``samples`` (B, d, d), independent estimates whose mean is ``matrix``, are given, the eigenvalue
+    must also lie more than ``z_score`` standard errors below zero, the standard error of v^T X v across
+    the samples. Both guards matter late in training: at a stationary point of W' = W X, X vanishes on
+    W's row space, so there X is pure sampling noise of either sign, and only significantly negative
+    eigenvalues predict collapse (Theorem 1). The verdict is invariant to an orthogonal change of basis.
     """
     matrix = np.asarray(matrix, dtype=np.float64)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
@@ -114,9 +119,14 @@ def psd_check(matrix: np.ndarray, rtol: float = PSD_RTOL) -> PSDCheck:
     values, vectors = np.linalg.eigh(sym)
     values, vectors = values[::-1], vectors[:, ::-1]
     scale = float(np.max(np.abs(values))) if values.size else 0.0
-    tol = rtol * scale
+    tol: float | np.ndarray = rtol * scale
+    errors = None
+    if samples is not None and len(samples) > 1:
+        rayleigh = np.einsum("ik,bij,jk->bk", vectors, np.asarray(samples, dtype=np.float64), vectors)
+        errors = rayleigh.std(axis=0, ddof=1) / np.sqrt(len(samples))
+        tol = np.maximum(tol, z_score * errors)
     n_negative = int(np.sum(values < -tol))
-    return PSDCheck(values, vectors, n_negative, n_negative == 0, tol)
+    return PSDCheck(values, vectors, n_negative, n_negative == 0, tol, errors)
 
 
 def apriori_covariance(x: np.ndarray, x_aug: np.ndarray) -> np.ndarray:

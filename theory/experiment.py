@@ -39,7 +39,7 @@ from .predict import (
 from .spectrum import collapsed_mask, embedding_spectrum
 
 EVAL_SAMPLES = 4096
-X_BATCHES = 16  # fresh batches averaged when X is measured on a gd run (its sampling noise shrinks as 1/4)
+X_BATCHES = 64  # fresh batches per X measurement on a gd run: their spread sets the noise floor of psd_check
 LATE_FRACTION = 0.1  # "late in training": the last 10% of the recorded times
 
 
@@ -131,9 +131,9 @@ def integrate(cfg: SimConfig, progress: bool = False) -> tuple[Trajectory, np.ra
 def measured_covariance(
     cfg: SimConfig, weight: np.ndarray, rng: np.random.Generator, fixed: tuple | None
 ) -> np.ndarray:
-    """X for the end-to-end map: on the fixed sample (ode) or averaged over fresh batches (gd)."""
+    """Per-batch X of the end-to-end map, (B, d, d): the fixed sample (ode, B = 1) or fresh batches (gd)."""
     batches = [fixed] if fixed is not None else [_views(cfg, rng) for _ in range(X_BATCHES)]
-    return np.mean([contrastive_covariance(x, xa, weight, cfg.loss, cfg.temperature)[0] for x, xa in batches], 0)
+    return np.stack([contrastive_covariance(x, xa, weight, cfg.loss, cfg.temperature)[0] for x, xa in batches])
 
 
 def analyse(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator, fixed: tuple | None) -> dict:
@@ -166,12 +166,15 @@ def analyse(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator, fixed: t
         w_end0 = end_to_end([w[0] for w in traj.weights])
         w_end = end_to_end(final)
         late = np.flatnonzero(traj.times >= (1 - LATE_FRACTION) * traj.times[-1])
-        x_init = measured_covariance(cfg, w_end0, rng, fixed)
-        x_late = np.mean([measured_covariance(cfg, end_to_end([w[k] for w in traj.weights]), rng, fixed)
-                          for k in late[:: max(1, len(late) // 5)]], axis=0)
-        x_apriori = measured_covariance(cfg, np.zeros((1, cfg.dim)), rng, fixed)
-        check0, check1, check_prior = psd_check(x_init), psd_check(x_late), psd_check(x_apriori)
-        predicted = negative_subspace(x_late)
+        samples_init = measured_covariance(cfg, w_end0, rng, fixed)
+        samples_late = np.concatenate([measured_covariance(cfg, end_to_end([w[k] for w in traj.weights]), rng, fixed)
+                                       for k in late[:: max(1, len(late) // 5)]])
+        samples_apriori = measured_covariance(cfg, np.zeros((1, cfg.dim)), rng, fixed)
+        x_init, x_late, x_apriori = (x.mean(axis=0) for x in (samples_init, samples_late, samples_apriori))
+        check0 = psd_check(x_init, samples=samples_init)
+        check1 = psd_check(x_late, samples=samples_late)
+        check_prior = psd_check(x_apriori, samples=samples_apriori)
+        predicted = negative_subspace(x_late, samples=samples_late)
         observed = collapsed_input_subspace(w_end, spec.n_collapsed)
         gain = np.linalg.norm(w_end @ check1.eigenvectors, axis=0) ** 2
         mask = toy.augmentation_mask(cfg.dim, cfg.augmented_dims)

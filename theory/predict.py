@@ -16,9 +16,10 @@ from .covariance import PSD_RTOL, psd_check
 from .spectrum import COLLAPSE_RTOL
 
 
-def negative_subspace(cov: np.ndarray, rtol: float = PSD_RTOL) -> np.ndarray:
-    """Orthonormal basis (columns) of X's clearly negative eigen-directions (Theorem 1's collapse set)."""
-    check = psd_check(cov, rtol)
+def negative_subspace(cov: np.ndarray, rtol: float = PSD_RTOL, samples: np.ndarray | None = None) -> np.ndarray:
+    """Orthonormal basis (columns) of X's clearly negative eigen-directions (Theorem 1's collapse set);
+    ``samples`` as in ``psd_check``."""
+    check = psd_check(cov, rtol, samples)
     return check.eigenvectors[:, check.eigenvalues < -check.tolerance]
 
 

@@ -37,8 +37,18 @@ def covariance(z: np.ndarray, normalize: bool = False) -> np.ndarray:
 
 
 def singular_values(z: np.ndarray, normalize: bool = False) -> np.ndarray:
-    """Singular values of the embedding covariance C (Eqn 1), descending, shape (..., d)."""
-    return np.linalg.svd(covariance(z, normalize), compute_uv=False)
+    """Singular values of the embedding covariance C (Eqn 1), descending, shape (..., d).
+
+    Computed as s_k(Z_c)^2 / N from the centered embeddings Z_c rather than from C itself: squaring first
+    would bury every value below ~1e-16 of the largest in rounding, and collapsed values go far lower.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    if normalize:
+        z = z / np.maximum(np.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
+    zc = z - z.mean(axis=-2, keepdims=True)
+    values = np.linalg.svd(zc, compute_uv=False) ** 2 / z.shape[-2]
+    missing = z.shape[-1] - values.shape[-1]  # N < d: C has d - N more zero singular values
+    return np.concatenate([values, np.zeros((*values.shape[:-1], missing))], axis=-1) if missing > 0 else values
 
 
 def collapsed_mask(values: np.ndarray, rtol: float = COLLAPSE_RTOL) -> np.ndarray:

@@ -189,3 +189,20 @@ def test_psd_check_counts_clearly_negative_eigenvalues(eigs, n_negative):
     assert check.is_psd == (n_negative == 0)
     np.testing.assert_allclose(m @ check.eigenvectors, check.eigenvectors * check.eigenvalues, atol=1e-12)
     np.testing.assert_allclose(check.eigenvectors.T @ check.eigenvectors, np.eye(4), atol=1e-12)
+
+
+def test_psd_check_with_samples_needs_significant_negatives():
+    rng = np.random.default_rng(31)
+    truth = np.diag([1.0, 0.5, 0.0, -0.5])
+    # noise of std 0.3 per estimate: with 400 samples the mean is within ~0.05 of the truth
+    samples = truth + 0.3 * np.array([(lambda a: (a + a.T) / 2)(rng.standard_normal((4, 4))) for _ in range(400)])
+    check = psd_check(samples.mean(0), rtol=0.0, samples=samples)
+    assert check.n_negative == 1  # the true zero eigenvalue is noise, only -0.5 is significant
+    assert check.standard_errors is not None and np.all(check.standard_errors < 0.05)
+    few = samples[:3]  # too few samples: no eigenvalue is significantly negative at 3 standard errors
+    assert psd_check(np.diag([1.0, -0.01, 0.5, 0.2]), rtol=0.0, samples=few + np.diag([0, -0.01, 0, 0])).n_negative == 0
+
+
+def test_psd_check_without_samples_uses_the_relative_tolerance_only():
+    check = psd_check(np.diag([1.0, -0.005, -0.5]))
+    assert check.n_negative == 1 and check.standard_errors is None

@@ -121,3 +121,24 @@ def test_embedding_spectrum_input_checks_and_json():
     out = embedding_spectrum(z).to_json()
     json.dumps(out)
     assert out["log10"][1] is None and out["n_collapsed"] == 1
+
+
+def test_singular_values_resolve_far_below_double_precision_of_the_largest():
+    # variances 1 and 1e-24: eigenvalues of C itself would round the small one to ~1e-16 noise
+    rng = np.random.default_rng(21)
+    base = random_orthogonal(rng, 2)
+    z = rng.standard_normal((4000, 2)) * np.array([1.0, 1e-12]) @ base.T
+    values = singular_values(z)
+    expected = np.linalg.svd(np.cov(z.T, bias=True) / 1.0, compute_uv=False)  # the naive route
+    assert values[0] == pytest.approx(expected[0], rel=1e-12)
+    assert values[1] == pytest.approx(np.var(z @ base[:, 1]), rel=1e-6)
+    assert values[1] < 1e-20
+
+
+def test_singular_values_pad_when_fewer_samples_than_dims():
+    z = np.random.default_rng(22).standard_normal((3, 5))
+    values = singular_values(z)
+    assert values.shape == (5,)
+    np.testing.assert_allclose(values[:3], np.linalg.eigvalsh(np.cov(z.T, bias=True))[::-1][:3], atol=1e-12)
+    np.testing.assert_array_equal(values[3:], 0.0)  # padded
+    assert values[2] < 1e-25 * values[0]  # centering 3 samples leaves rank 2

@@ -68,3 +68,15 @@ def test_importing_theory_does_not_import_torch():
     code = "import theory, theory.simulate, theory.sweep, sys; assert 'torch' not in sys.modules, 'torch imported'"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_train_batched_matches_independent_single_runs_in_shape_and_strength_order():
+    from theory.sweep import train_batched
+
+    base = SimConfig(dim=4, augmented_dims=2, samples=16, steps=150, lr=0.05, init="0.5")
+    traj, _ = train_batched(np.array([[0.0], [4.0]]), base)
+    assert traj.weights[0].shape == (2, 2, 1, 4, 4)  # (records, strengths..., d, d)
+    final = traj.final[0]
+    # the strongly augmented network shrinks its augmented columns, the unaugmented one does not
+    weak, strong = (np.linalg.norm(final[i, 0][:, 2:]) / np.linalg.norm(final[i, 0][:, :2]) for i in (0, 1))
+    assert strong < 0.5 * weak
