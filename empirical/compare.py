@@ -23,10 +23,12 @@ Every theoretical object comes from ``theory``; this module only feeds it real f
 from __future__ import annotations
 
 import argparse
+import glob
 import inspect
 import json
 import math
 import os
+import re
 import sys
 import time
 
@@ -136,8 +138,9 @@ def support(r1: np.ndarray, r2: np.ndarray) -> np.ndarray:
     return vec[:, lam > COLLAPSE_RTOL * lam.max()][:, ::-1]
 
 
-def x_analysis(r1: np.ndarray, r2: np.ndarray, z1: np.ndarray, weight: np.ndarray, batch: int,
-               temperature: float) -> dict:
+def x_analysis(
+    r1: np.ndarray, r2: np.ndarray, z1: np.ndarray, weight: np.ndarray, batch: int, temperature: float
+) -> dict:
     """Item 1: X's negative directions (Theorem 1) vs the directions W collapses, for three scalings of W.
 
     All in the m-dim feature support (``support``): x = r P, W_s = W P. ``trained``: W as trained;
@@ -155,9 +158,19 @@ def x_analysis(r1: np.ndarray, r2: np.ndarray, z1: np.ndarray, weight: np.ndarra
     dead = collapsed_input_subspace(w_s, w_collapsed)
     alive = collapsed_input_subspace(w_s, m)[:, : m - w_collapsed]  # leading right singular vectors
     rho = float(np.median(np.linalg.norm(z1, axis=1)))
-    out: dict = {"width": r1.shape[1], "support_dim": m, "weight_singular_values": sw,
-                 "weight_collapsed": w_collapsed, "median_norm_z": rho, "batch": min(batch, len(r1))}
-    for variant, scale in (("trained", 1.0), ("matched", 1.0 / (rho * math.sqrt(temperature))), ("apriori", 0.0)):
+    out: dict = {
+        "width": r1.shape[1],
+        "support_dim": m,
+        "weight_singular_values": sw,
+        "weight_collapsed": w_collapsed,
+        "median_norm_z": rho,
+        "batch": min(batch, len(r1)),
+    }
+    for variant, scale in (
+        ("trained", 1.0),
+        ("matched", 1.0 / (rho * math.sqrt(temperature))),
+        ("apriori", 0.0),
+    ):
         samples = batched_x(x, x_aug, scale * w_s, batch)
         mean = samples.mean(axis=0)
         check = _psd(mean, samples)
@@ -170,15 +183,19 @@ def x_analysis(r1: np.ndarray, r2: np.ndarray, z1: np.ndarray, weight: np.ndarra
             return float(np.mean(np.einsum("ik,ij,jk->k", v, mean, v)) / top) if v.shape[1] else None
 
         out[variant] = {
-            "scale": scale, "n_batches": len(samples), "eigenvalues": check.eigenvalues,
-            "n_negative": check.n_negative, "is_psd": check.is_psd, "gain_along_eigenvectors": gain,
+            "scale": scale,
+            "n_batches": len(samples),
+            "eigenvalues": check.eigenvalues,
+            "n_negative": check.n_negative,
+            "is_psd": check.is_psd,
+            "gain_along_eigenvectors": gain,
             "spearman_eigenvalue_vs_gain": float(spearmanr(check.eigenvalues, gain)[0]) if m > 1 else None,
             "overlap_same_count": subspace_overlap(neg, collapsed_input_subspace(w_s, k)) if k else None,
             "overlap_observed_count": subspace_overlap(neg, dead) if k and w_collapsed else None,
             "chance_overlap": k / m,
-            "rayleigh_collapsed": rayleigh(dead), "rayleigh_surviving": rayleigh(alive),
-            "stationarity": float(np.linalg.norm(scale * w_s @ mean) / max(np.linalg.norm(scale * w_s) * top,
-                                                                          1e-300)),
+            "rayleigh_collapsed": rayleigh(dead),
+            "rayleigh_surviving": rayleigh(alive),
+            "stationarity": float(np.linalg.norm(scale * w_s @ mean) / max(np.linalg.norm(scale * w_s) * top, 1e-300)),
         }
     return out
 
@@ -195,8 +212,16 @@ def whiten(r1: np.ndarray, r2: np.ndarray, dim: int) -> tuple[np.ndarray, np.nda
     return (r1 - mu) @ proj, (r2 - mu) @ proj, lam
 
 
-def frozen_experiment(x: np.ndarray, x_aug: np.ndarray, depths=(1, 2, 3), steps: int = 5000, lr: float = 0.01,
-                      batch: int = 128, seed: int = 0, records: int = 60) -> dict:
+def frozen_experiment(
+    x: np.ndarray,
+    x_aug: np.ndarray,
+    depths=(1, 2, 3),
+    steps: int = 5000,
+    lr: float = 0.01,
+    batch: int = 128,
+    seed: int = 0,
+    records: int = 60,
+) -> dict:
     """Item 2: train linear projectors on real (x, x') with theory's own GD; predicted vs observed collapse.
 
     Init, loss (Eqn 2), lr and batch are the toy figures'. Prediction for L layers: X at W -> 0 over
@@ -219,16 +244,24 @@ def frozen_experiment(x: np.ndarray, x_aug: np.ndarray, depths=(1, 2, 3), steps:
     prior_neg = prior.eigenvectors[:, prior.eigenvalues < -prior.tolerance]
     sigma0 = np.exp(-0.35 * np.arange(dim))  # paper_init's singular values
     out: dict = {
-        "dim": dim, "samples": n, "steps": steps, "lr": lr, "batch": batch, "loss": "paper",
-        "apriori_eigenvalues": prior.eigenvalues, "apriori_n_negative": prior.n_negative,
+        "dim": dim,
+        "samples": n,
+        "steps": steps,
+        "lr": lr,
+        "batch": batch,
+        "loss": "paper",
+        "apriori_eigenvalues": prior.eigenvalues,
+        "apriori_n_negative": prior.n_negative,
         "augmentation_variance": np.linalg.eigvalsh(np.cov(x_aug - x, rowvar=False))[::-1],
         "depths": {},
     }
     for layers in depths:
         rng = np.random.default_rng(seed + layers)
-        row: dict = {"layers": layers, "predicted_theorem1": prior.n_negative,
-                     "predicted_theorem3": int(np.sum(predicted_collapsed_modes(
-                         sigma0, prior.eigenvalues, steps * lr, layers)))}
+        row: dict = {
+            "layers": layers,
+            "predicted_theorem1": prior.n_negative,
+            "predicted_theorem3": int(np.sum(predicted_collapsed_modes(sigma0, prior.eigenvalues, steps * lr, layers))),
+        }
         try:
             traj = run_gd(paper_init(dim, layers, rng), steps, lr, views, rng, max(1, steps // records))
         except DivergenceError as e:
@@ -241,16 +274,23 @@ def frozen_experiment(x: np.ndarray, x_aug: np.ndarray, depths=(1, 2, 3), steps:
         late_neg = late.eigenvectors[:, late.eigenvalues < -late.tolerance]
         observed = collapsed_input_subspace(w_end, spec.n_collapsed)
         cx = np.cov(x, rowvar=False)
-        history = [np.linalg.eigvalsh(w @ cx @ w.T)[::-1] for w in
-                   (end_to_end([wl[t] for wl in traj.weights]) for t in range(len(traj.times)))]
-        row.update({
-            "observed_collapsed": spec.n_collapsed, "embedding_singular_values": spec.singular_values,
-            "effective_rank": spec.effective_rank, "final_loss": float(traj.losses[-1]),
-            "late_n_negative": late.n_negative,
-            "overlap_apriori_vs_observed": subspace_overlap(prior_neg, observed),
-            "overlap_late_vs_observed": subspace_overlap(late_neg, observed),
-            "times": traj.times, "embedding_variance_history": np.maximum(np.array(history), 0.0),
-        })
+        history = [
+            np.linalg.eigvalsh(w @ cx @ w.T)[::-1]
+            for w in (end_to_end([wl[t] for wl in traj.weights]) for t in range(len(traj.times)))
+        ]
+        row.update(
+            {
+                "observed_collapsed": spec.n_collapsed,
+                "embedding_singular_values": spec.singular_values,
+                "effective_rank": spec.effective_rank,
+                "final_loss": float(traj.losses[-1]),
+                "late_n_negative": late.n_negative,
+                "overlap_apriori_vs_observed": subspace_overlap(prior_neg, observed),
+                "overlap_late_vs_observed": subspace_overlap(late_neg, observed),
+                "times": traj.times,
+                "embedding_variance_history": np.maximum(np.array(history), 0.0),
+            }
+        )
         if layers >= 2:
             a = alignment_matrix(traj.final[0], traj.final[1])
             row["alignment_score_surviving"] = alignment_score(a, dim - spec.n_collapsed)
@@ -295,12 +335,19 @@ def pair_alignment(w1: np.ndarray, w2: np.ndarray) -> dict:
     top = min(len(s1), len(s2))
     gaps = np.abs(np.diff(s2[: min(16, len(s2))])) / s2[0]
     return {
-        "shape_w1": list(w1.shape), "shape_w2": list(w2.shape),
-        "sigma1": s1, "sigma2": s2, "erank1": effective_rank(s1), "erank2": effective_rank(s2),
-        "alignment_top_block": a[:TOP_BLOCK, :TOP_BLOCK], "alignment_diagonal": np.diagonal(a)[:top],
+        "shape_w1": list(w1.shape),
+        "shape_w2": list(w2.shape),
+        "sigma1": s1,
+        "sigma2": s2,
+        "erank1": effective_rank(s1),
+        "erank2": effective_rank(s2),
+        "alignment_top_block": a[:TOP_BLOCK, :TOP_BLOCK],
+        "alignment_diagonal": np.diagonal(a)[:top],
         "scores": {str(m): alignment_score(a, m) for m in LEAD if m <= top},
         "chance_score": math.sqrt(2 / (math.pi * d)),  # E|u.v| for independent random unit vectors in R^d
-        "top_k": k, "subspace_overlap_top_k": subspace_overlap(u1, v2), "subspace_chance": k / d,
+        "top_k": k,
+        "subspace_overlap_top_k": subspace_overlap(u1, v2),
+        "subspace_chance": k / d,
         "w2_degenerate": bool(np.min(gaps) < 1e-6) if gaps.size else True,
     }
 
@@ -346,8 +393,23 @@ def view_features(model: nn.Module, images: torch.Tensor, config: dict, seed: in
     return {k: np.concatenate(v) for k, v in feats.items()}
 
 
-def compare(checkpoint: str, samples: int = 2048, split: str = "train", frozen_dim: int = 16,
-            frozen_steps: int = 5000, seed: int = 0, device: str = "cpu") -> dict:
+def trained_steps(checkpoint: str, config: dict) -> int | None:
+    """The step of a ckpt-*.pt (the newest one for a folder without final.pt); final.pt: the whole schedule."""
+    if os.path.isdir(checkpoint) and not os.path.isfile(os.path.join(checkpoint, "final.pt")):
+        checkpoint = (sorted(glob.glob(os.path.join(checkpoint, "ckpt-*.pt"))) or [checkpoint])[-1]
+    found = re.search(r"ckpt-(\d+)\.pt$", checkpoint)
+    return int(found.group(1)) if found else config.get("total_steps")
+
+
+def compare(
+    checkpoint: str,
+    samples: int = 2048,
+    split: str = "train",
+    frozen_dim: int = 16,
+    frozen_steps: int = 5000,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict:
     from empirical.evaluate import EvalError, load_split, load_trained
 
     if not os.path.exists(checkpoint):
@@ -370,14 +432,22 @@ def compare(checkpoint: str, samples: int = 2048, split: str = "train", frozen_d
     resid = f["z1"] - z_lin - (f["z1"] - z_lin).mean(axis=0)
     info["r2_of_linear_map"] = float(1 - np.sum(resid**2) / np.sum((f["z1"] - f["z1"].mean(axis=0)) ** 2))
     result = {
-        "checkpoint": os.path.abspath(checkpoint), "config": config, "samples": len(r1), "split": split,
-        "seed": seed, "projector_map": info,
+        "checkpoint": os.path.abspath(checkpoint),
+        "trained_steps": trained_steps(checkpoint, config),
+        "config": config,
+        "samples": len(r1),
+        "split": split,
+        "seed": seed,
+        "projector_map": info,
         "spectra": {k: embedding_spectrum(f[k], normalize=True).to_json() for k in ("r1", "z1")},
         "x_from_features": x_analysis(r1, r2, f["z1"], weight, config["batch_size"], config["temperature"]),
     }
     if np.linalg.matrix_rank(r1 - r1.mean(axis=0)) >= frozen_dim:
         x, x_aug, pca_var = whiten(r1, r2, frozen_dim)
-        result["frozen"] = {**frozen_experiment(x, x_aug, steps=frozen_steps, seed=seed), "pca_variance": pca_var}
+        result["frozen"] = {
+            **frozen_experiment(x, x_aug, steps=frozen_steps, seed=seed),
+            "pca_variance": pca_var,
+        }
     else:
         result["frozen"] = {"skipped": f"representation rank below --frozen-dim {frozen_dim}"}
     result["alignment"] = alignment_analysis(model, name, r1)
@@ -408,35 +478,45 @@ def _fmt(v: float | None, spec: str = ".2f") -> str:
 
 def summary(res: dict) -> str:
     xf, cfg = res["x_from_features"], res["config"]
-    lines = [f"{cfg['dataset']} / {cfg['backbone']} / projector {cfg['projector']} ({res['projector_map']['kind']}, "
-             f"linear-map R^2 {res['projector_map']['r2_of_linear_map']:.3f}); {res['samples']} samples, "
-             f"width {xf['width']}",
-             f"[1] W collapses {xf['weight_collapsed']} of the {xf['support_dim']} directions where r varies "
-             f"(sigma^2 <= {COLLAPSE_RTOL:g} max)"]
+    lines = [
+        f"{cfg['dataset']} / {cfg['backbone']} / projector {cfg['projector']} ({res['projector_map']['kind']}, "
+        f"linear-map R^2 {res['projector_map']['r2_of_linear_map']:.3f}); {res['samples']} samples, "
+        f"width {xf['width']}",
+        f"[1] W collapses {xf['weight_collapsed']} of the {xf['support_dim']} directions where r varies "
+        f"(sigma^2 <= {COLLAPSE_RTOL:g} max)",
+    ]
     for v in ("trained", "matched", "apriori"):
         d = xf[v]
-        lines.append(f"    X ({v:8s}): {d['n_negative']:3d} negative eigenvalues; overlap with W's collapsed "
-                     f"directions {_fmt(d['overlap_same_count'])} (chance {d['chance_overlap']:.2f}); "
-                     f"v'Xv/max|X| on W's collapsed {_fmt(d['rayleigh_collapsed'], '+.3f')}, surviving "
-                     f"{_fmt(d['rayleigh_surviving'], '+.3f')}")
+        lines.append(
+            f"    X ({v:8s}): {d['n_negative']:3d} negative eigenvalues; overlap with W's collapsed "
+            f"directions {_fmt(d['overlap_same_count'])} (chance {d['chance_overlap']:.2f}); "
+            f"v'Xv/max|X| on W's collapsed {_fmt(d['rayleigh_collapsed'], '+.3f')}, surviving "
+            f"{_fmt(d['rayleigh_surviving'], '+.3f')}"
+        )
     fr = res["frozen"]
     if "depths" in fr:
-        lines.append(f"[2] frozen features, PCA {fr['dim']} whitened: X(W->0) has {fr['apriori_n_negative']} "
-                     "negative eigenvalues")
+        lines.append(
+            f"[2] frozen features, PCA {fr['dim']} whitened: X(W->0) has {fr['apriori_n_negative']} "
+            "negative eigenvalues"
+        )
         for layers, d in fr["depths"].items():
             if "diverged" in d:
                 lines.append(f"    {layers} layer(s): diverged")
                 continue
-            lines.append(f"    {layers} layer(s): collapsed {d['observed_collapsed']:2d}/{fr['dim']} observed, "
-                         f"Thm1 {d['predicted_theorem1']}, Thm3 {d['predicted_theorem3']}; late X negative "
-                         f"{d['late_n_negative']}")
+            lines.append(
+                f"    {layers} layer(s): collapsed {d['observed_collapsed']:2d}/{fr['dim']} observed, "
+                f"Thm1 {d['predicted_theorem1']}, Thm3 {d['predicted_theorem3']}; late X negative "
+                f"{d['late_n_negative']}"
+            )
     else:
         lines.append(f"[2] skipped: {fr['skipped']}")
     for key, d in res["alignment"].items():
         sc = ", ".join(f"top{m} {s:.2f}" for m, s in d["scores"].items())
-        lines.append(f"[3] {key}: |A_kk| {sc} (chance {d['chance_score']:.2f}); erank {d['erank1']:.1f} / "
-                     f"{d['erank2']:.1f}; top-{d['top_k']} subspace overlap {d['subspace_overlap_top_k']:.2f} "
-                     f"(chance {d['subspace_chance']:.2f})")
+        lines.append(
+            f"[3] {key}: |A_kk| {sc} (chance {d['chance_score']:.2f}); erank {d['erank1']:.1f} / "
+            f"{d['erank2']:.1f}; top-{d['top_k']} subspace overlap {d['subspace_overlap_top_k']:.2f} "
+            f"(chance {d['subspace_chance']:.2f})"
+        )
     return "\n".join(lines)
 
 

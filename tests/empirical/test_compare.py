@@ -42,10 +42,12 @@ def test_linear_projector_x_is_theory_x():
     # full-rank features: the support basis is a rotation, so X's eigenvalues are those of theory's X in r-space
     res = cmp.x_analysis(x, x_aug, x @ weight.T, weight, 64, 0.1)
     assert res["support_dim"] == 6
-    np.testing.assert_allclose(res["trained"]["eigenvalues"], np.linalg.eigvalsh(np.mean(direct, 0))[::-1],
-                               rtol=1e-9, atol=1e-12)
-    apriori = np.mean([contrastive_covariance(x[s : s + 64], x_aug[s : s + 64], 0 * weight)[0]
-                       for s in range(0, 256, 64)], 0)
+    np.testing.assert_allclose(
+        res["trained"]["eigenvalues"], np.linalg.eigvalsh(np.mean(direct, 0))[::-1], rtol=1e-9, atol=1e-12
+    )
+    apriori = np.mean(
+        [contrastive_covariance(x[s : s + 64], x_aug[s : s + 64], 0 * weight)[0] for s in range(0, 256, 64)], 0
+    )
     np.testing.assert_allclose(res["apriori"]["eigenvalues"], np.linalg.eigvalsh(apriori)[::-1], atol=1e-12)
 
 
@@ -150,22 +152,55 @@ def tiny_run(tmp_path_factory):
     from empirical.train import main as train
 
     out = tmp_path_factory.mktemp("run")
-    args = ["--dataset", "digits", "--backbone", "tiny", "--projector", "mlp", "--max-steps", "4",
-            "--batch-size", "32", "--image-size", "16", "--spectrum-every", "0", "--spectrum-samples", "64",
-            "--out", str(out), "--no-progress", "--threads", "1", "--no-tensorboard"]
+    args = [
+        "--dataset",
+        "digits",
+        "--backbone",
+        "tiny",
+        "--projector",
+        "mlp",
+        "--max-steps",
+        "4",
+        "--batch-size",
+        "32",
+        "--image-size",
+        "16",
+        "--spectrum-every",
+        "0",
+        "--spectrum-samples",
+        "64",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--threads",
+        "1",
+        "--no-tensorboard",
+    ]
     assert train(args) == 0
     return out
 
 
 def test_cli_end_to_end(tiny_run, tmp_path, capsys):
     out = tmp_path / "cmp"
-    rc = cmp.main(["--checkpoint", str(tiny_run), "--out", str(out), "--samples", "96", "--frozen-dim", "4",
-                   "--frozen-steps", "30"])
+    rc = cmp.main(
+        [
+            "--checkpoint",
+            str(tiny_run),
+            "--out",
+            str(out),
+            "--samples",
+            "96",
+            "--frozen-dim",
+            "4",
+            "--frozen-steps",
+            "30",
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0, text
     assert "[1]" in text and "[2]" in text and "[3] mlp_layer1_vs_layer2" in text
     res = json.load(open(out / "compare.json"))
-    assert res["samples"] == 96 and res["config"]["projector"] == "mlp"
+    assert res["samples"] == 96 and res["config"]["projector"] == "mlp" and res["trained_steps"] == 4
     xf = res["x_from_features"]
     assert {"trained", "matched", "apriori"} <= set(xf) and xf["batch"] == 32
     assert len(xf["trained"]["eigenvalues"]) == xf["support_dim"] <= 128

@@ -1,0 +1,79 @@
+"""Theory vs the trained network, item 2: 1-3 layer linear projectors trained by ``theory.run_gd`` on frozen,
+PCA-whitened features of a trained backbone (real data, real augmentation), as the toy Fig. 6 / Fig. 11.
+
+Reads ``results/compare/*/compare.json`` (never trains). Per checkpoint: the embedding variances over training
+for each depth (Fig. 6c style) and the collapsed-dimension count vs depth, observed against Theorem 1
+(negative eigenvalues of X at W -> 0) and Theorem 3's closed form (fixed X, aligned and balanced layers).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from figures import style
+from figures.emp_compare_x import load_results, title
+
+NAME = "emp_compare_frozen"
+
+
+def main(quick: bool = False, out_dir=None) -> dict:
+    runs = {k: v for k, v in load_results().items() if "depths" in v["frozen"]}
+    if not runs:
+        raise style.MissingResults("no compare.json with a frozen-feature experiment")
+    data: dict = {"claim": "more linear layers collapse more dimensions of real frozen features", "runs": {}}
+    fig, axes = style.plt.subplots(len(runs), 4, figsize=(14, 3.3 * len(runs)), squeeze=False)
+    for row, (name, res) in enumerate(runs.items()):
+        fr = res["frozen"]
+        depths = sorted(fr["depths"], key=int)
+        counts = {"observed": [], "theorem1": [], "theorem3": [], "late_x": []}
+        for col, layers in enumerate(depths[:3]):
+            d = fr["depths"][layers]
+            ax = axes[row, col]
+            if "diverged" in d:
+                ax.set_title(f"{layers} layer(s): diverged")
+                continue
+            var = np.asarray(d["embedding_variance_history"])
+            top = np.max(var, axis=1, keepdims=True)
+            for k, c in enumerate(style.colors(var.shape[1])):
+                ax.plot(d["times"], style.log10(var[:, k] / top[:, 0], 1e-30), color=c, lw=1)
+            ax.axhline(-3, color=style.PREDICTION, ls="--", lw=0.8)
+            ax.set(
+                xlabel="time (lr × steps)",
+                ylabel="log10 embedding variance / max",
+                ylim=(-12, 0.5),
+                title=f"{layers} layer(s): {d['observed_collapsed']}/{fr['dim']} collapsed",
+            )
+        for layers in depths:
+            d = fr["depths"][layers]
+            counts["observed"].append(d.get("observed_collapsed"))
+            counts["theorem1"].append(d["predicted_theorem1"])
+            counts["theorem3"].append(d["predicted_theorem3"])
+            counts["late_x"].append(d.get("late_n_negative"))
+        ax = axes[row, 3]
+        xs = np.array([int(v) for v in depths])
+        for i, (key, label, color) in enumerate(
+            (
+                ("observed", "observed", style.CLEAN),
+                ("theorem1", "Thm 1: X(W→0) < 0", style.AUGMENTED),
+                ("late_x", "X at the end < 0", "#9467bd"),
+                ("theorem3", "Thm 3 closed form", "0.4"),
+            )
+        ):
+            ys = [np.nan if v is None else v for v in counts[key]]
+            ax.bar(xs + (i - 1.5) * 0.2, ys, 0.2, color=color, label=label)
+        ax.set(xticks=xs, xlabel="linear layers", ylabel=f"collapsed dims of {fr['dim']}", title="depth")
+        ax.legend(fontsize=7)
+        axes[row, 0].annotate(title(name, res), (0, 1.18), xycoords="axes fraction", fontsize=8, fontweight="bold")
+        data["runs"][name] = {
+            "dim": fr["dim"],
+            "depths": [int(v) for v in depths],
+            **counts,
+            "apriori_eigenvalues": fr["apriori_eigenvalues"],
+        }
+    style.claim(fig, "Frozen real features, theory's own GD: collapse grows with depth (Thm 3 / Cor. 2)")
+    style.save(fig, NAME, data, out_dir)
+    return data
+
+
+if __name__ == "__main__":
+    style.cli(main, __doc__.splitlines()[0])

@@ -1,0 +1,105 @@
+"""Theory vs the trained network, item 1: X = Sigma0 - Sigma1 (Lemma 2) from real frozen features.
+
+Reads ``results/compare/*/compare.json`` written by ``python -m empirical.compare`` (never trains). One row per
+checkpoint: (a) X's eigenvalues (normalized by max|eigenvalue|) for the trained map W, W rescaled to the real
+loss's softmax sharpness (``matched``) and W -> 0 (``apriori``); (b) the embedding gain |W v_k|^2 along each
+eigen-direction v_k against its eigenvalue: Theorem 1 says W shrinks where X < 0; (c) W's singular values in
+the feature support with the collapse threshold.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import numpy as np
+
+from figures import style
+
+NAME = "emp_compare_x"
+RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "compare")
+VARIANTS = (("trained", "#1f77b4"), ("matched", "#ff7f0e"), ("apriori", "#2ca02c"))
+
+
+def load_results(root: str = RESULTS) -> dict[str, dict]:
+    """{run name: compare.json} for every run under ``root``; MissingResults when there is none."""
+    paths = sorted(glob.glob(os.path.join(root, "*", "compare.json")))
+    if not paths:
+        raise style.MissingResults(f"no {root}/*/compare.json; run python -m empirical.compare --out {root}/NAME")
+    return {os.path.basename(os.path.dirname(p)): json.load(open(p)) for p in paths}
+
+
+def title(name: str, res: dict) -> str:
+    c = res["config"]
+    steps = res.get("trained_steps", c.get("total_steps"))
+    return (
+        f"{name}: {c['dataset']}, {c['backbone']}, projector {c['projector']}, step {steps} of {c.get('total_steps')}"
+    )
+
+
+def main(quick: bool = False, out_dir=None) -> dict:
+    runs = load_results()
+    data: dict = {"claim": "Theorem 1 on real features: W shrinks along X's negative eigen-directions", "runs": {}}
+    fig, axes = style.plt.subplots(len(runs), 3, figsize=(12, 3.4 * len(runs)), squeeze=False)
+    for row, (name, res) in enumerate(runs.items()):
+        xf = res["x_from_features"]
+        ax_e, ax_g, ax_w = axes[row]
+        summary = {"support_dim": xf["support_dim"], "weight_collapsed": xf["weight_collapsed"]}
+        for variant, color in VARIANTS:
+            d = xf[variant]
+            ev = np.asarray(d["eigenvalues"])
+            top = np.max(np.abs(ev))
+            ax_e.plot(ev / top, color=color, label=f"{variant}: {d['n_negative']} negative")
+            ax_g.plot(
+                ev / top,
+                style.log10(d["gain_along_eigenvectors"], 1e-30),
+                ".",
+                color=color,
+                ms=4,
+                alpha=0.8,
+                label=f"{variant} (Spearman {d['spearman_eigenvalue_vs_gain']:+.2f})",
+            )
+            summary[variant] = {
+                k: d[k]
+                for k in (
+                    "n_negative",
+                    "overlap_same_count",
+                    "chance_overlap",
+                    "rayleigh_collapsed",
+                    "rayleigh_surviving",
+                    "stationarity",
+                )
+            }
+        ax_e.axhline(0, color="k", lw=0.7)
+        ax_e.set(
+            xlabel="eigen-direction k (descending)",
+            ylabel="eigenvalue / max|eigenvalue|",
+            title=f"X in the {xf['support_dim']}-dim feature support",
+        )
+        ax_e.legend()
+        ax_g.axvline(0, color="k", lw=0.7)
+        ax_g.set(
+            xlabel="eigenvalue of X / max|eigenvalue|",
+            ylabel="log10 |W v_k|²",
+            title="gain of the trained map along X's eigen-directions",
+        )
+        ax_g.legend()
+        s2 = np.asarray(xf["weight_singular_values"]) ** 2
+        ax_w.plot(style.log10(s2 / s2.max(), 1e-30), color=style.CLEAN)
+        ax_w.axhline(np.log10(1e-3), color=style.PREDICTION, ls="--", label="collapse threshold 1e-3")
+        ax_w.set(
+            xlabel="rank",
+            ylabel="log10 σ_k² / σ_1²",
+            title=f"end-to-end W in the support: {xf['weight_collapsed']} collapsed",
+        )
+        ax_w.legend()
+        ax_e.annotate(title(name, res), (0, 1.18), xycoords="axes fraction", fontsize=8, fontweight="bold")
+        data["runs"][name] = summary
+    style.claim(fig, "X from real features (Lemma 2, paper loss): where is X negative, and does W shrink there?")
+    style.save(fig, NAME, data, out_dir)
+    return data
+
+
+if __name__ == "__main__":
+    style.cli(main, __doc__.splitlines()[0])
