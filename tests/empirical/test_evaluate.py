@@ -1,0 +1,136 @@
+"""empirical.evaluate: kNN and linear probe on toy problems, spectra through theory, frozen backbone, CLI."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from empirical import evaluate as ev  # noqa: E402
+from empirical import train  # noqa: E402
+from empirical.models import SSLModel  # noqa: E402
+from theory.spectrum import embedding_spectrum  # noqa: E402
+
+
+def blobs(n: int, d: int = 16, classes: int = 10, sep: float = 8.0, seed: int = 0):
+    """Gaussian blobs with well-separated random means: a linearly separable problem."""
+    rng = np.random.default_rng(seed)
+    means = rng.standard_normal((classes, d)) * sep
+    y = rng.integers(0, classes, n)
+    return means[y] + rng.standard_normal((n, d)), y
+
+
+def test_knn_and_probe_separable_near_perfect():
+    x, y = blobs(900)
+    xtr, ytr, xte, yte = x[:600], y[:600], x[600:], y[600:]
+    knn = ev.knn_eval(xtr, ytr, xte, yte)
+    assert knn["top1"] > 0.98 and knn["top5"] == 1.0 and knn["k"] == 200
+    lin = ev.linear_probe(xtr, ytr, xte, yte)
+    assert lin["top1"] > 0.98 and lin["top5"] == 1.0
+
+
+def test_knn_and_probe_shuffled_labels_near_chance():
+    x, y = blobs(2000)
+    y = np.random.default_rng(1).permutation(y)  # labels no longer depend on x
+    xtr, ytr, xte, yte = x[:1500], y[:1500], x[1500:], y[1500:]
+    assert ev.knn_eval(xtr, ytr, xte, yte)["top1"] < 0.2  # chance = 0.1
+    lin = ev.linear_probe(xtr, ytr, xte, yte)
+    assert lin["top1"] < 0.2
+
+
+def test_knn_caps_k_at_train_size():
+    x, y = blobs(60)
+    assert ev.knn_eval(x[:40], y[:40], x[40:], y[40:])["k"] == 40
+
+
+def test_known_singular_values_through_theory():
+    """z = sqrt(N) Q diag(sqrt(s)), Q orthonormal and orthogonal to 1: covariance (1/N) Z^T Z = diag(s)."""
+    n, s = 400, np.array([4.0, 1.0, 0.25, 1e-5])
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, len(s) + 1))
+    a[:, 0] = 1.0
+    q = np.linalg.qr(a)[0][:, 1:]  # orthogonal to the ones vector: zero column means
+    z = np.sqrt(n) * q * np.sqrt(s)
+    spec = embedding_spectrum(z, normalize=False)
+    np.testing.assert_allclose(spec.singular_values, s, rtol=1e-8, atol=1e-12)
+    assert spec.n_collapsed == 1  # 1e-5 <= 1e-3 * 4
+    # the evaluation goes through the same code with the paper's L2 normalization
+    summ = ev.spectrum_summary(z, "z")
+    ref = embedding_spectrum(z, normalize=True)
+    np.testing.assert_allclose(summ["log10"], ref.log10)
+    assert summ["n_collapsed"] == ref.n_collapsed and summ["effective_rank"] == ref.effective_rank
+
+
+def test_isotropic_cloud_full_rank_and_rank_k_cloud_collapses():
+    rng = np.random.default_rng(0)
+    d, k = 16, 5
+    iso = ev.spectrum_summary(rng.standard_normal((20000, d)), "r")
+    assert iso["n_collapsed"] == 0 and iso["effective_rank"] > d - 0.3
+    low = rng.standard_normal((5000, k)) @ rng.standard_normal((k, d))
+    s = ev.spectrum_summary(low, "r")
+    assert s["n_collapsed"] == d - k and s["effective_rank"] < k + 1e-6
+
+
+def test_features_deterministic_and_backbone_bit_identical():
+    torch.manual_seed(0)
+    model = SSLModel("tiny", "directclr", d0=8)
+    model.train()  # a model left in train mode must come back in train mode, BN statistics untouched
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    images = torch.randint(0, 256, (48, 3, 16, 16), dtype=torch.uint8)
+    labels = torch.arange(48) % 4
+    cfg = {"projector": "directclr", "d0": 8}
+    f1 = ev.extract_features(model, images, cfg, batch_size=20)
+    f2 = ev.extract_features(model, images, cfg, batch_size=48)
+    np.testing.assert_array_equal(f1["z"], f1["r"][:, :8])
+    np.testing.assert_array_equal(f1["r_rest"], f1["r"][:, 8:])
+    np.testing.assert_allclose(f1["r"], f2["r"], rtol=1e-5, atol=1e-6)
+    assert f1["r"].dtype == np.float64 and f1["r"].shape == (48, 128)
+    ev.linear_probe(f1["r"][:32], labels[:32].numpy(), f1["r"][32:], labels[32:].numpy())
+    ev.knn_eval(f1["r"][:32], labels[:32].numpy(), f1["r"][32:], labels[32:].numpy())
+    assert model.training
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A DirectCLR tiny ResNet trained for 3 steps on digits (in-process, seconds)."""
+    out = str(tmp_path_factory.mktemp("run"))
+    argv = ["--dataset", "digits", "--projector", "directclr", "--d0", "16", "--max-steps", "3"]
+    argv += ["--batch-size", "32", "--spectrum-samples", "64", "--threads", "1", "--out", out]
+    assert train.main([*argv, "--no-progress", "--no-tensorboard"]) == 0
+    return out
+
+
+def test_load_trained_final_and_ckpt_agree(tiny_run):
+    m1, c1 = ev.load_trained(os.path.join(tiny_run, "final.pt"))
+    ckpt = [f for f in os.listdir(tiny_run) if f.startswith("ckpt-")][0]
+    m2, c2 = ev.load_trained(os.path.join(tiny_run, ckpt))
+    assert c1["projector"] == c2["projector"] == "directclr" and not m1.training
+    s1, s2 = m1.state_dict(), m2.state_dict()
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+    images, labels = ev.load_split(c1, "test")
+    assert images.dtype == torch.uint8 and len(images) == len(labels) == 360
+
+
+def test_cli_writes_json(tiny_run, tmp_path, capsys):
+    assert ev.main(["--checkpoint", tiny_run, "--out", str(tmp_path), "--max-train", "400"]) == 0
+    res = json.loads((tmp_path / "eval.json").read_text())
+    assert set(res["spectra"]) == {"r", "z", "r_rest"}
+    assert res["spectra"]["z"]["dim"] == 16 and res["spectra"]["r_rest"]["dim"] == 112
+    assert res["knn_r"]["k"] == 200 and res["n_train"] == 400
+    assert 0 <= res["linear_r"]["top1"] <= 1 and "linear_r_head" in res
+    out = capsys.readouterr().out
+    assert "kNN on r" in out and "linear probe on frozen r" in out and "embedding" in out
+
+
+def test_cli_bad_input_exit_2(tmp_path, capsys):
+    assert ev.main(["--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    garbage = tmp_path / "final.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    assert ev.main(["--checkpoint", str(garbage)]) == 2
+    assert ev.main([]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("error:") for line in err)

@@ -1,0 +1,94 @@
+"""empirical.experiments: each experiment in --quick mode (2 rows, 2 steps), resume, commands, bad input."""
+
+import json
+import os
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from empirical import experiments as ex  # noqa: E402
+
+
+def quick(name: str, tmp, *extra: str) -> int:
+    return ex.main(
+        [name, "--dataset", "digits", "--quick", "--in-process", "--out", str(tmp / name),
+         "--runs-dir", str(tmp / "runs"), *extra]
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ablation(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("exp")
+    assert quick("projector-ablation", tmp) == 0
+    return tmp
+
+
+def test_projector_ablation_quick(ablation):
+    out = ablation / "projector-ablation"
+    data = json.loads((out / "table.json").read_text())
+    assert [r["run"] for r in data["rows"]] == ["none", "random-subset-d0_22"]
+    for t in data["table"]:
+        assert 0 <= t["knn_top1"] <= 1 and 0 <= t["linear_top1"] <= 1
+        assert t["r_dim"] == 128 and 0 <= t["r_collapsed"] <= 128 and t["z_erank"] > 0
+    assert data["table"][0]["paper_top1"] == 51.5
+    md = (out / "table.md").read_text()
+    assert "| none |" in md and "kNN top-1" in md and "paper ImageNet top-1" in md
+
+
+def test_resume_skips_finished_rows(ablation, capsys):
+    rows = ablation / "projector-ablation" / "rows"
+    stamp = {p.name: p.stat().st_mtime_ns for p in rows.iterdir()}
+    assert quick("projector-ablation", ablation) == 0
+    assert capsys.readouterr().out.count("done earlier, skipped") == 2
+    assert {p.name: p.stat().st_mtime_ns for p in rows.iterdir()} == stamp
+
+
+def test_evaluation_only_when_trained_run_exists(ablation, capsys):
+    """A row JSON lost after training: the run's final.pt is reused, nothing retrains."""
+    row = ablation / "projector-ablation" / "rows" / "none.json"
+    row.unlink()
+    log = ablation / "runs" / "none" / "train.log"
+    size = log.stat().st_size
+    assert quick("projector-ablation", ablation) == 0
+    assert row.exists() and log.stat().st_size == size
+
+
+def test_d0_sweep_and_augment_strength_quick(tmp_path):
+    assert quick("d0-sweep", tmp_path) == 0
+    data = json.loads((tmp_path / "d0-sweep" / "table.json").read_text())
+    assert [t["d0"] for t in data["table"]] == [4, 128]
+    assert [t["z_dim"] for t in data["table"]] == [4, 128]
+    assert "r_rest" in data["rows"][0]["spectra"] and "r_rest" not in data["rows"][1]["spectra"]
+    assert quick("augment-strength", tmp_path) == 0
+    data = json.loads((tmp_path / "augment-strength" / "table.json").read_text())
+    assert [t["augment_strength"] for t in data["table"]] == [0.25, 1.5]
+    assert all(t["z_dim"] == 128 for t in data["table"])
+
+
+def test_rows_share_runs_between_experiments():
+    ablation = dict(ex.rows_for("projector-ablation", 128))
+    sweep = dict(ex.rows_for("d0-sweep", 128))
+    strength = dict(ex.rows_for("augment-strength", 128))
+    assert ablation["directclr-d0_22"] == sweep["directclr-d0_22"]
+    assert ablation["mlp"] == strength["mlp"]
+    assert len(ablation) == 8 and sorted(int(k.split("_")[1]) for k in sweep) == [4, 22, 64, 128]
+
+
+def test_gpu_commands(capsys):
+    assert ex.main(["projector-ablation", "--dataset", "cifar10", "--scale", "gpu", "--print-commands"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 8 and all("--backbone resnet18" in c and "--dataset cifar10" in c for c in lines)
+    assert ex.main(["d0-sweep", "--dataset", "imagefolder", "--scale", "gpu", "--print-commands"]) == 0
+    out = capsys.readouterr().out
+    assert "--backbone resnet50" in out and "--d0 360" in out
+
+
+def test_bad_input_exit_2(tmp_path, capsys):
+    assert ex.main(["no-such-experiment", "--out", str(tmp_path)]) == 2
+    assert ex.main(["d0-sweep", "--scale", "tpu"]) == 2
+    if not torch.cuda.is_available():
+        assert ex.main(["d0-sweep", "--scale", "gpu", "--dataset", "cifar10", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and all(line.startswith("error:") for line in err)
+    assert not os.path.exists(tmp_path / "rows")
