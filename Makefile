@@ -4,7 +4,7 @@ PY   := .venv/bin/python
 CORE := .venv/.core-installed
 FULL := .venv/.full-installed
 
-.PHONY: simulate test lint bench clean
+.PHONY: simulate test figures lint bench clean
 
 $(CORE): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -22,11 +22,15 @@ simulate: $(CORE)
 test: $(FULL)
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 2 tests
 
+figures: $(CORE)
+	$(PY) -m figures.make_all
+
 lint: $(FULL)
 	$(PY) -m ruff check theory empirical figures tests bench
 
 bench: $(FULL)
 	$(PY) bench/theory_bench.py
+	$(PY) bench/train_throughput.py --backbone tiny --batch-size 64 --device cpu --threads 2
 
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache .hypothesis

@@ -20,6 +20,7 @@ import sys
 import time
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -39,9 +40,10 @@ def bench_sweep(configs: int, steps: int, samples: int = 128, dim: int = 16) -> 
     def views(r: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         return toy.toy_views(r, samples, dim, 8, strengths, 1, (configs,))
 
-    start = time.perf_counter()
-    run_gd(weights, steps, 0.02, views, rng, record_every=steps)
-    numpy_time = time.perf_counter() - start
+    def numpy_run() -> float:
+        start = time.perf_counter()
+        run_gd(weights, steps, 0.02, views, rng, record_every=steps)
+        return time.perf_counter() - start
 
     def torch_loss(w: torch.Tensor, x: torch.Tensor, x_aug: torch.Tensor) -> torch.Tensor:
         """Eqn 2 written directly: logits -|z_i - z_j|^2/2, positive on the diagonal, batch mean."""
@@ -53,16 +55,23 @@ def bench_sweep(configs: int, steps: int, samples: int = 128, dim: int = 16) -> 
 
     mask = torch.from_numpy(toy.augmentation_mask(dim, 8))
     gen = torch.Generator().manual_seed(0)
-    start = time.perf_counter()
-    for s in strengths:
-        w = torch.from_numpy(paper_init(dim, 1, np.random.default_rng(1))[0]).requires_grad_(True)
-        for _ in range(steps):
-            x = torch.randn(samples, dim, generator=gen, dtype=torch.float64)
-            x_aug = x + float(s) * mask * torch.randn(samples, dim, generator=gen, dtype=torch.float64)
-            (grad,) = torch.autograd.grad(torch_loss(w, x, x_aug), w)
-            with torch.no_grad():
-                w -= 0.02 * grad
-    torch_time = time.perf_counter() - start
+
+    def torch_run() -> float:
+        start = time.perf_counter()
+        for s in strengths:
+            w = torch.from_numpy(paper_init(dim, 1, np.random.default_rng(1))[0]).requires_grad_(True)
+            for _ in range(steps):
+                x = torch.randn(samples, dim, generator=gen, dtype=torch.float64)
+                x_aug = x + float(s) * mask * torch.randn(samples, dim, generator=gen, dtype=torch.float64)
+                (grad,) = torch.autograd.grad(torch_loss(w, x, x_aug), w)
+                with torch.no_grad():
+                    w -= 0.02 * grad
+        return time.perf_counter() - start
+
+    # interleaved, best of two each: the machine's load drifts between measurements
+    with threadpool_limits(limits=1, user_api="blas"):
+        numpy_times, torch_times = zip(*[(numpy_run(), torch_run()) for _ in range(2)], strict=True)
+    numpy_time, torch_time = min(numpy_times), min(torch_times)
     work = configs * steps
     return {
         "configs": configs, "steps": steps, "samples": samples, "dim": dim,

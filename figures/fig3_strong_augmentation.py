@@ -23,7 +23,7 @@ QUICK_STRENGTHS = (0.0, 1.0, 3.0)
 def main(quick: bool = False, out_dir=None) -> dict:
     strengths = np.array(QUICK_STRENGTHS if quick else STRENGTHS)
     base = SimConfig(steps=300 if quick else 2000, seed=0)
-    w = train_batched(strengths, base).final[0]
+    w = train_batched(strengths, base)[0].final[0]
     _, w_sv, vt = np.linalg.svd(w)
     aug = toy.augmentation_mask(base.dim, base.augmented_dims)
     aug_share = (vt**2) @ aug  # [strength, rank]: share of v_k in the augmented block

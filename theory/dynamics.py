@@ -25,9 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.integrate import solve_ivp
-from scipy.linalg import expm
-from scipy.stats import ortho_group
 
 from .losses import DEFAULT_TEMPERATURE, contrastive_loss
 
@@ -50,6 +47,8 @@ def paper_init(dim: int, layers: int, rng: np.random.Generator, batch_shape: tup
 
     Non-degenerate singular values, as Theorem 2 requires.
     """
+    from scipy.stats import ortho_group  # deferred: scipy.stats costs ~1 s to import
+
     s = np.exp(-0.35 * np.arange(dim))
     count = int(np.prod(batch_shape)) * layers
     u = ortho_group.rvs(dim, size=max(count, 2), random_state=rng)[:count]
@@ -213,6 +212,8 @@ def run_ode(
 
     Pass ``views`` (x, x_aug) for the full InfoNCE flow or ``cov`` for the fixed-X flow.
     """
+    from scipy.integrate import solve_ivp
+
     if method not in ODE_METHODS:
         raise ValueError(f"unknown ODE method {method!r}; allowed: {', '.join(ODE_METHODS)}")
     if (views is None) == (cov is None):
@@ -254,4 +255,6 @@ def run_ode(
 
 def expm_solution(w0: np.ndarray, cov: np.ndarray, times: np.ndarray) -> np.ndarray:
     """Exact one-layer flow under fixed X: W(t) = W(0) expm(X t) (proof of Theorem 1); (T, d_out, d)."""
+    from scipy.linalg import expm
+
     return np.stack([w0 @ expm(cov * t) for t in np.atleast_1d(times)])

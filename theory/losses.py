@@ -46,32 +46,33 @@ def paper_weights(z: np.ndarray, z_aug: np.ndarray) -> np.ndarray:
     alpha_ij = exp(-|z_i - z_j|^2/2) / Z_i for j != i and alpha_ii = exp(-|z_i - z_i'|^2/2) / Z_i:
     the positive sits on the diagonal, so every row sums to 1.
     """
-    return _paper_softmax(z, z_aug)[0]
-
-
-def _paper_softmax(z: np.ndarray, z_aug: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """alpha, log Z_i and the positive logits, built in place: this N x N pass dominates every sweep.
-
-    Every logit is -|.|^2/2 <= 0, so exp cannot overflow; only a row of very distant points can
-    underflow, and then the row is recomputed with its maximum subtracted.
-    """
-    n = z.shape[-2]
-    idx = np.arange(n)
     sq = np.sum(z * z, axis=-1)
     pos = -0.5 * np.sum((z - z_aug) ** 2, axis=-1)
-    logits = z @ _t(z)
+    return _paper_softmax_rows(z, sq, pos, 0, z.shape[-2])[0]
+
+
+def _paper_softmax_rows(
+    z: np.ndarray, sq: np.ndarray, pos: np.ndarray, start: int, stop: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows start:stop of alpha and of log Z_i, built in place.
+
+    Every logit is -|.|^2/2 <= 0, so exp cannot overflow. Row i's sum is at least exp(pos_i), so it can
+    underflow only where some pos_i < -700; only then is the row maximum subtracted first.
+    """
+    rows = np.arange(stop - start)
+    logits = z[..., start:stop, :] @ _t(z)
     logits -= 0.5 * sq[..., None, :]
-    logits -= 0.5 * sq[..., :, None]
-    logits[..., idx, idx] = pos
+    logits -= 0.5 * sq[..., start:stop, None]
+    logits[..., rows, start + rows] = pos[..., start:stop]
     shift = 0.0
-    if np.min(np.max(logits, axis=-1)) < -700.0:
+    if np.min(pos[..., start:stop]) < -700.0:
         shift = np.max(logits, axis=-1, keepdims=True)
         logits -= shift
         shift = shift[..., 0]
     alpha = np.exp(logits, out=logits)
     total = alpha.sum(axis=-1, keepdims=True)
     alpha /= total
-    return alpha, np.log(total[..., 0]) + shift, pos
+    return alpha, np.log(total[..., 0]) + shift
 
 
 def paper_loss(z: np.ndarray, z_aug: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -79,14 +80,32 @@ def paper_loss(z: np.ndarray, z_aug: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
     g_{z_i}  = sum_{j != i} alpha_ij (z_j - z_i') + sum_{j != i} alpha_ji (z_j - z_i)
     g_{z_i'} = sum_{j != i} alpha_ij (z_i' - z_i) = (1 - alpha_ii)(z_i' - z_i)
+
+    alpha is built a block of rows at a time (about 2 MB each for large N) so that the N x N work stays in
+    cache; alpha z is filled per block and alpha^T z and the column sums are accumulated over blocks.
     """
-    alpha, lse, pos = _paper_softmax(z, z_aug)
     n = z.shape[-2]
-    a_pos = _diag(alpha)[..., None]
+    block = n if n <= 512 else max(64, 2**18 // n)
+    sq = np.sum(z * z, axis=-1)
+    pos = -0.5 * np.sum((z - z_aug) ** 2, axis=-1)
+    lse = np.empty_like(pos)
+    a_pos = np.empty_like(pos)
+    col = np.zeros_like(pos)
+    alpha_z = np.empty_like(z)
+    alpha_t_z = np.zeros_like(z)
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        alpha, lse[..., start:stop] = _paper_softmax_rows(z, sq, pos, start, stop)
+        rows = np.arange(stop - start)
+        a_pos[..., start:stop] = alpha[..., rows, start + rows]
+        alpha_z[..., start:stop, :] = alpha @ z
+        alpha_t_z += _t(alpha) @ z[..., start:stop, :]
+        col += alpha.sum(axis=-2)
+    a_pos, col = a_pos[..., None], col[..., None]
     row = 1.0 - a_pos  # sum_{j != i} alpha_ij
-    col = alpha.sum(axis=-2)[..., None] - a_pos  # sum_{j != i} alpha_ji
+    col -= a_pos  # sum_{j != i} alpha_ji
     # off-diagonal alpha times z is alpha z - diag(alpha) z, for alpha and alpha^T alike
-    g_z = alpha @ z + _t(alpha) @ z - (2.0 * a_pos + col) * z - row * z_aug
+    g_z = alpha_z + alpha_t_z - (2.0 * a_pos + col) * z - row * z_aug
     g_aug = row * (z_aug - z)
     loss = np.mean(lse - pos, axis=-1)
     return loss, g_z / n, g_aug / n

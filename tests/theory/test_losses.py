@@ -169,3 +169,20 @@ def test_ntxent_small_temperature_matches_torch(tau):
     assert np.abs(g).max() > 1.0  # a non-trivial gradient, of order 1/tau
     np.testing.assert_allclose(g, tz.grad.numpy(), rtol=1e-8, atol=1e-12 / tau)
     np.testing.assert_allclose(ga, tza.grad.numpy(), rtol=1e-8, atol=1e-12 / tau)
+
+
+@pytest.mark.parametrize("n", [600, 1100])
+def test_row_blocked_paper_loss_equals_the_full_alpha_formula(n):
+    # N > 512 takes the row-blocked path; check it against Eqn 4 written with the whole alpha matrix
+    rng = np.random.default_rng(n)
+    z = 0.4 * rng.standard_normal((n, 5))
+    z_aug = z + 0.3 * rng.standard_normal((n, 5))
+    alpha = paper_weights(z, z_aug)
+    off = alpha - np.diag(np.diag(alpha))
+    g_z = off @ z - off.sum(1, keepdims=True) * z_aug + off.T @ z - off.sum(0)[:, None] * z
+    g_aug = off.sum(1, keepdims=True) * (z_aug - z)
+    loss = np.mean(-np.log(np.diag(alpha)))
+    got = paper_loss(z, z_aug)
+    np.testing.assert_allclose(got[0], loss, rtol=1e-12)
+    np.testing.assert_allclose(got[1], g_z / n, rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(got[2], g_aug / n, rtol=1e-9, atol=1e-15)
