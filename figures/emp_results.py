@@ -1,0 +1,71 @@
+"""Shared loader for the empirical figures (emp_fig*.py): they read saved results only, never train.
+
+Results come from ``python -m empirical.experiments NAME --dataset D --scale S``, which writes
+``results/<NAME>-<D>-<S>/table.json`` (committed for the CPU-scale mnist5k runs). Spectra there are the
+paper's protocol through ``theory.spectrum``: L2-normalized features, covariance singular values, log10.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from figures import style
+
+RESULTS = Path(os.environ.get("DIMCOLLAPSE_RESULTS", Path(__file__).resolve().parent.parent / "results"))
+DATASET, SCALE = "mnist5k", "cpu"
+COLLAPSE_DECADES = 3.0  # theory.spectrum.COLLAPSE_RTOL = 1e-3: collapsed when 3 decades below the top
+
+
+def load(experiment: str, dataset: str = DATASET, scale: str = SCALE) -> dict:
+    """table.json of one experiment; ``style.MissingResults`` when it has not been run."""
+    path = RESULTS / f"{experiment}-{dataset}-{scale}" / "table.json"
+    if not path.is_file():
+        raise style.MissingResults(
+            f"{path} missing: run python -m empirical.experiments {experiment} --dataset {dataset} --scale {scale}"
+        )
+    return json.loads(path.read_text())
+
+
+def row(data: dict, projector: str, d0: int | None = None) -> dict | None:
+    """The first finished row with this projector (and d0), or None."""
+    for r in data["rows"]:
+        if r.get("failed") or r["projector"] != projector:
+            continue
+        if d0 is None or r["d0"] == d0:
+            return r
+    return None
+
+
+def need(r: dict | None, what: str) -> dict:
+    if r is None:
+        raise style.MissingResults(f"no finished {what} row in the results")
+    return r
+
+
+def log10_spectrum(r: dict, space: str) -> np.ndarray:
+    """log10 covariance singular values of ``space`` (r, z, r_rest); -inf zeros drawn at the floor."""
+    vals = r["spectra"][space]["log10"]
+    return np.array([np.nan if v is None else v for v in vals], dtype=np.float64)
+
+
+def label(r: dict, space: str) -> str:
+    s = r["spectra"][space]
+    return f"{r['projector']}: {s['n_collapsed']}/{s['dim']} collapsed, eff. rank {s['effective_rank']:.1f}"
+
+
+def draw_spectrum(ax, r: dict, space: str, color, name: str | None = None, **kw) -> None:
+    """Sorted log10 singular values, plus the collapse threshold of this spectrum (dotted)."""
+    y = log10_spectrum(r, space)
+    floor = np.nanmin(y[np.isfinite(y)]) - 1 if np.isfinite(y).any() else -20
+    y = np.where(np.isfinite(y), y, floor)
+    ax.plot(np.arange(1, len(y) + 1), y, color=color, label=name or label(r, space), **kw)
+    ax.axhline(np.nanmax(y) - COLLAPSE_DECADES, color=color, ls=":", lw=0.8)
+
+
+def recipe_text(data: dict) -> str:
+    m = data["meta"]
+    return f"{m['dataset']}, {' '.join(m['recipe'])}"
