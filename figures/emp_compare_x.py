@@ -26,21 +26,25 @@ def load_results(root: str = RESULTS) -> dict[str, dict]:
     """{run name: compare.json} for every run under ``root``; MissingResults when there is none."""
     paths = sorted(glob.glob(os.path.join(root, "*", "compare.json")))
     if not paths:
-        raise style.MissingResults(f"no {root}/*/compare.json; run python -m empirical.compare --out {root}/NAME")
+        raise style.MissingResults(
+            f"no {root}/*/compare.json; run python -m empirical.compare --out {root}/NAME"
+        )
     return {os.path.basename(os.path.dirname(p)): json.load(open(p)) for p in paths}
 
 
 def title(name: str, res: dict) -> str:
     c = res["config"]
     steps = res.get("trained_steps", c.get("total_steps"))
-    return (
-        f"{name}: {c['dataset']}, {c['backbone']}, projector {c['projector']}, step {steps} of {c.get('total_steps')}"
-    )
+    head = f"{name}: {c['dataset']}, {c['backbone']}, projector {c['projector']}"
+    return f"{head}, step {steps} of {c.get('total_steps')}"
 
 
 def main(quick: bool = False, out_dir=None) -> dict:
     runs = load_results()
-    data: dict = {"claim": "Theorem 1 on real features: W shrinks along X's negative eigen-directions", "runs": {}}
+    data: dict = {
+        "claim": "Theorem 1 on real features: W shrinks along X's negative eigen-directions",
+        "runs": {},
+    }
     fig, axes = style.plt.subplots(len(runs), 3, figsize=(12, 3.4 * len(runs)), squeeze=False)
     for row, (name, res) in enumerate(runs.items()):
         xf = res["x_from_features"]
@@ -96,7 +100,9 @@ def main(quick: bool = False, out_dir=None) -> dict:
         ax_w.legend()
         ax_e.annotate(title(name, res), (0, 1.18), xycoords="axes fraction", fontsize=8, fontweight="bold")
         data["runs"][name] = summary
-    style.claim(fig, "X from real features (Lemma 2, paper loss): where is X negative, and does W shrink there?")
+    style.claim(
+        fig, "X from real features (Lemma 2, paper loss): where is X negative, and does W shrink there?"
+    )
     style.save(fig, NAME, data, out_dir)
     return data
 
