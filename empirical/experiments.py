@@ -84,7 +84,13 @@ def rows_for(name: str, width: int) -> list[tuple[str, list[str]]]:
         ]
     if name == "d0-sweep":
         grid = sorted({max(1, min(width, round(f * width))) for f in D0_FRACTIONS})
-        return [(f"directclr-d0_{d}", ["--projector", "directclr", "--d0", str(d)]) for d in grid]
+        # d0 = width: z = r[:, :width] = r, i.e. SimCLR without a projector (same network, init, data and
+        # loss); so that end point is the ablation's ``none`` run, trained once.
+        return [
+            ("none", ["--projector", "none"]) if d == width else (f"directclr-d0_{d}", [
+                "--projector", "directclr", "--d0", str(d)])
+            for d in grid
+        ]  # fmt: skip
     if name == "augment-strength":
         return [
             ("mlp", ["--projector", "mlp"])  # the same run as the ablation's mlp row
@@ -281,6 +287,8 @@ def _main(args: argparse.Namespace) -> int:
         res = run_row(
             run, cmd, os.path.join(runs_dir, run), device, log, args.in_process, 512 if args.quick else None
         )
+        if args.name == "d0-sweep" and res.get("projector") == "none":
+            res["d0"] = res["spectra"]["r"]["dim"]  # the d0 = width end point (see rows_for)
         results.append(res)
         if not res.get("failed"):  # a failed row is retried next time
             with open(path + ".tmp", "w") as f:

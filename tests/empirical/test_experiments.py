@@ -72,7 +72,13 @@ def test_rows_share_runs_between_experiments():
     strength = dict(ex.rows_for("augment-strength", 128))
     assert ablation["directclr-d0_22"] == sweep["directclr-d0_22"]
     assert ablation["mlp"] == strength["mlp"]
-    assert len(ablation) == 8 and sorted(int(k.split("_")[1]) for k in sweep) == [4, 22, 64, 128]
+    assert ablation["none"] == sweep["none"]  # d0 = width is SimCLR without a projector
+    assert len(ablation) == 8 and list(sweep) == [
+        "directclr-d0_4",
+        "directclr-d0_22",
+        "directclr-d0_64",
+        "none",
+    ]
 
 
 def test_gpu_commands(capsys):
