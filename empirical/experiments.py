@@ -68,7 +68,9 @@ def recipe_args(scale: str, dataset: str) -> list[str]:
 
 
 def backbone_of(args: list[str]) -> str:
-    return args[args.index("--backbone") + 1] if "--backbone" in args else "tiny"
+    """The backbone the training will use: the last ``--backbone`` wins, as in argparse."""
+    at = [i for i, a in enumerate(args[:-1]) if a == "--backbone"]
+    return args[at[-1] + 1] if at else "tiny"
 
 
 def rows_for(name: str, width: int) -> list[tuple[str, list[str]]]:
