@@ -22,6 +22,14 @@ FIGURES = (
     "fig6_singular_values",
     "fig3_strong_augmentation",
     "x_over_time",
+    # trained networks: these draw saved results (results/) and never train
+    "emp_fig2_embedding_spectrum",
+    "emp_fig7b_representation_spectra",
+    "emp_fig9_directclr",
+    "emp_fig12_d0_sweep",
+    "emp_compare_x",
+    "emp_compare_frozen",
+    "emp_compare_alignment",
 )
 
 

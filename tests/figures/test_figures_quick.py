@@ -122,5 +122,6 @@ def test_make_all_lists_every_script():
         "style",
         "common",
         "make_all",
+        "emp_results",
     }
     assert scripts == set(make_all.FIGURES), "every figure script is driven by make_all"
