@@ -48,9 +48,9 @@ D0_FRACTIONS = (1 / 32, 360 / 2048, 1 / 2, 1.0)  # paper's best d0 = 360 of 2048
 STRENGTHS = (0.25, 0.5, 1.0, 1.5)
 USES_D0 = ("directclr", "fixed-lowrank", "random-subset")
 
-# One recipe per scale. cpu: 45 steps, 2-4 min per row on 2 shared cores; gpu: usual small-scale SimCLR.
+# One recipe per scale. cpu: 150 steps, 2-5 min per row on 2 shared cores; gpu: usual small-scale SimCLR.
 RECIPES = {
-    "cpu": ["--backbone", "tiny", "--batch-size", "256", "--epochs", "3", "--threads", "2"],
+    "cpu": ["--backbone", "tiny", "--batch-size", "256", "--epochs", "10", "--threads", "2"],
     "gpu-small": ["--backbone", "resnet18", "--batch-size", "512", "--epochs", "200", "--channels-last"],
     "gpu-imagenet": ["--backbone", "resnet50", "--batch-size", "4096", "--epochs", "100", "--channels-last"],
 }
