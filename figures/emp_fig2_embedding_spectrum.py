@@ -19,7 +19,7 @@ def main(quick: bool = False, out_dir=None) -> dict:
     data = er.load("projector-ablation")
     mlp = er.need(er.row(data, "mlp"), "mlp")
     lin = er.row(data, "linear")
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    fig, ax = plt.subplots(figsize=(6.6, 3.9))
     er.draw_spectrum(ax, mlp, "z", style.LAYER_COLORS[0], marker=".", ms=3)
     if lin is not None:
         er.draw_spectrum(ax, lin, "z", style.LAYER_COLORS[1], lw=1)

@@ -19,7 +19,7 @@ def main(quick: bool = False, out_dir=None) -> dict:
     data = er.load("projector-ablation")
     mlp = er.need(er.row(data, "mlp"), "mlp")
     none = er.need(er.row(data, "none"), "none")
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    fig, ax = plt.subplots(figsize=(6.6, 3.9))
     er.draw_spectrum(ax, mlp, "r", style.CLEAN, er.label(mlp, "r").replace("mlp", "with MLP projector"))
     er.draw_spectrum(ax, none, "r", style.AUGMENTED, er.label(none, "r").replace("none", "no projector"))
     ax.set(xlabel="singular value rank index", ylabel="log10 singular value of C (representation r)")
@@ -27,7 +27,7 @@ def main(quick: bool = False, out_dir=None) -> dict:
     a, b = mlp["spectra"]["r"], none["spectra"]["r"]
     style.claim(
         fig,
-        f"Fig. 7b ({data['meta']['dataset']}): representation collapsed dims: "
+        f"Fig. 7b ({data['meta']['dataset']}): collapsed dims of r, "
         f"{a['n_collapsed']} with projector vs {b['n_collapsed']} without",
     )
     out = {

@@ -18,6 +18,7 @@ from figures import style
 RESULTS = Path(os.environ.get("DIMCOLLAPSE_RESULTS", Path(__file__).resolve().parent.parent / "results"))
 DATASET, SCALE = "mnist5k", "cpu"
 COLLAPSE_DECADES = 3.0  # theory.spectrum.COLLAPSE_RTOL = 1e-3: collapsed when 3 decades below the top
+SHOWN_DECADES = 10.0  # dead channels sit at ~1e-35 (float64 floor); show the top 10 decades only
 
 
 def load(experiment: str, dataset: str = DATASET, scale: str = SCALE) -> dict:
@@ -64,6 +65,9 @@ def draw_spectrum(ax, r: dict, space: str, color, name: str | None = None, **kw)
     y = np.where(np.isfinite(y), y, floor)
     ax.plot(np.arange(1, len(y) + 1), y, color=color, label=name or label(r, space), **kw)
     ax.axhline(np.nanmax(y) - COLLAPSE_DECADES, color=color, ls=":", lw=0.8)
+    top = max(np.nanmax(y), getattr(ax, "_emp_top", -np.inf))
+    ax._emp_top = top
+    ax.set_ylim(bottom=top - SHOWN_DECADES, top=top + 0.5)  # lower values run off the axis
 
 
 def recipe_text(data: dict) -> str:
