@@ -48,31 +48,33 @@ def paper_weights(z: np.ndarray, z_aug: np.ndarray) -> np.ndarray:
     """
     sq = np.sum(z * z, axis=-1)
     pos = -0.5 * np.sum((z - z_aug) ** 2, axis=-1)
-    return _paper_softmax_rows(z, sq, pos, 0, z.shape[-2])[0]
+    e, total, _ = _paper_exp_rows(z, sq, pos, 0, z.shape[-2])
+    return e / total[..., None]
 
 
-def _paper_softmax_rows(
+def _paper_exp_rows(
     z: np.ndarray, sq: np.ndarray, pos: np.ndarray, start: int, stop: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rows start:stop of alpha and of log Z_i, built in place.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows start:stop of the unnormalized weights e (alpha = e / total), the row sums, and log Z_i.
 
-    Every logit is -|.|^2/2 <= 0, so exp cannot overflow. Row i's sum is at least exp(pos_i), so it can
-    underflow only where some pos_i < -700; only then is the row maximum subtracted first.
+    The logit -|z_i - z_j|^2/2 = m_ij - |z_i|^2/2 with m_ij = z_i.z_j - |z_j|^2/2; the row term cancels in
+    the softmax, so exp(m) is taken directly, saving a pass over the N x N block. m_ij <= |z_i|^2/2 and
+    the row sum is at least exp(pos_i + |z_i|^2/2), so that is safe unless some |z_i|^2 > 1400 (overflow)
+    or pos_i + |z_i|^2/2 < -700 (underflow); then the row maximum is subtracted first.
     """
     rows = np.arange(stop - start)
+    row_term = 0.5 * sq[..., start:stop]
     logits = z[..., start:stop, :] @ _t(z)
     logits -= 0.5 * sq[..., None, :]
-    logits -= 0.5 * sq[..., start:stop, None]
-    logits[..., rows, start + rows] = pos[..., start:stop]
-    shift = 0.0
-    if np.min(pos[..., start:stop]) < -700.0:
-        shift = np.max(logits, axis=-1, keepdims=True)
-        logits -= shift
-        shift = shift[..., 0]
-    alpha = np.exp(logits, out=logits)
-    total = alpha.sum(axis=-1, keepdims=True)
-    alpha /= total
-    return alpha, np.log(total[..., 0]) + shift
+    logits[..., rows, start + rows] = pos[..., start:stop] + row_term
+    shift = row_term
+    if np.max(row_term) > 700.0 or np.min(logits[..., rows, start + rows]) < -700.0:
+        top = np.max(logits, axis=-1, keepdims=True)
+        logits -= top
+        shift = row_term - top[..., 0]
+    e = np.exp(logits, out=logits)
+    total = e.sum(axis=-1)
+    return e, total, np.log(total) - shift
 
 
 def paper_loss(z: np.ndarray, z_aug: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -81,8 +83,9 @@ def paper_loss(z: np.ndarray, z_aug: np.ndarray) -> tuple[np.ndarray, np.ndarray
     g_{z_i}  = sum_{j != i} alpha_ij (z_j - z_i') + sum_{j != i} alpha_ji (z_j - z_i)
     g_{z_i'} = sum_{j != i} alpha_ij (z_i' - z_i) = (1 - alpha_ii)(z_i' - z_i)
 
-    alpha is built a block of rows at a time (about 2 MB each for large N) so that the N x N work stays in
-    cache; alpha z is filled per block and alpha^T z and the column sums are accumulated over blocks.
+    With alpha = e / t (row sums t): alpha z = (e z) / t, and alpha^T [z, 1] = e^T [z / t, 1 / t] gives
+    alpha^T z and the column sums in one product, so the N x N block is never divided or summed by column.
+    It is built a block of rows at a time (about 2 MB each for large N) so that it stays in cache.
     """
     n = z.shape[-2]
     block = n if n <= 512 else max(64, 2**18 // n)
@@ -90,22 +93,21 @@ def paper_loss(z: np.ndarray, z_aug: np.ndarray) -> tuple[np.ndarray, np.ndarray
     pos = -0.5 * np.sum((z - z_aug) ** 2, axis=-1)
     lse = np.empty_like(pos)
     a_pos = np.empty_like(pos)
-    col = np.zeros_like(pos)
     alpha_z = np.empty_like(z)
-    alpha_t_z = np.zeros_like(z)
+    alpha_t = np.zeros((*z.shape[:-1], z.shape[-1] + 1))  # [alpha^T z, column sums]
+    z_one = np.concatenate([z, np.ones_like(z[..., :1])], axis=-1)
     for start in range(0, n, block):
         stop = min(n, start + block)
-        alpha, lse[..., start:stop] = _paper_softmax_rows(z, sq, pos, start, stop)
+        e, total, lse[..., start:stop] = _paper_exp_rows(z, sq, pos, start, stop)
         rows = np.arange(stop - start)
-        a_pos[..., start:stop] = alpha[..., rows, start + rows]
-        alpha_z[..., start:stop, :] = alpha @ z
-        alpha_t_z += _t(alpha) @ z[..., start:stop, :]
-        col += alpha.sum(axis=-2)
-    a_pos, col = a_pos[..., None], col[..., None]
+        a_pos[..., start:stop] = e[..., rows, start + rows] / total
+        alpha_z[..., start:stop, :] = (e @ z) / total[..., None]
+        alpha_t += _t(e) @ (z_one[..., start:stop, :] / total[..., None])
+    a_pos = a_pos[..., None]
     row = 1.0 - a_pos  # sum_{j != i} alpha_ij
-    col -= a_pos  # sum_{j != i} alpha_ji
+    col = alpha_t[..., -1:] - a_pos  # sum_{j != i} alpha_ji
     # off-diagonal alpha times z is alpha z - diag(alpha) z, for alpha and alpha^T alike
-    g_z = alpha_z + alpha_t_z - (2.0 * a_pos + col) * z - row * z_aug
+    g_z = alpha_z + alpha_t[..., :-1] - (2.0 * a_pos + col) * z - row * z_aug
     g_aug = row * (z_aug - z)
     loss = np.mean(lse - pos, axis=-1)
     return loss, g_z / n, g_aug / n

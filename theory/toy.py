@@ -36,12 +36,16 @@ def toy_views(
     """
     if noisy_views not in NOISY_VIEWS:
         raise ValueError(f"noisy_views must be 1 or 2, got {noisy_views!r}")
-    shape = (*batch_shape, samples, dim)
-    scale = np.asarray(strength, dtype=np.float64)[..., None, None] * augmentation_mask(dim, augmented_dims)
-    clean = rng.standard_normal(shape)
-    x_aug = clean + scale * rng.standard_normal(shape)
-    x = clean + scale * rng.standard_normal(shape) if noisy_views == 2 else clean
-    return x, x_aug
+    clean = rng.standard_normal((*batch_shape, samples, dim))
+    scale = np.asarray(strength, dtype=np.float64)[..., None, None]
+    noise_shape = (*batch_shape, samples, augmented_dims)
+    first = dim - augmented_dims
+    x_aug = clean.copy()
+    x_aug[..., first:] += scale * rng.standard_normal(noise_shape)
+    if noisy_views == 1:
+        return clean, x_aug
+    clean[..., first:] += scale * rng.standard_normal(noise_shape)
+    return clean, x_aug
 
 
 def apriori_threshold(noisy_views: int, data_std: float = 1.0) -> float:
