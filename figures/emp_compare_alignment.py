@@ -63,7 +63,9 @@ def main(quick: bool = False, out_dir=None) -> dict:
             axes[row, col].axis("off")
         ax_s.set(xlabel="rank", ylabel="log10 σ_k / σ_1", title="singular values (solid W1, dashed W2)")
         ax_s.legend(fontsize=6.5)
-        axes[row, 0].annotate(title(name, res), (0, 1.25), xycoords="axes fraction", fontsize=8, fontweight="bold")
+        axes[row, 0].annotate(
+            title(name, res), (0, 1.25), xycoords="axes fraction", fontsize=8, fontweight="bold"
+        )
     style.claim(fig, "Alignment of consecutive linear maps in the trained network (Theorem 2, Props. 1-2)")
     style.save(fig, NAME, data, out_dir)
     return data

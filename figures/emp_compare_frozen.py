@@ -63,7 +63,9 @@ def main(quick: bool = False, out_dir=None) -> dict:
             ax.bar(xs + (i - 1.5) * 0.2, ys, 0.2, color=color, label=label)
         ax.set(xticks=xs, xlabel="linear layers", ylabel=f"collapsed dims of {fr['dim']}", title="depth")
         ax.legend(fontsize=7)
-        axes[row, 0].annotate(title(name, res), (0, 1.18), xycoords="axes fraction", fontsize=8, fontweight="bold")
+        axes[row, 0].annotate(
+            title(name, res), (0, 1.18), xycoords="axes fraction", fontsize=8, fontweight="bold"
+        )
         data["runs"][name] = {
             "dim": fr["dim"],
             "depths": [int(v) for v in depths],
