@@ -32,14 +32,15 @@ def main(quick: bool = False, out_dir=None) -> dict:
                 title=f"(a) accuracy vs d0 (width {rows[0]['spectra']['r']['dim']})")  # fmt: skip
     axes[0].legend(loc="lower center")
     for r, c in zip(rows, style.colors(len(rows)), strict=True):
-        er.draw_spectrum(axes[1], r, "r", c, f"d0={r['d0']}: {r['spectra']['r']['n_collapsed']} collapsed")
+        same = " (= no projector)" if r["projector"] == "none" else ""
+        er.draw_spectrum(
+            axes[1], r, "r", c, f"d0={r['d0']}{same}: {r['spectra']['r']['n_collapsed']} collapsed"
+        )
     axes[1].set(xlabel="singular value rank index", ylabel="log10 singular value of C (r)",
                 title="(b) representation spectrum per d0")  # fmt: skip
     axes[1].legend(loc="lower left")
     best = int(d0[np.argmax(lin)])
-    style.claim(
-        fig, f"Fig. 12 ({data['meta']['dataset']}): DirectCLR d0 sweep, best linear top-1 at d0={best}"
-    )
+    style.claim(fig, f"Fig. 12 ({er.short(data)}): DirectCLR d0 sweep, best linear top-1 at d0={best}")
     out = {
         "claim": "DirectCLR accuracy vs d0 (paper: inverted U, best d0 ~ 18% of the width)",
         "recipe": er.recipe_text(data),

@@ -28,7 +28,7 @@ def main(quick: bool = False, out_dir=None) -> dict:
     s = mlp["spectra"]["z"]
     style.claim(
         fig,
-        f"Fig. 2 ({data['meta']['dataset']}): SimCLR + MLP projector embedding, "
+        f"Fig. 2 ({er.short(data)}): SimCLR + MLP projector embedding, "
         f"{s['n_collapsed']}/{s['dim']} dims collapsed",
     )
     out = {

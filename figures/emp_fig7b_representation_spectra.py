@@ -27,7 +27,7 @@ def main(quick: bool = False, out_dir=None) -> dict:
     a, b = mlp["spectra"]["r"], none["spectra"]["r"]
     style.claim(
         fig,
-        f"Fig. 7b ({data['meta']['dataset']}): collapsed dims of r, "
+        f"Fig. 7b ({er.short(data)}): collapsed dims of r, "
         f"{a['n_collapsed']} with projector vs {b['n_collapsed']} without",
     )
     out = {

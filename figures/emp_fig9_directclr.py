@@ -40,7 +40,7 @@ def main(quick: bool = False, out_dir=None) -> dict:
     s = dclr["spectra"]["r"]
     style.claim(
         fig,
-        f"Fig. 9 ({data['meta']['dataset']}): DirectCLR (d0={dclr['d0']}) representation: "
+        f"Fig. 9 ({er.short(data)}): DirectCLR (d0={dclr['d0']}) representation: "
         f"{s['n_collapsed']}/{s['dim']} collapsed, eff. rank {s['effective_rank']:.1f}",
     )
     style.save(fig, NAME, out, out_dir)

@@ -73,3 +73,14 @@ def draw_spectrum(ax, r: dict, space: str, color, name: str | None = None, **kw)
 def recipe_text(data: dict) -> str:
     m = data["meta"]
     return f"{m['dataset']}, {' '.join(m['recipe'])}"
+
+
+def short(data: dict) -> str:
+    """'<dataset>, <backbone>, <epochs> ep' for figure titles (the last flag wins, as in argparse)."""
+    rec = data["meta"]["recipe"]
+
+    def last(flag: str, default: str) -> str:
+        at = [i for i, a in enumerate(rec[:-1]) if a == flag]
+        return rec[at[-1] + 1] if at else default
+
+    return f"{data['meta']['dataset']}, {last('--backbone', 'tiny')} ResNet, {last('--epochs', '?')} ep"
