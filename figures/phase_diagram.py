@@ -124,8 +124,6 @@ def draw(data: dict, out_dir=None) -> None:
             marker,
         )
     axes[2].axhline(-3, color="grey", ls=":", lw=1, label="collapse rule (1e-3)")
-    axes[2].axhspan(-17.5, -15, color="grey", alpha=0.15, lw=0, label="float64 eigen-solver floor")
-    axes[2].set_ylim(bottom=-17.5)
     axes[2].axvline(np.sqrt(2), color="grey", ls="--", lw=1)
     axes[2].set(
         xlabel="augmentation strength s (noise std)",
