@@ -22,8 +22,11 @@ SHOWN_DECADES = 10.0  # dead channels sit at ~1e-35 (float64 floor); show the to
 
 
 def load(experiment: str, dataset: str = DATASET, scale: str = SCALE) -> dict:
-    """table.json of one experiment; ``style.MissingResults`` when it has not been run."""
+    """table.json of one experiment (the 3-epoch run if the default recipe's is absent); the recipe goes
+    into each figure's title. ``style.MissingResults`` when neither has been run."""
     path = RESULTS / f"{experiment}-{dataset}-{scale}" / "table.json"
+    if not path.is_file():
+        path = RESULTS / f"{experiment}-{dataset}-{scale}-3ep" / "table.json"
     if not path.is_file():
         raise style.MissingResults(
             f"{path} missing: run python -m empirical.experiments {experiment} --dataset {dataset} --scale {scale}"
