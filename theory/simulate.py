@@ -85,7 +85,7 @@ def plot_trajectory(result: dict, path: str) -> None:
 
     traj = result["trajectory"]
     layers = len(traj["weight_singular_values"])
-    fig, axes = plt.subplots(1, layers, figsize=(4.2 * layers, 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, layers, figsize=(4.2 * layers, 3.4), squeeze=False, layout="constrained")
     times = np.asarray(traj["times"])
     for layer, ax in enumerate(axes[0]):
         sv = np.asarray(traj["weight_singular_values"][layer])
@@ -95,7 +95,6 @@ def plot_trajectory(result: dict, path: str) -> None:
         ax.set_title(f"layer {layer + 1}")
     cfg = result["config"]
     fig.suptitle(f"augment strength {cfg['augment_strength']:g}: {result['collapsed_dims']} collapsed dims")
-    fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
