@@ -161,6 +161,9 @@ def analyse(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator, fixed: t
             "loss": [float(v) for v in traj.losses],
         },
     }
+    if not cfg.relu:  # for isotropic data the embedding covariance is W W^T: its singular values over time
+        end = end_to_end(traj.weights)
+        result["trajectory"]["embedding_singular_values"] = (np.linalg.svd(end, compute_uv=False) ** 2).tolist()
     linear_x = not cfg.relu and cfg.loss in COVARIANCE_LOSSES
     if linear_x:
         w_end0 = end_to_end([w[0] for w in traj.weights])

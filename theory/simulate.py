@@ -77,24 +77,28 @@ def summary(result: dict) -> str:
 
 
 def plot_trajectory(result: dict, path: str) -> None:
-    """Singular values of every layer over time, log scale (paper Fig. 6 style); writes PNG or PDF."""
+    """Singular values of every layer, and of the embedding covariance, over time on log axes (paper Fig. 6
+    style), coloured by rank; writes PNG or PDF by the path's suffix."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     traj = result["trajectory"]
-    layers = len(traj["weight_singular_values"])
-    fig, axes = plt.subplots(1, layers, figsize=(4.2 * layers, 3.4), squeeze=False, layout="constrained")
+    panels = [(f"W{k + 1}", sv) for k, sv in enumerate(traj["weight_singular_values"])]
+    if "embedding_singular_values" in traj:
+        panels.append(("embedding covariance", traj["embedding_singular_values"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False, layout="constrained")
     times = np.asarray(traj["times"])
-    for layer, ax in enumerate(axes[0]):
-        sv = np.asarray(traj["weight_singular_values"][layer])
-        ax.semilogy(times, np.maximum(sv, 1e-300), lw=1)
-        ax.set_xlabel("time t (lr x steps)")
-        ax.set_ylabel(f"singular values of W{layer + 1}")
-        ax.set_title(f"layer {layer + 1}")
+    for ax, (name, values) in zip(axes[0], panels, strict=True):
+        values = np.maximum(np.asarray(values), 1e-300)
+        colours = plt.cm.viridis(np.linspace(0, 0.9, values.shape[1]))
+        for k in range(values.shape[1]):
+            ax.semilogy(times, values[:, k], lw=1, color=colours[k])
+        ax.set(xlabel="time t = lr x steps", ylabel="singular values", title=name)
     cfg = result["config"]
-    fig.suptitle(f"augment strength {cfg['augment_strength']:g}: {result['collapsed_dims']} collapsed dims")
+    fig.suptitle(f"augment strength {cfg['augment_strength']:g}, {cfg['layers']} layer(s): "
+                 f"{result['collapsed_dims']} of {cfg['dim']} embedding dims collapsed (dark = largest)")
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
