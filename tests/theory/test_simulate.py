@@ -117,6 +117,14 @@ def test_json_report_and_plot(tmp_path):
     assert len(traj["weight_singular_values"]) == 2
     assert np.array(traj["weight_singular_values"][0]).shape == (len(traj["times"]), 6)
     assert len(result["embedding_singular_values"]) == 6
+    # the population embedding covariance over time (isotropic x) is W W^T: bounded by the layers' product
+    emb = np.array(traj["embedding_singular_values"])
+    sv1, sv2 = (np.array(v) for v in traj["weight_singular_values"])
+    assert emb.shape == sv1.shape
+    np.testing.assert_allclose(emb[:, 0], emb.max(1))
+    assert np.all(emb[:, 0] <= (sv1[:, 0] * sv2[:, 0]) ** 2 * (1 + 1e-12))
+    # the sampled final spectrum (4096 clean inputs) agrees with the population one to sampling accuracy
+    np.testing.assert_allclose(result["embedding_singular_values"][0], emb[-1, 0], rtol=0.15)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
