@@ -44,7 +44,9 @@ def summary(result: dict) -> str:
             f"predicted collapsed dims (negative eigenvalues of X): a-priori W->0 "
             f"{result['predicted_collapsed_dims_apriori']}, at t=0 {result['predicted_collapsed_dims_initial']},"
             f" late {result['predicted_collapsed_dims']}; X PSD at t=0: {psd['initial']}, late: {psd['final']}",
-            f"overlap of predicted and observed collapsed subspaces: {result['collapsed_subspace_overlap']:.3f}",
+            f"overlap of predicted and observed collapsed subspaces: {result['collapsed_subspace_overlap']:.3f}"
+            + (" (X predicts none: this collapse is not Theorem 1's)"
+               if result["predicted_collapsed_dims"] == 0 and result["collapsed_dims"] > 0 else ""),
             "",
             "  eigen-direction of late X | X eig late | X at t=0 | embed. var | aug. share | predicted | observed",
         ]
