@@ -136,6 +136,11 @@ def measured_covariance(
     return np.stack([contrastive_covariance(x, xa, weight, cfg.loss, cfg.temperature)[0] for x, xa in batches])
 
 
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no infinity: an absent threshold is null."""
+    return value if math.isfinite(value) else None
+
+
 def analyse(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator, fixed: tuple | None) -> dict:
     """Observed outcome and the theory's predictions, as a JSON-ready dict."""
     final = traj.final
@@ -154,7 +159,7 @@ def analyse(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator, fixed: t
         "collapsed_dims": spec.n_collapsed,
         "effective_rank": spec.effective_rank,
         "rankme": spec.rankme,
-        "apriori_threshold": toy.apriori_threshold(cfg.noisy_views),
+        "apriori_threshold": _finite_or_none(toy.apriori_threshold(cfg.noisy_views)),
         "trajectory": {
             "times": traj.times.tolist(),
             "weight_singular_values": [np.linalg.svd(w, compute_uv=False).tolist() for w in traj.weights],

@@ -32,7 +32,8 @@ def summary(result: dict) -> str:
         f"({result['gradient_evaluations']} gradient evaluations)",
         f"augmentation: std {cfg['augment_strength']:g} on the last {cfg['augmented_dims']} dims, "
         f"noisy views {cfg['noisy_views']}; a-priori threshold (X at W->0 stops being PSD): "
-        f"{result['apriori_threshold']:.4g}",
+        + (f"{result['apriori_threshold']:.4g}" if result["apriori_threshold"] is not None
+           else "none (with both views noised X(W->0) = 2 Cov(clean x) is PSD at every strength)"),
         "embedding spectrum (log10 of covariance singular values): "
         + " ".join("-inf" if v is None else f"{v:.1f}" for v in result["embedding_log10_spectrum"]),
         f"observed collapsed dims: {result['collapsed_dims']} of {cfg['dim']}  "
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         tmp = args.json + ".tmp"
         with open(tmp, "w") as f:
-            json.dump(result, f, indent=1)
+            json.dump(result, f, indent=1, allow_nan=False)
         os.replace(tmp, args.json)
     if args.plot:
         plot_trajectory(result, args.plot)

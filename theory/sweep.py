@@ -15,7 +15,7 @@ from threadpoolctl import threadpool_limits
 from . import toy
 from .covariance import contrastive_covariance, psd_check
 from .dynamics import Trajectory, end_to_end, forward, run_gd
-from .experiment import EVAL_SAMPLES, X_BATCHES, SimConfig, initial_weights
+from .experiment import EVAL_SAMPLES, X_BATCHES, SimConfig, _finite_or_none, initial_weights
 from .spectrum import n_collapsed, singular_values
 
 
@@ -84,5 +84,5 @@ def sweep(
             "predicted_late": predicted(final),
             "embedding_singular_values": spectra,
             "final_weights": final,
-            "apriori_threshold": toy.apriori_threshold(base.noisy_views),
+            "apriori_threshold": _finite_or_none(toy.apriori_threshold(base.noisy_views)),
         }

@@ -221,3 +221,13 @@ def test_cli_subprocess_divergence_exits_1():
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and "diverged" in proc.stderr.strip().splitlines()[-1]
     assert proc.stdout == ""
+
+
+def test_two_noisy_views_report_no_threshold_in_strict_json(tmp_path, capsys):
+    path = tmp_path / "nv2.json"
+    assert run_main(["--noisy-views", "2", "--dim", "4", "--augmented-dims", "2", "--steps", "20",
+                     "--samples", "16", "--json", str(path)]) == 0
+    text = path.read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    assert json.loads(text)["apriori_threshold"] is None
+    assert "a-priori threshold (X at W->0 stops being PSD): none" in capsys.readouterr().out
