@@ -9,6 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from empirical import compare as cmp  # noqa: E402
+from empirical import linear_maps as lm  # noqa: E402
 from empirical.models import SSLModel, TinyResNet, build_projector  # noqa: E402
 from theory import contrastive_covariance  # noqa: E402
 
@@ -33,7 +34,7 @@ def test_linear_projector_x_is_theory_x():
     proj = torch.nn.Linear(6, 4, bias=False)
     w = np.random.default_rng(1).standard_normal((4, 6)) * 0.3
     proj.weight.data = torch.as_tensor(w, dtype=torch.float32)
-    weight, info = cmp.projector_map(proj, "linear", x)
+    weight, info = lm.projector_map(proj, "linear", x)
     np.testing.assert_allclose(weight, proj.weight.detach().double().numpy())
     assert info["kind"] == "exact"
     samples = cmp.batched_x(x, x_aug, weight, 64)
@@ -59,7 +60,7 @@ def test_exact_projectors_end_to_end_matrix(name):
         proj.weight.data = torch.randn(8, dtype=torch.float64)
     if name == "orthogonal":
         torch.nn.init.normal_(proj.parametrizations.weight.original)
-    weight, _ = cmp.projector_map(proj, name, np.zeros((4, 8)))
+    weight, _ = lm.projector_map(proj, name, np.zeros((4, 8)))
     with torch.no_grad():  # a linear map's action on the identity is M^T
         np.testing.assert_allclose(weight, proj(torch.eye(8, dtype=torch.float64)).numpy().T, atol=1e-12)
     if name == "directclr":
@@ -69,8 +70,8 @@ def test_exact_projectors_end_to_end_matrix(name):
 
 
 def test_unsupported_projector_is_a_usage_error():
-    with pytest.raises(cmp.CompareError, match="random-subset"):
-        cmp.projector_map(build_projector("random-subset", 8, 3), "random-subset", np.zeros((4, 8)))
+    with pytest.raises(ValueError, match="random-subset"):
+        lm.projector_map(build_projector("random-subset", 8, 3), "random-subset", np.zeros((4, 8)))
 
 
 def test_mlp_linearization_is_the_batch_averaged_jacobian():
@@ -79,12 +80,12 @@ def test_mlp_linearization_is_the_batch_averaged_jacobian():
     _randomize_bn(proj, gen)
     proj.eval()
     r = torch.randn(40, 6, generator=gen, dtype=torch.float64)
-    weight, info = cmp.projector_map(proj, "mlp", r.numpy())
+    weight, info = lm.projector_map(proj, "mlp", r.numpy())
     # eval mode: z_i depends on r_i only, so d(sum_i z_i)/d r_i is the Jacobian at r_i
     jac = torch.autograd.functional.jacobian(lambda v: proj(v).sum(0), r)  # (128, N, 6)
     np.testing.assert_allclose(weight, jac.mean(1).numpy(), rtol=1e-10, atol=1e-12)
     # BN folding: the eval-mode MLP is exactly A2 ReLU(A1 r + b1) + b2
-    a1, b1, a2, b2 = cmp.mlp_layers(proj)
+    a1, b1, a2, b2 = lm.mlp_layers(proj)
     with torch.no_grad():
         np.testing.assert_allclose(np.maximum(r.numpy() @ a1.T + b1, 0) @ a2.T + b2, proj(r).numpy(), atol=1e-10)
     assert 0 < info["active_fraction_mean"] < 1
@@ -133,7 +134,7 @@ def test_backbone_shortcut_matrix_acts_on_constant_inputs():
     net = TinyResNet().double()
     _randomize_bn(net, torch.Generator().manual_seed(1))
     net.eval()
-    mats = cmp.backbone_last_layers(net, 128)
+    mats = lm.backbone_last_layers(net, 128)
     assert mats["main"].shape == (128, 128) and mats["shortcut"].shape == (128, 64)
     down = net.blocks[-1].downsample
     c = torch.randn(64, dtype=torch.float64)
