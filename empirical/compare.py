@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import math
 import os
 import re
@@ -61,6 +60,7 @@ from theory import (
     run_gd,
     subspace_overlap,
 )
+from theory.io import OneLineParser, write_json
 
 X_BATCHES_MAX = 16
 LEAD = (4, 8, 16, 32)  # leading-mode counts for the alignment score
@@ -388,23 +388,6 @@ def compare(
     return result
 
 
-def jsonable(obj):
-    """numpy -> lists and floats; non-finite floats -> None (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, bool | np.bool_):
-        return bool(obj)
-    if isinstance(obj, int | np.integer):
-        return int(obj)
-    if isinstance(obj, float | np.floating):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
-
-
 def _fmt(v: float | None, spec: str = ".2f") -> str:
     return "n/a" if v is None else format(v, spec)
 
@@ -453,14 +436,8 @@ def summary(res: dict) -> str:
     return "\n".join(lines)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2, like empirical.train
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m empirical.compare", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m empirical.compare", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="final.pt, ckpt-*.pt or the run folder")
     p.add_argument("--out", default=None, help="output folder for compare.json (default: beside the checkpoint)")
     p.add_argument("--samples", type=int, default=2048, help="images (each in two views); N x N softmax memory")
@@ -483,9 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or (ckpt if os.path.isdir(ckpt) else os.path.dirname(ckpt))
         os.makedirs(out, exist_ok=True)
         path = os.path.join(out, "compare.json")
-        with open(path + ".tmp", "w") as fh:
-            json.dump(jsonable(res), fh, indent=1, allow_nan=False)
-        os.replace(path + ".tmp", path)
+        write_json(path, res)
     except CompareError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 from empirical.augment import recipe
 from empirical.data import DATASETS, NATIVE_SIZE
 from empirical.models import BACKBONES, PROJECTORS, WIDTH, default_d0
 from empirical.optim import OPTIMIZERS
+from theory.io import OneLineParser
 
 LOSSES = ("infonce", "ntxent")
 PRECISIONS = ("bf16", "fp16", "fp32")
@@ -32,14 +32,8 @@ class UsageError(Exception):
     """Bad input; the message is the one line the user sees."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse prints usage + error; one line is kinder in logs and scripts
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog="python -m empirical.train",
         description="Train SimCLR / DirectCLR (Jing et al., ICLR 2022) with any projector of the paper "
         "while watching the embedding spectrum. Defaults: the official recipe on a CPU-sized model.",

@@ -35,6 +35,7 @@ from empirical import checkpoint as ckpt_io
 from empirical.augment import normalize_images
 from empirical.data import DATASETS, DataError, folder_heldout, load_memory_dataset
 from empirical.models import SSLModel
+from theory.io import OneLineParser, write_json
 from theory.spectrum import embedding_spectrum
 
 KNN_K, KNN_T = 200, 0.1
@@ -326,7 +327,7 @@ def table(res: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m empirical.evaluate", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m empirical.evaluate", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="final.pt, ckpt-*.pt or the run folder")
     p.add_argument("--dataset", default=None, choices=DATASETS, help="default: the training dataset")
     p.add_argument("--data-dir", default=None, help="default: the training --data-dir")
@@ -340,7 +341,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    parser.error = lambda msg: (print(f"error: {msg} (see --help)", file=sys.stderr), sys.exit(2))
     try:
         args = parser.parse_args(argv)
         if args.k < 1 or args.temperature <= 0:
@@ -366,8 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     os.makedirs(out or ".", exist_ok=True)
     path = os.path.join(out or ".", "eval.json")
-    with open(path, "w") as f:
-        json.dump(res, f, indent=1)
+    write_json(path, res)
     print(table(res))
     print(f"wrote {path}")
     return 0

@@ -29,6 +29,7 @@ import torch
 from empirical.data import DATASETS
 from empirical.evaluate import EvalError, evaluate
 from empirical.models import WIDTH, default_d0
+from theory.io import OneLineParser, write_json
 
 EXPERIMENTS = ("projector-ablation", "d0-sweep", "augment-strength")
 ABLATION = ("none", "orthogonal", "linear", "diagonal", "fixed-lowrank", "directclr", "mlp", "random-subset")
@@ -214,7 +215,7 @@ def markdown(name: str, table: list[dict]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m empirical.experiments", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m empirical.experiments", description=__doc__.splitlines()[0])
     p.add_argument("name", help=f"one of: {', '.join(EXPERIMENTS)}")
     p.add_argument("--dataset", default="mnist5k", choices=DATASETS)
     p.add_argument("--data-dir", default="data")
@@ -233,7 +234,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    parser.error = lambda msg: (print(f"error: {msg} (see --help)", file=sys.stderr), sys.exit(2))
     try:
         args = parser.parse_args(argv)
         args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -293,9 +293,7 @@ def _main(args: argparse.Namespace) -> int:
             res["d0"] = res["spectra"]["r"]["dim"]  # the d0 = width end point (see rows_for)
         results.append(res)
         if not res.get("failed"):  # a failed row is retried next time
-            with open(path + ".tmp", "w") as f:
-                json.dump(res, f, indent=1)
-            os.replace(path + ".tmp", path)
+            write_json(path, res)
             log(f"  kNN {_pct(res['knn_r']['top1'])}  linear {_pct(res['linear_r']['top1'])}  "
                 f"z collapsed {res['spectra']['z'].get('n_collapsed')}/{res['spectra']['z']['dim']}  "
                 f"({res['row_seconds']:.0f} s)")  # fmt: skip
@@ -313,8 +311,7 @@ def _main(args: argparse.Namespace) -> int:
         + (torch.cuda.get_device_name() if device.startswith("cuda") else "no GPU"),
         "torch": torch.__version__,
     }
-    with open(os.path.join(out, "table.json"), "w") as f:
-        json.dump({"meta": meta, "table": table, "rows": results}, f, indent=1)
+    write_json(os.path.join(out, "table.json"), {"meta": meta, "table": table, "rows": results})
     md = markdown(args.name, table)
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write(f"# {args.name} on {args.dataset} ({args.scale} recipe)\n\n`{meta['command']}`\n\n{md}")

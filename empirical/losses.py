@@ -51,18 +51,22 @@ def _one_way(a: torch.Tensor, b_all: torch.Tensor, offset: int, temperature: flo
     return F.cross_entropy(logits, labels)
 
 
-def info_nce(
-    z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, gather: Gather | None = None
-) -> torch.Tensor:
-    """Symmetrized InfoNCE with negatives from the other view (official code): l(z1,z2)/2 + l(z2,z1)/2."""
+def _normalized_views(name: str, z1: torch.Tensor, z2: torch.Tensor, gather: Gather | None):
+    """Checked, L2-normalized local views and their gathered (global) versions, with this rank's offset."""
     if z1.shape != z2.shape or z1.ndim != 2:
-        raise ValueError(
-            f"info_nce needs two (N, d) tensors of equal shape, got {tuple(z1.shape)}, {tuple(z2.shape)}"
-        )
+        raise ValueError(f"{name} needs two (N, d) tensors of equal shape, got {tuple(z1.shape)}, {tuple(z2.shape)}")
     gather = gather or _no_gather
     a, b = _prepare(z1), _prepare(z2)
     a_all, offset = gather(a)
     b_all, _ = gather(b)
+    return a, b, a_all, b_all, offset
+
+
+def info_nce(
+    z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, gather: Gather | None = None
+) -> torch.Tensor:
+    """Symmetrized InfoNCE with negatives from the other view (official code): l(z1,z2)/2 + l(z2,z1)/2."""
+    a, b, a_all, b_all, offset = _normalized_views("info_nce", z1, z2, gather)
     return _one_way(a, b_all, offset, temperature) / 2 + _one_way(b, a_all, offset, temperature) / 2
 
 
@@ -70,14 +74,7 @@ def nt_xent(
     z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, gather: Gather | None = None
 ) -> torch.Tensor:
     """SimCLR NT-Xent: 2N anchors, each with 1 positive and 2N-2 negatives; mean over the anchors."""
-    if z1.shape != z2.shape or z1.ndim != 2:
-        raise ValueError(
-            f"nt_xent needs two (N, d) tensors of equal shape, got {tuple(z1.shape)}, {tuple(z2.shape)}"
-        )
-    gather = gather or _no_gather
-    a, b = _prepare(z1), _prepare(z2)
-    a_all, offset = gather(a)
-    b_all, _ = gather(b)
+    a, b, a_all, b_all, offset = _normalized_views("nt_xent", z1, z2, gather)
     n, n_all = a.shape[0], a_all.shape[0]
     anchors = torch.cat([a, b])  # (2n, d)
     keys = torch.cat([a_all, b_all])  # (2N, d): view-1 rows first, then view-2 rows

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
@@ -19,6 +18,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from theory.io import jsonable  # noqa: E402
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
 
@@ -67,23 +68,6 @@ def claim(fig: plt.Figure, text: str) -> None:
 
 def log10(values: np.ndarray, floor: float = 1e-300) -> np.ndarray:
     return np.log10(np.maximum(np.asarray(values, dtype=np.float64), floor))
-
-
-def jsonable(obj):
-    """numpy arrays/scalars -> lists/floats; non-finite floats -> None (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, np.bool_ | bool):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, float | np.floating):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
 
 
 def _atomic(path: Path, write) -> None:

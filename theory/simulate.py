@@ -12,7 +12,6 @@ alignment, conservation law).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from .dynamics import ODE_METHODS, DivergenceError
 from .experiment import SimConfig, analyse, integrate, simulate  # noqa: F401  (re-exported for scripts)
+from .io import OneLineParser, write_json
 from .losses import LOSSES
 
 
@@ -106,16 +106,9 @@ def plot_trajectory(result: dict, path: str) -> None:
     plt.close(fig)
 
 
-class _Parser(argparse.ArgumentParser):
-    """Usage errors as one line (the full usage stays behind --help)."""
-
-    def error(self, message: str) -> None:
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     d = SimConfig()
-    p = _Parser(
+    p = OneLineParser(
         prog="python -m theory.simulate",
         description="Simulate a linear network trained with InfoNCE on the paper's toy data and compare the "
         "observed dimensional collapse with the theory's predictions (Jing et al., ICLR 2022).",
@@ -175,10 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(result, f, indent=1, allow_nan=False)
-        os.replace(tmp, args.json)
+        write_json(args.json, result)
     if args.plot:
         plot_trajectory(result, args.plot)
     if not args.quiet:

@@ -4,6 +4,9 @@ import os
 import subprocess
 import sys
 
+# a few steps of the tiny backbone on 16-px digits: the smallest real training run
+TINY_RUN = ["--dataset", "digits", "--batch-size", "32", "--max-steps", "20", "--log-every", "5", "--image-size", "16"]
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 

@@ -9,38 +9,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from _emp_helpers import popen_cli  # noqa: E402
+from _emp_helpers import TINY_RUN, popen_cli  # noqa: E402
 
 from empirical import checkpoint  # noqa: E402
 from empirical.train import main  # noqa: E402
 
 ARGS = [
-    "--dataset",
-    "digits",
-    "--batch-size",
-    "32",
-    "--max-steps",
-    "20",
-    "--ckpt-every",
-    "5",
-    "--log-every",
-    "5",
-    "--image-size",
-    "16",
-    "--spectrum-every",
-    "10",
-    "--spectrum-samples",
-    "128",
-    "--projector",
-    "mlp",
-    "--optimizer",
-    "lars",
-    "--lr",
-    "2.0",
-    "--warmup-epochs",
-    "0.2",
-    "--backbone",
-    "tiny",
+    *TINY_RUN,
+    *["--ckpt-every", "5", "--spectrum-every", "10", "--spectrum-samples", "128", "--projector", "mlp"],
+    *["--optimizer", "lars", "--lr", "2.0", "--warmup-epochs", "0.2", "--backbone", "tiny"],
 ]
 
 

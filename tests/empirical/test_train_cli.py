@@ -7,6 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from _emp_helpers import TINY_RUN  # noqa: E402
+
 from empirical import checkpoint  # noqa: E402
 from empirical.train import main  # noqa: E402
 
@@ -93,25 +95,7 @@ def test_cuda_request_without_cuda(tmp_path, capsys):
 def test_nonfinite_loss_stops_with_step_and_keeps_checkpoint(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("DIMCOLLAPSE_NAN_AT_STEP", "7")
     out = tmp_path / "nan"
-    args = [
-        "--dataset",
-        "digits",
-        "--batch-size",
-        "32",
-        "--max-steps",
-        "20",
-        "--ckpt-every",
-        "4",
-        "--log-every",
-        "5",
-        "--image-size",
-        "16",
-        "--spectrum-every",
-        "0",
-        "--out",
-        str(out),
-        *FAST,
-    ]
+    args = [*TINY_RUN, "--ckpt-every", "4", "--spectrum-every", "0", "--out", str(out), *FAST]
     assert main(args) == 3
     err = capsys.readouterr().err
     assert "non-finite loss at step 7" in err and "ckpt-000000004.pt" in err
