@@ -9,8 +9,12 @@ Conventions
 * ``normalize=True`` L2-normalizes every embedding first, as the official ``spectrum.py`` does for
   real networks. The linear toy models are analysed unnormalized, as in the paper's Sec. 4-5.
 * Collapse rule: dimension k is collapsed when its covariance singular value (a variance) is at most
-  ``COLLAPSE_RTOL`` times the largest one, i.e. its standard deviation is 1.5 decades or more below
-  the leading one. A spectrum that is all zero is fully collapsed.
+  ``COLLAPSE_RTOL`` times a reference scale S, i.e. its standard deviation is 1.5 decades or more below
+  sqrt(S). S is the larger of the spectrum's own largest value and an optional ``reference``: a scale
+  that does not itself collapse, such as the largest variance at t = 0. Without a reference (real
+  networks, one snapshot) S is the largest value, and a total collapse, where the largest value falls
+  with the rest, is invisible; with the t = 0 scale as reference it counts every dimension. A spectrum
+  that is all zero is fully collapsed.
 * Effective rank (Roy & Vetterli 2007): exp(H(p)), p_k = s_k / sum(s), on the singular values of the
   centered embedding matrix (= sqrt of C's singular values, up to sqrt(N)).
 * RankMe (Garrido et al. 2023, Eq. 1): the same entropy on the singular values of the *uncentered*
@@ -51,16 +55,26 @@ def singular_values(z: np.ndarray, normalize: bool = False) -> np.ndarray:
     return np.concatenate([values, np.zeros((*values.shape[:-1], missing))], axis=-1) if missing > 0 else values
 
 
-def collapsed_mask(values: np.ndarray, rtol: float = COLLAPSE_RTOL) -> np.ndarray:
-    """Boolean mask over descending covariance singular values: True where collapsed (see module doc)."""
+def collapsed_mask(
+    values: np.ndarray, reference: float | np.ndarray | None = None, *, rtol: float = COLLAPSE_RTOL
+) -> np.ndarray:
+    """Boolean mask over covariance singular values (..., d): True where s_k <= rtol * S.
+
+    S = max(s_max, reference): ``reference`` (scalar or shape ``values.shape[:-1]``) is a scale that does
+    not itself collapse, e.g. the largest variance at t = 0; None keeps the relative-to-largest rule.
+    """
     values = np.asarray(values, dtype=np.float64)
-    top = values.max(axis=-1, keepdims=True)
-    return values <= rtol * top
+    scale = values.max(axis=-1, keepdims=True)
+    if reference is not None:
+        scale = np.maximum(scale, np.asarray(reference, dtype=np.float64)[..., None])
+    return values <= rtol * scale
 
 
-def n_collapsed(values: np.ndarray, rtol: float = COLLAPSE_RTOL) -> np.ndarray | int:
-    """Number of collapsed dimensions of a covariance spectrum under the rule ``s_k <= rtol * s_max``."""
-    counts = collapsed_mask(values, rtol).sum(axis=-1)
+def n_collapsed(
+    values: np.ndarray, reference: float | np.ndarray | None = None, *, rtol: float = COLLAPSE_RTOL
+) -> np.ndarray | int:
+    """Number of collapsed dimensions, ``collapsed_mask(values, reference, rtol=rtol).sum(-1)``."""
+    counts = collapsed_mask(values, reference, rtol=rtol).sum(axis=-1)
     return int(counts) if np.ndim(counts) == 0 else counts
 
 
@@ -116,7 +130,7 @@ def embedding_spectrum(z: np.ndarray, normalize: bool = False, rtol: float = COL
     return Spectrum(
         singular_values=s,
         log10=log10,
-        n_collapsed=n_collapsed(s, rtol),
+        n_collapsed=n_collapsed(s, rtol=rtol),
         effective_rank=float(effective_rank(np.sqrt(np.clip(s, 0.0, None)))),
         rankme=rankme(zn),
     )

@@ -112,6 +112,22 @@ def test_collapse_rule():
     assert COLLAPSE_RTOL == pytest.approx(1e-3)
 
 
+def test_collapse_rule_against_a_reference_counts_total_collapse():
+    """Every variance fell from 1 to ~1e-70: relative to its own largest value nothing looks collapsed,
+    against the t = 0 scale everything is."""
+    final = np.array([3e-70, 2e-70, 1e-71])
+    assert n_collapsed(final) == 0
+    assert n_collapsed(final, 1.0) == 3
+    # the reference only ever raises the scale: a spectrum that grew past it keeps its own largest value
+    grown = np.array([100.0, 0.05, 1e-3])
+    assert n_collapsed(grown, 1.0) == n_collapsed(grown) == 1
+    # one reference per spectrum broadcasts over leading axes
+    batch = np.stack([final, grown])
+    np.testing.assert_array_equal(n_collapsed(batch, np.array([1.0, 1.0])), [3, 1])
+    np.testing.assert_array_equal(collapsed_mask(batch, 1.0)[0], [True, True, True])
+    assert n_collapsed(final, 2.5e-68, rtol=1e-2) == 2
+
+
 def test_embedding_spectrum_input_checks_and_json():
     with pytest.raises(ValueError):
         embedding_spectrum(np.ones((1, 3)))
