@@ -58,12 +58,36 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
+NORM_TYPES: tuple[type, ...] = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm) + (
+    (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()
+)
+
+
+def excluded_params(model: nn.Module) -> set[int]:
+    """ids of the parameters excluded from weight decay and trust-ratio scaling: biases and norm parameters.
+
+    Chosen by role, not by shape: every parameter of a normalization module (BatchNorm, SyncBatchNorm, GroupNorm,
+    LayerNorm, ...) and every parameter named ``bias``. A 1-D weight that is not a norm parameter (the
+    diagonal projector's) stays in the trust-ratio group with weight decay.
+    """
+    out: set[int] = set()
+    for mod in model.modules():
+        if isinstance(mod, NORM_TYPES):
+            out.update(id(p) for p in mod.parameters())
+    for name, p in model.named_parameters():
+        parts = name.split(".")
+        if parts[-1] == "bias" or (len(parts) >= 3 and parts[-3:-1] == ["parametrizations", "bias"]):
+            out.add(id(p))
+    return out
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Biases and norm parameters (ndim <= 1) get no weight decay and no LARS adaptation (official code)."""
+    """[trust-ratio group with weight decay, excluded group (biases and norm parameters, no decay)]."""
+    skip = excluded_params(model)
     decay, plain = [], []
-    for _, p in model.named_parameters():
+    for p in model.parameters():
         if p.requires_grad:
-            (plain if p.ndim <= 1 else decay).append(p)
+            (plain if id(p) in skip else decay).append(p)
     return [
         {"params": decay, "weight_decay": weight_decay, "lars_exclude": False},
         {"params": plain, "weight_decay": 0.0, "lars_exclude": True},

@@ -57,6 +57,34 @@ def test_param_groups_exclude_biases_and_norms():
         assert build_optimizer(name, model, 0.1, 1e-6).param_groups[1]["weight_decay"] == 0.0
 
 
+def test_exclusion_is_by_role_not_by_shape():
+    """The diagonal projector's 1-D weight is trust-ratio scaled and decayed; every norm parameter and bias is not."""
+    from empirical.models import SSLModel
+    from empirical.syncbn import convert_sync_batchnorm
+
+    model = SSLModel("tiny", "diagonal", None, True, num_classes=10)
+    decay, plain = (set(map(id, g["params"])) for g in param_groups(model, 1e-6))
+    assert id(model.projector.weight) in decay and model.projector.weight.ndim == 1
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._NormBase)]
+    assert norms and all(id(p) in plain for m in norms for p in m.parameters())
+    assert id(model.probe.bias) in plain and id(model.probe.weight) in decay
+    assert decay.isdisjoint(plain) and len(decay | plain) == len(list(model.parameters()))
+    # Other norm types and their synchronized versions, and a parametrized weight (orthogonal projector).
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3),
+        torch.nn.GroupNorm(2, 4),
+        torch.nn.LayerNorm(4),
+        torch.nn.utils.parametrizations.orthogonal(torch.nn.Linear(4, 4)),
+    )
+    net = convert_sync_batchnorm(torch.nn.Sequential(net, torch.nn.BatchNorm1d(4)), "cpu")
+    decay, plain = param_groups(net, 1e-6)
+    d = {id(p) for p in decay["params"]}
+    names = {n for n, p in net.named_parameters() if id(p) in d}
+    assert names == {"0.0.weight", "0.3.parametrizations.weight.original"}, names
+    opt = build_optimizer("lars", SSLModel("tiny", "diagonal", None, True), 4.8, 1e-6)
+    assert opt.param_groups[0]["lars_exclude"] is False and opt.param_groups[0]["weight_decay"] == 1e-6
+
+
 def test_schedule_values():
     base, warm, total = 4.8, 10, 110
     assert lr_at(0, base, warm, total) == 0.0
