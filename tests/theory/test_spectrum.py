@@ -119,7 +119,7 @@ def test_collapse_rule_against_a_reference_counts_total_collapse():
     assert n_collapsed(final) == 0
     assert n_collapsed(final, 1.0) == 3
     # the reference only ever raises the scale: a spectrum that grew past it keeps its own largest value
-    grown = np.array([100.0, 0.05, 1e-3])
+    grown = np.array([100.0, 0.5, 1e-3])
     assert n_collapsed(grown, 1.0) == n_collapsed(grown) == 1
     # one reference per spectrum broadcasts over leading axes
     batch = np.stack([final, grown])
