@@ -10,9 +10,11 @@ is a typo), divided by N because our loss is the batch mean:
     Sigma0 = (1/N) sum_{i,j} alpha_ij (x_i - x_j)(x_i - x_j)^T          weighted data covariance
     Sigma1 = (1/N) sum_i (1 - alpha_ii)(x_i' - x_i)(x_i' - x_i)^T       weighted augmentation covariance
 
-At W = 0 every alpha is 1/N, so X = (N-1)/N (2 Cov(x) - Cov(x' - x)) up to sampling: with one noisy view
-(x' = x + eps) X stops being PSD where the noise variance exceeds twice the data variance; with both views
-noisy X -> 2 Cov(clean x), PSD at every strength (see ``apriori_covariance``).
+At W = 0 every alpha is 1/N, so exactly X = 2 C(x) - (N-1)/N M(x' - x), with C the 1/N sample covariance
+and M(e) = (1/N) sum_i e_i e_i^T; in expectation, for zero-mean noise, X = (N-1)/N (2 Cov(x) - Cov(x' - x))
+with population covariances. With one noisy view (x' = x + eps) X stops being PSD where the noise variance
+exceeds twice the data variance; with both views noisy X -> 2 Cov(clean x), PSD at every strength (see
+``apriori_covariance``).
 
 ``dot`` loss (official toy code, p = softmax(z z'^T / tau)): the same identity holds with the symmetric
 
@@ -33,6 +35,7 @@ import numpy as np
 from .losses import DEFAULT_TEMPERATURE, paper_weights
 
 PSD_RTOL = 1e-2
+PSD_ALPHA = 0.01  # family-wise level of the cross-fitted PSD test
 COVARIANCE_LOSSES = ("paper", "dot")
 
 
@@ -91,42 +94,120 @@ def contrastive_covariance(
 
 @dataclass
 class PSDCheck:
-    """Eigenvalues of a symmetric matrix (descending), how many are negative, and the verdict."""
+    """Spectrum of a symmetric matrix X (descending), its significantly negative directions, the verdict.
+
+    ``negative`` marks the ``n_negative`` most negative eigen-directions of X (a suffix, since the
+    eigenvalues descend); ``basis`` is their orthonormal basis, Theorem 1's predicted collapse set. With
+    ``samples`` the held-out statistics of both cross-fitting splits are kept (row s: directions chosen on
+    half s, in the descending order of that half's eigenvalues, tested on the other half).
+    """
 
     eigenvalues: np.ndarray
     eigenvectors: np.ndarray  # columns, in the order of ``eigenvalues``
     n_negative: int
     is_psd: bool
-    tolerance: float | np.ndarray  # eigenvalue k counts as negative when below -tolerance (per direction)
-    standard_errors: np.ndarray | None = None  # of v_k^T X v_k across the given samples
+    # eigenvalue k counts as negative iff eigenvalues[k] < -tolerance[k] (a float without samples: the rule)
+    tolerance: float | np.ndarray
+    standard_errors: np.ndarray | None = None  # (2, d) held-out standard error of v^T X v
+    statistics: np.ndarray | None = None  # (2, d) held-out t = mean(v^T X_b v) / standard error
+    p_values: np.ndarray | None = None  # (2, d) one-sided, H0: v^T E[X] v >= 0
+    directions: np.ndarray | None = None  # (2, d, d) the tested directions (columns) of each split
+    alpha: float | None = None  # family-wise level of the test (Holm over the 2d p-values)
+    n_significant: tuple[int, int] | None = None  # Holm rejections per split
+
+    @property
+    def negative(self) -> np.ndarray:
+        return self.eigenvalues < -np.asarray(self.tolerance)
+
+    @property
+    def basis(self) -> np.ndarray:
+        return self.eigenvectors[:, self.negative]
+
+
+def _holm(p_values: np.ndarray, alpha: float) -> np.ndarray:
+    """Holm's step-down rejections (family-wise error <= alpha under any dependence)."""
+    flat = p_values.ravel()
+    order = np.argsort(flat, kind="stable")
+    passed = flat[order] <= alpha / (flat.size - np.arange(flat.size))
+    k = flat.size if passed.all() else int(np.argmin(passed))
+    reject = np.zeros(flat.size, dtype=bool)
+    reject[order[:k]] = True
+    return reject.reshape(p_values.shape)
+
+
+def _held_out(select: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Eigen-directions of mean(select) (descending) and the t statistics of v^T X_b v over ``test``."""
+    from scipy.special import stdtr
+
+    sel = np.mean(select, axis=0)
+    vectors = np.linalg.eigh(0.5 * (sel + sel.T))[1][:, ::-1]
+    rayleigh = np.einsum("ik,bij,jk->bk", vectors, test, vectors)
+    n = len(test)
+    mean = rayleigh.mean(axis=0)
+    se = rayleigh.std(axis=0, ddof=1) / np.sqrt(n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(se > 0, mean / np.where(se > 0, se, 1.0), np.where(mean < 0, -np.inf, np.inf))
+    return vectors, se, t, stdtr(n - 1, t)
 
 
 def psd_check(
-    matrix: np.ndarray, rtol: float = PSD_RTOL, samples: np.ndarray | None = None, z_score: float = 3.0
+    matrix: np.ndarray,
+    rtol: float = PSD_RTOL,
+    samples: np.ndarray | None = None,
+    z_score: float | None = None,
+    alpha: float = PSD_ALPHA,
 ) -> PSDCheck:
-    """Is ``matrix`` PSD? An eigenvalue counts as negative when it is below -rtol * max|eigenvalue|.
+    """Is E[X] PSD, and along which directions is it significantly negative (Theorem 1, Corollary 1)?
 
-    When ``samples`` (B, d, d), independent estimates whose mean is ``matrix``, are given, the eigenvalue
-    must also lie more than ``z_score`` standard errors below zero, the standard error of v^T X v across
-    the samples. Both guards matter late in training: at a stationary point of W' = W X, X vanishes on
-    W's row space, so there X is pure sampling noise of either sign, and only significantly negative
-    eigenvalues predict collapse (Theorem 1). The verdict is invariant to an orthogonal change of basis.
+    Without ``samples``: eigenvalue k of ``matrix`` counts as negative when it is below -rtol * max|eig|.
+
+    With ``samples`` (B >= 4 independent, identically distributed estimates X_b of E[X], shape (B, d, d);
+    ``matrix`` is normally their mean), a cross-fitted test decides the count. The samples are cut into
+    two halves H0, H1 (first and second B // 2). For split s, the eigenvectors v_k of mean(H_s) are fixed
+    before H_{1-s} is looked at, so on H_{1-s} each v_k^T X_b v_k is an i.i.d. sample whose mean is
+    v_k^T E[X] v_k; its one-sided t test (Student t, |H_{1-s}| - 1 degrees of freedom) rejects
+    H0_k: v_k^T E[X] v_k >= 0. If E[X] is PSD every H0_k is true, so Holm's correction over the 2d tests
+    makes P(any rejection) <= ``alpha`` (default 0.01; exact for Gaussian X_b, asymptotic in the batch size
+    otherwise). Choosing and testing on the same batches would select the most negative noise and is biased
+    toward "not PSD". The count is the larger number of rejections of the two splits, further capped by the
+    relative rule above (an eigenvalue of ``matrix`` below -rtol * max|eig|), and the reported basis is the
+    eigenvectors of ``matrix`` for its ``n_negative`` lowest eigenvalues. ``z_score``, if given, replaces the
+    Holm threshold by the per-direction rule t < -z_score (no multiplicity correction, not calibrated).
+
+    The samples must be independent draws at one fixed W: for gradient flow on a fixed sample, pass X of
+    fresh batches at the final W, never snapshots of X over time (their spread is drift, not noise).
+    The verdict is invariant to an orthogonal change of basis of X and of all samples.
     """
     matrix = np.asarray(matrix, dtype=np.float64)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         raise ValueError(f"expected a square matrix, got shape {matrix.shape}")
-    sym = 0.5 * (matrix + matrix.T)
-    values, vectors = np.linalg.eigh(sym)
+    d = matrix.shape[0]
+    values, vectors = np.linalg.eigh(0.5 * (matrix + matrix.T))
     values, vectors = values[::-1], vectors[:, ::-1]
     scale = float(np.max(np.abs(values))) if values.size else 0.0
-    tol: float | np.ndarray = rtol * scale
-    errors = None
-    if samples is not None and len(samples) > 1:
-        rayleigh = np.einsum("ik,bij,jk->bk", vectors, np.asarray(samples, dtype=np.float64), vectors)
-        errors = rayleigh.std(axis=0, ddof=1) / np.sqrt(len(samples))
-        tol = np.maximum(tol, z_score * errors)
-    n_negative = int(np.sum(values < -tol))
-    return PSDCheck(values, vectors, n_negative, n_negative == 0, tol, errors)
+    rel_tol = rtol * scale
+    relative = int(np.sum(values < -rel_tol))
+    if samples is None:
+        return PSDCheck(values, vectors, relative, relative == 0, rel_tol)
+    samples = np.asarray(samples, dtype=np.float64)
+    if samples.ndim != 3 or samples.shape[1:] != (d, d):
+        raise ValueError(f"samples must have shape (B, {d}, {d}), got {samples.shape}")
+    if len(samples) < 4:
+        raise ValueError(f"the cross-fitted PSD test needs at least 4 samples (2 per half), got {len(samples)}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    samples = 0.5 * (samples + np.swapaxes(samples, -1, -2))
+    half = len(samples) // 2
+    halves = (samples[:half], samples[half:])
+    splits = [_held_out(halves[s], halves[1 - s]) for s in (0, 1)]
+    directions, errors, stats, p_values = (np.stack(parts) for parts in zip(*splits, strict=True))
+    reject = stats < -z_score if z_score is not None else _holm(p_values, alpha)
+    n_significant = (int(reject[0].sum()), int(reject[1].sum()))
+    n_negative = min(max(n_significant), relative)
+    tol = np.maximum(rel_tol, -values)  # not negative ...
+    tol[d - n_negative :] = rel_tol  # ... except the n_negative lowest, all below -rel_tol
+    return PSDCheck(values, vectors, n_negative, n_negative == 0, tol, errors, stats, p_values, directions,
+                    alpha, n_significant)
 
 
 def apriori_covariance(x: np.ndarray, x_aug: np.ndarray) -> np.ndarray:

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from .covariance import PSD_RTOL, psd_check
+from .covariance import PSD_ALPHA, PSD_RTOL, psd_check
 from .spectrum import COLLAPSE_RTOL
 
 
-def negative_subspace(cov: np.ndarray, rtol: float = PSD_RTOL, samples: np.ndarray | None = None) -> np.ndarray:
-    """Orthonormal basis (columns) of X's clearly negative eigen-directions (Theorem 1's collapse set);
-    ``samples`` as in ``psd_check``."""
-    check = psd_check(cov, rtol, samples)
-    return check.eigenvectors[:, check.eigenvalues < -check.tolerance]
+def negative_subspace(
+    cov: np.ndarray, rtol: float = PSD_RTOL, samples: np.ndarray | None = None, alpha: float = PSD_ALPHA
+) -> np.ndarray:
+    """Orthonormal basis (columns) of X's significantly negative eigen-directions (Theorem 1's collapse
+    set): ``psd_check(cov, rtol, samples, alpha=alpha).basis``."""
+    return psd_check(cov, rtol, samples, alpha=alpha).basis
 
 
 def collapsed_input_subspace(weight: np.ndarray, count: int) -> np.ndarray:

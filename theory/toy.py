@@ -51,7 +51,7 @@ def toy_views(
 def apriori_threshold(noisy_views: int, data_std: float = 1.0) -> float:
     """Augmentation strength above which X at W -> 0 (all alpha = 1/N) has negative eigenvalues.
 
-    X(W -> 0) = (N-1)/N (2 Cov(x) - Cov(x' - x)) (``covariance`` module doc). Along an augmented
+    E X(W -> 0) = (N-1)/N (2 Cov(x) - Cov(x' - x)) (``covariance`` module doc). Along an augmented
     coordinate, with data variance v and noise std s:
       one noisy view:  2 v - s^2, negative iff s > sqrt(2) sqrt(v);
       two noisy views: 2 (v + s^2) - 2 s^2 = 2 v > 0 for every s: no a-priori threshold (inf).

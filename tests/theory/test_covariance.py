@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from _theory_helpers import random_orthogonal, random_views, torch_losses
 
-from theory.covariance import apriori_covariance, contrastive_covariance, psd_check
+from theory.covariance import _holm, apriori_covariance, contrastive_covariance, psd_check
 from theory.dynamics import loss_and_gradients
 from theory.losses import paper_weights
+from theory.predict import negative_subspace
 from theory.toy import toy_views
 
 TAU = 0.5
@@ -191,16 +192,82 @@ def test_psd_check_counts_clearly_negative_eigenvalues(eigs, n_negative):
     np.testing.assert_allclose(check.eigenvectors.T @ check.eigenvectors, np.eye(4), atol=1e-12)
 
 
-def test_psd_check_with_samples_needs_significant_negatives():
+def sym_noise(rng: np.random.Generator, shape: tuple, d: int) -> np.ndarray:
+    a = rng.standard_normal((*shape, d, d))
+    return (a + np.swapaxes(a, -1, -2)) / 2
+
+
+def test_psd_check_with_samples_counts_significant_negatives():
     rng = np.random.default_rng(31)
-    truth = np.diag([1.0, 0.5, 0.0, -0.5])
+    q = random_orthogonal(rng, 4)
+    truth = q @ np.diag([1.0, 0.5, 0.0, -0.5]) @ q.T
     # noise of std 0.3 per estimate: with 400 samples the mean is within ~0.05 of the truth
-    samples = truth + 0.3 * np.array([(lambda a: (a + a.T) / 2)(rng.standard_normal((4, 4))) for _ in range(400)])
+    samples = truth + 0.3 * sym_noise(rng, (400,), 4)
     check = psd_check(samples.mean(0), rtol=0.0, samples=samples)
-    assert check.n_negative == 1  # the true zero eigenvalue is noise, only -0.5 is significant
-    assert check.standard_errors is not None and np.all(check.standard_errors < 0.05)
-    few = samples[:3]  # too few samples: no eigenvalue is significantly negative at 3 standard errors
-    assert psd_check(np.diag([1.0, -0.01, 0.5, 0.2]), rtol=0.0, samples=few + np.diag([0, -0.01, 0, 0])).n_negative == 0
+    assert check.n_negative == 1 and not check.is_psd  # the true zero eigenvalue is noise, only -0.5 counts
+    assert check.n_significant == (1, 1) and check.alpha == 0.01
+    assert check.statistics.shape == check.p_values.shape == check.standard_errors.shape == (2, 4)
+    assert np.all(check.standard_errors < 0.05)
+    assert check.basis.shape == (4, 1) and abs(check.basis[:, 0] @ q[:, 3]) > 0.99
+    np.testing.assert_array_equal(check.negative, [False, False, False, True])
+    np.testing.assert_array_equal(check.negative, check.eigenvalues < -check.tolerance)  # older callers' mask
+    np.testing.assert_allclose(negative_subspace(samples.mean(0), 0.0, samples), check.basis)
+    # the relative rule still caps the count: -0.5 is not below -0.6 * max|eig|
+    assert psd_check(samples.mean(0), rtol=0.6, samples=samples).n_negative == 0
+
+
+def test_psd_check_statistics_are_held_out_one_sided_t_tests():
+    """Split s: directions = eigenvectors of the mean of half s, tested with scipy's one-sample t test
+    (alternative 'less') on the other half."""
+    from scipy.stats import ttest_1samp
+
+    rng = np.random.default_rng(32)
+    samples = np.diag([1.0, 0.2, -0.1, -0.3, 0.0]) + 0.4 * sym_noise(rng, (23,), 5)
+    check = psd_check(samples.mean(0), samples=samples)
+    halves = (samples[:11], samples[11:])
+    for s in (0, 1):
+        vecs = np.linalg.eigh(halves[s].mean(0))[1][:, ::-1]
+        np.testing.assert_allclose(np.abs(np.sum(vecs * check.directions[s], axis=0)), 1.0, atol=1e-10)
+        rayleigh = np.einsum("ik,bij,jk->bk", vecs, halves[1 - s], vecs)
+        ref = ttest_1samp(rayleigh, 0.0, alternative="less")
+        np.testing.assert_allclose(check.statistics[s], ref.statistic, rtol=1e-9)
+        np.testing.assert_allclose(check.p_values[s], ref.pvalue, rtol=1e-9, atol=1e-300)
+
+
+def test_holm_equals_closed_testing_with_bonferroni():
+    """Holm's step-down is the closure of Bonferroni tests: reject H_i iff every subset S containing i has
+    min_{j in S} p_j <= alpha / |S| (brute force over all subsets)."""
+    from itertools import combinations
+
+    rng = np.random.default_rng(33)
+    for _ in range(50):
+        p = rng.uniform(0, 0.05, 6) ** rng.uniform(0.5, 2.0)
+        alpha = 0.05
+        brute = np.array([
+            all(min(p[list(sub)]) <= alpha / size
+                for size in range(1, 7) for sub in combinations(range(6), size) if i in sub)
+            for i in range(6)
+        ])
+        np.testing.assert_array_equal(_holm(p, alpha), brute)
+
+
+def test_psd_check_sample_errors():
+    rng = np.random.default_rng(34)
+    samples = sym_noise(rng, (3,), 4)
+    with pytest.raises(ValueError, match="at least 4 samples"):
+        psd_check(samples.mean(0), samples=samples)
+    with pytest.raises(ValueError, match="shape"):
+        psd_check(np.eye(3), samples=sym_noise(rng, (8,), 4))
+    with pytest.raises(ValueError, match="alpha"):
+        psd_check(np.eye(4), samples=sym_noise(rng, (8,), 4), alpha=1.5)
+
+
+def test_psd_check_identical_samples_are_exact():
+    """Zero spread: a negative held-out Rayleigh quotient is certain, a non-negative one is not evidence."""
+    m = np.diag([1.0, 0.0, -1.0])
+    check = psd_check(m, samples=np.repeat(m[None], 6, axis=0))
+    assert check.n_negative == 1
+    assert check.p_values[:, -1].tolist() == [0.0, 0.0] and np.all(check.p_values[:, :2] == 1.0)
 
 
 def test_psd_check_without_samples_uses_the_relative_tolerance_only():
