@@ -1,28 +1,36 @@
 """Batched augmentation with per-sample random parameters (paper.md 3.1, "Augmentations"; App. D).
 
-torchvision v2 draws one parameter set per call, i.e. per batch, which is wrong for contrastive learning;
-here every sample of a batch gets its own crop, flip, colour jitter, grayscale, blur and solarization draw.
-The parameters are drawn on the CPU from a ``torch.Generator`` and are the same for any device, any
-batch-splitting and any number of ranks: a rank draws them for the whole global batch and keeps its slice.
-The pixel work is plain torch (``affine_grid``/``grid_sample``, grouped convolutions), so kornia is optional.
+torchvision draws one parameter set per call, i.e. per batch, which is wrong for contrastive learning; here
+every sample of a batch gets its own crop, flip, colour jitter (values and order), grayscale, blur and
+solarization. The parameters are drawn on the CPU from a ``torch.Generator`` keyed by (seed, step) and are the
+same for any device, any batch split and any number of ranks: a rank draws them for the whole global batch and
+keeps its slice, which also makes resume exact. The pixel work is batched torch on the images' device, and its
+shapes depend only on (batch, image size), never on the draws (blur always runs, with a delta kernel when off),
+so the pipeline can be compiled or captured with the training step.
+
+Each pixel operation follows ``torchvision.transforms.v2.functional`` on the same parameters (tested):
+RandomResizedCrop (scale, ratio 3/4-4/3, up to 10 tries then a centre crop; bicubic, antialiased, as the
+official code's ``Image.BICUBIC``), horizontal flip, ColorJitter (brightness, contrast, saturation, hue in HSV,
+in a random order per sample), grayscale, Gaussian blur (kernel 2*ceil(3 sigma_max)+1, reflect padding),
+solarize (threshold 128/255, as PIL's default on uint8). Resized crops are clamped to [0, 1], as a uint8
+(PIL) pipeline is.
 
 Recipes (``--augment``):
-* ``paper``: the official asymmetric BYOL-style recipe: crop(0.08-1, ratio 3/4-4/3), flip 0.5,
+* ``paper``: the official asymmetric recipe at every image size: crop(0.08-1), flip 0.5,
   jitter(0.4, 0.4, 0.2, 0.1) p=0.8, grayscale 0.2; view 1: blur p=1.0, solarize p=0; view 2: blur p=0.1,
-  solarize p=0.2.
-* ``simclr``: symmetric SimCLR: the same crop/flip/grayscale, jitter(0.4, 0.4, 0.4, 0.1) p=0.8, blur p=0.5
-  at >= 96 px only (SimCLR drops blur on CIFAR), no solarization.
-
-Deviations from torchvision, on purpose: jitter runs in the fixed order brightness, contrast, saturation,
-hue (torchvision shuffles it); hue is a rotation in YIQ space (as NVIDIA DALI does) instead of an HSV
-round trip; crops are drawn in one shot and clamped to the image instead of rejection-sampled; bilinear
-resampling; blur sigma is U[0.1, 2.0] at 224 px and scales with the image size, kernel ~ 10% of the side.
+  solarize p=0.2. Blur sigma ~ U[0.1, 2.0] in pixels of the view, as the official code applies it to its
+  224 px views; at 32 px this blurs strongly (sigma 2 px is 6% of the side), so the asymmetry is kept.
+* ``simclr``: symmetric SimCLR: the same crop/flip/grayscale, jitter p=0.8 of strength
+  (0.8, 0.8, 0.8, 0.2) at >= 96 px (SimCLR's ImageNet strength) and (0.4, 0.4, 0.4, 0.1) below (its CIFAR
+  strength); blur p=0.5 at >= 96 px and none below (SimCLR drops blur on CIFAR); no solarization.
 ``strength`` multiplies the jitter magnitudes and the crop severity 1 - scale_min.
 """
 
 from __future__ import annotations
 
 import math
+import queue
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -30,8 +38,12 @@ import torch.nn.functional as F
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-_GRAY = (0.299, 0.587, 0.114)
+_GRAY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
+RATIO = (3 / 4, 4 / 3)
+CROP_TRIES = 10
+SIGMA = (0.1, 2.0)
+SOLARIZE_THRESHOLD = 128 / 255
+SMALL = 96  # below this side (CIFAR, mnist5k) the simclr recipe uses SimCLR's CIFAR settings
 
 
 @dataclass(frozen=True)
@@ -48,17 +60,18 @@ class ViewRecipe:
 
 
 def recipe(name: str, strength: float = 1.0, image_size: int = 224) -> tuple[ViewRecipe, ViewRecipe]:
-    """The two view recipes of ``--augment name`` at ``--augment-strength strength``."""
-    if strength < 0:
-        raise ValueError("augment strength must be >= 0")
+    """The two view recipes of ``--augment name`` at ``--augment-strength strength`` for ``image_size`` px views."""
+    if not strength >= 0:  # also rejects nan
+        raise ValueError(f"augment strength must be a finite number >= 0, got {strength}")
     severity = min((1 - 0.08) * strength, 0.99)
     scale_min = 1 - severity
     if name == "paper":
         j = (0.4, 0.4, 0.2, 0.1)
         views = [(1.0, 0.0), (0.1, 0.2)]
     elif name == "simclr":
-        j = (0.4, 0.4, 0.4, 0.1)
-        p_blur = 0.5 if image_size >= 96 else 0.0
+        large = image_size >= SMALL
+        j = (0.8, 0.8, 0.8, 0.2) if large else (0.4, 0.4, 0.4, 0.1)
+        p_blur = 0.5 if large else 0.0
         views = [(p_blur, 0.0), (p_blur, 0.0)]
     else:
         raise ValueError(f"unknown augmentation recipe {name!r} (choose paper or simclr)")
@@ -68,82 +81,100 @@ def recipe(name: str, strength: float = 1.0, image_size: int = 224) -> tuple[Vie
 
 
 def sample_params(rec: ViewRecipe, n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """Per-sample parameters for ``n`` images, drawn in a fixed order from ``gen`` (CPU)."""
+    """Per-sample parameters for ``n`` images, drawn in a fixed order from ``gen`` (CPU).
 
-    def u(lo: float, hi: float) -> torch.Tensor:
-        return lo + (hi - lo) * torch.rand(n, generator=gen, dtype=torch.float64)
+    Crops are drawn as ``CROP_TRIES`` candidate (area fraction, log aspect ratio, top, left) uniforms per sample;
+    which candidate fits is decided against the source image's size in :func:`crop_boxes`.
+    """
+
+    def u(lo: float, hi: float, *shape: int) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(n, *shape, generator=gen, dtype=torch.float64)
 
     def coin(p: float) -> torch.Tensor:
-        return torch.rand(n, generator=gen) < p
+        return torch.rand(n, generator=gen, dtype=torch.float64) < p
 
-    area = u(rec.scale_min, 1.0)
-    log_ratio = u(math.log(3 / 4), math.log(4 / 3))
-    w = torch.sqrt(area * torch.exp(log_ratio)).clamp(max=1.0)
-    h = torch.sqrt(area / torch.exp(log_ratio)).clamp(max=1.0)
-    cx = (w / 2) + (1 - w) * u(0, 1)
-    cy = (h / 2) + (1 - h) * u(0, 1)
     b, c, s, hue = rec.jitter
-    p = {
-        "w": w,
-        "h": h,
-        "cx": cx,
-        "cy": cy,
+    return {
+        "area": u(rec.scale_min, 1.0, CROP_TRIES),
+        "log_ratio": u(math.log(RATIO[0]), math.log(RATIO[1]), CROP_TRIES),
+        "top": u(0, 1, CROP_TRIES),
+        "left": u(0, 1, CROP_TRIES),
         "flip": coin(rec.p_flip),
         "jitter": coin(rec.p_jitter),
         "bright": u(max(0.0, 1 - b), 1 + b),
         "contrast": u(max(0.0, 1 - c), 1 + c),
         "sat": u(max(0.0, 1 - s), 1 + s),
         "hue": u(-hue, hue),
+        "order": torch.rand(n, 4, generator=gen, dtype=torch.float64).argsort(1),  # a permutation per sample
         "gray": coin(rec.p_gray),
         "blur": coin(rec.p_blur),
-        "sigma": u(0.1, 2.0),
+        "sigma": u(*SIGMA),
         "solarize": coin(rec.p_solarize),
     }
-    return p
 
 
-def _blur_kernels(p: dict[str, torch.Tensor], size: int) -> torch.Tensor:
-    """(n, k) 1-D Gaussian kernels, sigma scaled from 224 px to ``size``; a delta for unblurred samples."""
-    k = max(3, int(0.1 * size) // 2 * 2 + 1)
-    sigma = (p["sigma"] * size / 224).clamp(min=1e-3)
-    t = torch.arange(k, dtype=torch.float64) - k // 2
-    ker = torch.exp(-(t[None] ** 2) / (2 * sigma[:, None] ** 2))
-    ker = ker / ker.sum(1, keepdim=True)
-    return torch.where(p["blur"][:, None], ker, (t == 0).double().expand(len(sigma), k))
+def crop_boxes(p: dict[str, torch.Tensor], height: int, width: int) -> torch.Tensor:
+    """(n, 4) float64 (top, left, h, w) in pixels: torchvision's RandomResizedCrop.get_params, per sample.
 
-
-def _pack(p: dict[str, torch.Tensor], size: int, blur: bool) -> torch.Tensor:
-    """Everything the pixel ops need, per sample, as one (n, 20 [+ k]) float64 CPU matrix.
-
-    One host-to-device copy per view (pinned, asynchronous on CUDA) instead of a dozen small synchronous ones.
-    Columns: affine crop/flip theta (6), brightness, contrast, saturation (3), hue matrix (9), gray, solarize,
-    blur kernel (k, only when some sample is blurred).
+    The first of the candidates whose rounded box fits the image wins; if none does, the largest centred
+    crop with an aspect ratio inside ``RATIO``.
     """
-    n = len(p["w"])
-    sign = 1.0 - 2.0 * p["flip"].double()
-    zero = torch.zeros(n, dtype=torch.float64)
-    theta = torch.stack([p["w"] * sign, zero, 2 * p["cx"] - 1, zero, p["h"], 2 * p["cy"] - 1], 1)
+    target = height * width * p["area"]
+    aspect = torch.exp(p["log_ratio"])
+    w = torch.round(torch.sqrt(target * aspect))
+    h = torch.round(torch.sqrt(target / aspect))
+    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = ok.to(torch.uint8).argmax(1, keepdim=True)  # index of the first fitting candidate (0 if none fits)
+    w, h = w.gather(1, first)[:, 0], h.gather(1, first)[:, 0]
+    top = torch.floor(p["top"].gather(1, first)[:, 0] * (height - h + 1))
+    left = torch.floor(p["left"].gather(1, first)[:, 0] * (width - w + 1))
+    in_ratio = width / height
+    if in_ratio < RATIO[0]:
+        fw, fh = width, round(width / RATIO[0])
+    elif in_ratio > RATIO[1]:
+        fw, fh = round(height * RATIO[1]), height
+    else:
+        fw, fh = width, height
+    fallback = torch.tensor([(height - fh) // 2, (width - fw) // 2, fh, fw], dtype=torch.float64)
+    box = torch.stack([top, left, h, w], 1)
+    return torch.where(ok.any(1, keepdim=True), box, fallback)
+
+
+# Columns of the packed per-sample matrix: one host-to-device copy per view.
+_TOP, _LEFT, _H, _W, _FLIP, _B, _C, _S, _HUE, _ORDER, _GRAYC, _SOL, _SIG = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 14, 15
+_COLS = 16
+
+
+def pack(p: dict[str, torch.Tensor], height: int, width: int, crop: bool = True) -> torch.Tensor:
+    """Everything the pixel operations need, per sample, as one (n, 16) float64 CPU matrix.
+
+    Columns: crop box top, left, h, w (the whole image when ``crop`` is False), flip, brightness, contrast,
+    saturation, hue (identity values when the jitter is off), jitter order (4), gray, solarize, blur sigma
+    (0 = no blur). Depends only on the parameters and the source size.
+    """
+    n = len(p["flip"])
+    box = crop_boxes(p, height, width) if crop else torch.tensor([[0.0, 0.0, height, width]]).double().expand(n, 4)
     on = p["jitter"]
-    one = torch.ones(n, dtype=torch.float64)
-    bcs = torch.stack([torch.where(on, p[k], one) for k in ("bright", "contrast", "sat")], 1)
-    # Hue: rotate the chroma (I, Q) plane of YIQ by 2*pi*hue, i.e. x -> YIQ^-1 R YIQ x per sample.
-    ang = 2 * math.pi * torch.where(on, p["hue"], zero)
-    rot = torch.zeros(n, 3, 3, dtype=torch.float64)
-    rot[:, 0, 0] = 1
-    rot[:, 1, 1], rot[:, 1, 2] = torch.cos(ang), -torch.sin(ang)
-    rot[:, 2, 1], rot[:, 2, 2] = torch.sin(ang), torch.cos(ang)
-    yiq = _YIQ.double()
-    mat = (torch.linalg.inv(yiq) @ rot @ yiq).reshape(n, 9)
-    cols = [theta, bcs, mat, p["gray"].double()[:, None], p["solarize"].double()[:, None]]
-    if blur:
-        cols.append(_blur_kernels(p, size))
+    one, zero = torch.ones(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+    cols = [
+        box,
+        (p["flip"] & crop).double()[:, None],  # pre-cropped input (an image folder) is flipped by its loader
+        torch.stack([torch.where(on, p[k], one) for k in ("bright", "contrast", "sat")], 1),
+        torch.where(on, p["hue"], zero)[:, None],
+        p["order"].double(),
+        p["gray"].double()[:, None],
+        p["solarize"].double()[:, None],
+        torch.where(p["blur"], p["sigma"], zero)[:, None],
+    ]
     return torch.cat(cols, 1)
 
 
 def _to_device(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     if like.device.type == "cuda":
-        return t.to(like.dtype).pin_memory().to(like.device, non_blocking=True)
-    return t.to(device=like.device, dtype=like.dtype)
+        if not t.is_pinned():
+            t = t.pin_memory()
+        return t.to(like.device, non_blocking=True)
+    return t.to(device=like.device)
 
 
 _CONST: dict = {}
@@ -161,10 +192,97 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
     return (x * _const("gray", _GRAY, x)).sum(1, keepdim=True)
 
 
-def _blur(x: torch.Tensor, ker: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur with per-sample kernels ``ker`` (n, k): one grouped conv per direction."""
+def _cubic_aa(t: torch.Tensor) -> torch.Tensor:
+    """Keys' cubic with a = -0.5, the kernel of torch's antialiased bicubic (and PIL's)."""
+    a = -0.5
+    t = t.abs()
+    near = ((a + 2) * t - (a + 3)) * t * t + 1
+    far = (((t - 5) * t + 8) * t - 4) * a
+    return torch.where(t < 1, near, torch.where(t < 2, far, torch.zeros_like(t)))
+
+
+def resize_matrix(start: torch.Tensor, length: torch.Tensor, in_size: int, out_size: int) -> torch.Tensor:
+    """(n, out, in) weights: row i resamples pixels [start, start+length) of an axis to output pixel i.
+
+    The antialiased bicubic of ``F.interpolate(crop, mode="bicubic", antialias=True, align_corners=False)``:
+    centre c = s (i + 1/2) with s = length / out, support 2 max(s, 1), taps inside the crop only, weights
+    normalized per row.
+    """
+    s = (length / out_size)[:, None, None]  # (n, 1, 1)
+    i = torch.arange(out_size, device=length.device, dtype=length.dtype)[None, :, None]
+    j = torch.arange(in_size, device=length.device, dtype=length.dtype)[None, None, :] - start[:, None, None]
+    centre = s * (i + 0.5)
+    support = 2 * s.clamp(min=1)
+    lo = torch.floor(centre - support + 0.5).clamp(min=0)
+    hi = torch.minimum(torch.floor(centre + support + 0.5), length[:, None, None])
+    w = _cubic_aa((j - centre + 0.5) / s.clamp(min=1)) * ((j >= lo) & (j < hi))
+    return w / w.sum(2, keepdim=True)
+
+
+def _resized_crop(x: torch.Tensor, q: torch.Tensor, size: int) -> torch.Tensor:
+    """Per-sample crop box + bicubic resize to ``size`` + optional horizontal flip, as two batched matmuls."""
+    _, _, hgt, wid = x.shape
+    ry = resize_matrix(q[:, _TOP], q[:, _H], hgt, size)
+    rx = resize_matrix(q[:, _LEFT], q[:, _W], wid, size)
+    rx = torch.where(q[:, _FLIP, None, None] > 0.5, rx.flip(1), rx)  # a flip reverses the output columns
+    return (ry[:, None] @ x @ rx[:, None].transpose(-1, -2)).clamp(0, 1)
+
+
+def _rgb_to_hsv(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r, g, b = x.unbind(1)
+    v, _ = x.max(1)
+    c = v - x.min(1)[0]
+    safe_c = torch.where(c > 0, c, torch.ones_like(c))
+    s = c / torch.where(v > 0, v, torch.ones_like(v))
+    h = torch.where(v == r, (g - b) / safe_c, torch.where(v == g, 2 + (b - r) / safe_c, 4 + (r - g) / safe_c))
+    h = torch.where(c > 0, torch.remainder(h / 6, 1.0), torch.zeros_like(h))
+    return h, s, v
+
+
+def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Channel n in {5, 3, 1} (r, g, b): v - v s clamp(min(k, 4 - k), 0, 1), k = (n + 6 h) mod 6."""
+    ks = [torch.remainder(n + 6 * h, 6) for n in (5, 3, 1)]
+    return torch.stack([v - v * s * torch.minimum(k, 4 - k).clamp(0, 1) for k in ks], 1)
+
+
+def _adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate the HSV hue by ``shift`` (n, 1, 1, 1) turns; samples with shift 0 are returned untouched."""
+    h, s, v = _rgb_to_hsv(x)
+    y = _hsv_to_rgb(torch.remainder(h + shift[:, 0], 1.0), s, v)
+    return torch.where(shift != 0, y, x)
+
+
+def _jitter(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """ColorJitter with per-sample factors and order: 4 stages, each sample applies its k-th operation.
+
+    Brightness, contrast and saturation are blends f x + (1 - f) t, clamped, with t = 0, mean(gray(x)),
+    gray(x) respectively (torchvision's definitions), so a stage costs one blend plus one hue rotation.
+    """
+    n = x.shape[0]
+    col = lambda i: q[:, i].view(n, 1, 1, 1)  # noqa: E731
+    for k in range(4):
+        op = col(_ORDER + k)
+        g = _gray(x)
+        target = torch.where(op == 0, torch.zeros_like(g), torch.where(op == 1, g.mean((2, 3), keepdim=True), g))
+        f = torch.where(op == 0, col(_B), torch.where(op == 1, col(_C), torch.where(op == 2, col(_S), 1.0)))
+        blended = (f * x + (1 - f) * target).clamp(0, 1)
+        x = torch.where(op == 3, _adjust_hue(x, col(_HUE)), blended)
+    return x
+
+
+def blur_kernel_size(size: int) -> int:
+    """Odd kernel covering +-3 sigma_max, capped so that reflect padding fits the image."""
+    return min(2 * math.ceil(3 * SIGMA[1]) + 1, 2 * (size - 1) + 1)
+
+
+def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur, per-sample sigma (n,), reflect padding; sigma 0 = delta kernel (identity)."""
     n, c, hgt, wid = x.shape
-    k = ker.shape[1]
+    k = blur_kernel_size(min(hgt, wid))
+    t = torch.arange(k, device=x.device, dtype=x.dtype) - k // 2
+    s = sigma[:, None].clamp(min=1e-6)
+    ker = torch.softmax(-0.5 * (t / s) ** 2, 1)  # normalized exp(-t^2 / 2 sigma^2)
+    ker = torch.where(sigma[:, None] > 0, ker, (t == 0).to(x.dtype))
     ker = ker.repeat_interleave(c, 0)  # (n*c, k)
     y = F.pad(x.reshape(1, n * c, hgt, wid), (k // 2, k // 2, k // 2, k // 2), mode="reflect")
     y = F.conv2d(y, ker.view(n * c, 1, k, 1), groups=n * c)
@@ -172,31 +290,31 @@ def _blur(x: torch.Tensor, ker: torch.Tensor) -> torch.Tensor:
     return y.view(n, c, hgt, wid)
 
 
+def augment_packed(x: torch.Tensor, q: torch.Tensor, size: int, normalize: bool = True) -> torch.Tensor:
+    """Apply one view's packed parameters ``q`` (:func:`pack`, on x's device) to uint8 or [0, 1] images.
+
+    Order as the official recipe: resized crop + flip, colour jitter, grayscale, blur, solarize.
+    """
+    x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+    q = q.to(x.dtype)
+    n = x.shape[0]
+    col = lambda i: q[:, i].view(n, 1, 1, 1)  # noqa: E731
+    x = _resized_crop(x, q, size)
+    x = _jitter(x, q)
+    x = torch.where(col(_GRAYC) > 0.5, _gray(x).expand_as(x), x)
+    x = _blur(x, q[:, _SIG])
+    x = torch.where((col(_SOL) > 0.5) & (x >= SOLARIZE_THRESHOLD), 1 - x, x)
+    return normalize_images(x) if normalize else x
+
+
 def augment(
     x: torch.Tensor, p: dict[str, torch.Tensor], size: int, crop: bool = True, normalize: bool = True
 ) -> torch.Tensor:
-    """Apply one view's per-sample parameters ``p`` to uint8 or [0, 1] float images (N, 3, H, W)."""
-    x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-    n = x.shape[0]
-    blur = bool(p["blur"].any())
-    q = _to_device(_pack(p, size, blur), x)
-    col = lambda i: q[:, i].view(n, 1, 1, 1)  # noqa: E731
-    if crop:  # random resized crop + horizontal flip as one per-sample affine resampling
-        grid = F.affine_grid(q[:, :6].view(n, 2, 3), [n, x.shape[1], size, size], align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    elif x.shape[-1] != size or x.shape[-2] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    x = (x * col(6)).clamp(0, 1)
-    m = _gray(x).mean(dim=(2, 3), keepdim=True)
-    x = ((x - m) * col(7) + m).clamp(0, 1)
-    g = _gray(x)
-    x = ((x - g) * col(8) + g).clamp(0, 1)
-    x = torch.einsum("nij,njhw->nihw", q[:, 9:18].view(n, 3, 3), x).clamp(0, 1)
-    x = torch.where(col(18) > 0.5, _gray(x).expand_as(x), x)
-    if blur:
-        x = _blur(x, q[:, 20:])
-    x = torch.where((col(19) > 0.5) & (x >= 0.5), 1 - x, x)
-    return normalize_images(x) if normalize else x
+    """Apply one view's per-sample parameters ``p`` to uint8 or [0, 1] float images (N, 3, H, W).
+
+    ``crop=False``: input already cropped (and flipped) by its loader; it is only resized to ``size``.
+    """
+    return augment_packed(x, _to_device(pack(p, x.shape[-2], x.shape[-1], crop), x), size, normalize)
 
 
 def normalize_images(x: torch.Tensor) -> torch.Tensor:
@@ -232,3 +350,74 @@ def two_views(
     """Both views of ``x`` (rows [offset, offset+len(x)) of a global batch; default: x is the whole batch)."""
     p1, p2 = view_params(recipes, seed, step, global_batch or len(x), offset, len(x))
     return augment(x, p1, size), augment(x, p2, size)
+
+
+class Prefetcher:
+    """Draws and packs the next steps' per-sample parameters in a background thread.
+
+    The parameters depend only on (seed, step), so drawing them ahead changes nothing: ``get(step)`` returns
+    exactly ``[pack(p) for p in view_params(...)]`` on ``device`` (pinned, asynchronous copy on CUDA). Steps are
+    expected in order from ``start``; any other step is drawn synchronously and the thread restarts from it.
+
+        pre = Prefetcher(recipes, seed, global_batch, offset, n, (H, W), crop, device, start)
+        q1, q2 = pre.get(step); v1 = augment_packed(x1, q1, size); v2 = augment_packed(x2, q2, size)
+    """
+
+    def __init__(
+        self,
+        recipes: tuple[ViewRecipe, ViewRecipe],
+        seed: int,
+        global_batch: int,
+        offset: int,
+        n: int,
+        source_hw: tuple[int, int],
+        crop: bool,
+        device: torch.device | str,
+        start: int = 0,
+        depth: int = 2,
+    ):
+        self.args = (recipes, seed, global_batch, offset, n)
+        self.hw, self.crop, self.device, self.depth = source_hw, crop, torch.device(device), depth
+        self._thread: threading.Thread | None = None
+        self._start(start)
+
+    def _packed(self, step: int) -> list[torch.Tensor]:
+        recipes, seed, global_batch, offset, n = self.args
+        out = [pack(p, *self.hw, self.crop) for p in view_params(recipes, seed, step, global_batch, offset, n)]
+        return [t.pin_memory() for t in out] if self.device.type == "cuda" else out
+
+    def _start(self, step: int) -> None:
+        self.close()
+        self._next, self._stop = step, threading.Event()
+        self._queue: queue.Queue = queue.Queue(self.depth)
+
+        def work(first: int, stop: threading.Event, q: queue.Queue) -> None:
+            s = first
+            while not stop.is_set():
+                item = (s, self._packed(s))
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                s += 1
+
+        self._thread = threading.Thread(target=work, args=(step, self._stop, self._queue), daemon=True)
+        self._thread.start()
+
+    def get(self, step: int) -> list[torch.Tensor]:
+        if step != self._next:
+            self._start(step)
+        got, packed = self._queue.get()
+        assert got == step, (got, step)
+        self._next = step + 1
+        if self.device.type == "cuda":
+            return [t.to(self.device, non_blocking=True) for t in packed]
+        return [t.to(self.device) for t in packed]
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
