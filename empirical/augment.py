@@ -290,16 +290,20 @@ def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return y.view(n, c, hgt, wid)
 
 
-def augment_packed(x: torch.Tensor, q: torch.Tensor, size: int, normalize: bool = True) -> torch.Tensor:
+def augment_packed(
+    x: torch.Tensor, q: torch.Tensor, size: int, crop: bool = True, normalize: bool = True
+) -> torch.Tensor:
     """Apply one view's packed parameters ``q`` (:func:`pack`, on x's device) to uint8 or [0, 1] images.
 
-    Order as the official recipe: resized crop + flip, colour jitter, grayscale, blur, solarize.
+    Order as the official recipe: resized crop + flip, colour jitter, grayscale, blur, solarize. ``crop``
+    must be the value ``q`` was packed with; uncropped input already at ``size`` skips the resampling.
     """
     x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
     q = q.to(x.dtype)
     n = x.shape[0]
     col = lambda i: q[:, i].view(n, 1, 1, 1)  # noqa: E731
-    x = _resized_crop(x, q, size)
+    if crop or (x.shape[-2], x.shape[-1]) != (size, size):
+        x = _resized_crop(x, q, size)
     x = _jitter(x, q)
     x = torch.where(col(_GRAYC) > 0.5, _gray(x).expand_as(x), x)
     x = _blur(x, q[:, _SIG])
@@ -314,7 +318,7 @@ def augment(
 
     ``crop=False``: input already cropped (and flipped) by its loader; it is only resized to ``size``.
     """
-    return augment_packed(x, _to_device(pack(p, x.shape[-2], x.shape[-1], crop), x), size, normalize)
+    return augment_packed(x, _to_device(pack(p, x.shape[-2], x.shape[-1], crop), x), size, crop, normalize)
 
 
 def normalize_images(x: torch.Tensor) -> torch.Tensor:
@@ -360,7 +364,7 @@ class Prefetcher:
     expected in order from ``start``; any other step is drawn synchronously and the thread restarts from it.
 
         pre = Prefetcher(recipes, seed, global_batch, offset, n, (H, W), crop, device, start)
-        q1, q2 = pre.get(step); v1 = augment_packed(x1, q1, size); v2 = augment_packed(x2, q2, size)
+        q1, q2 = pre.get(step); v1, v2 = (augment_packed(x, q, size, crop) for x, q in ((x1, q1), (x2, q2)))
     """
 
     def __init__(

@@ -117,6 +117,16 @@ def test_resized_crop_and_flip_match_torchvision():
     assert p["flip"].any() and not p["flip"].all()
 
 
+def test_precropped_input_is_only_resized():
+    """crop=False (an image folder's loader already cropped and flipped): no crop, no flip, a plain resize."""
+    x = _images(4, 16)
+    p = _identity(4)
+    p["flip"] = torch.ones(4, dtype=torch.bool)
+    assert torch.equal(augment(x, p, 16, crop=False, normalize=False), x.float() / 255)
+    ref = TF.resize(x.float() / 255, [12, 12], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+    assert (augment(x, p, 12, crop=False, normalize=False) - ref.clamp(0, 1)).abs().max() < ATOL
+
+
 def test_crop_boxes_follow_torchvision_get_params():
     """Same distribution as RandomResizedCrop.get_params (two-sample KS on h, w, top, left), fallback by hand."""
     stats = pytest.importorskip("scipy.stats")
