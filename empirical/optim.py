@@ -22,13 +22,32 @@ OPTIMIZERS = ("lars", "sgd", "adamw")
 
 
 class LARS(torch.optim.Optimizer):
-    """LARS with per-group ``lars_exclude`` (no weight decay and no trust-ratio scaling for that group)."""
+    """LARS with per-group ``lars_exclude`` (no weight decay and no trust-ratio scaling for that group).
+
+    ``foreach=True`` (default) updates all parameters of a group, device and dtype with a few
+    ``torch._foreach_*`` kernels and keeps the trust ratios on the device (no host sync); ``foreach=False`` is
+    the per-parameter loop of the official code, kept as the reference. ``lr`` may be a float or a 0-d tensor
+    on the parameters' device (so that a captured step can read a changing rate).
+    """
 
     def __init__(
-        self, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9, eta: float = 0.001
+        self,
+        params,
+        lr: float | torch.Tensor,
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        eta: float = 0.001,
+        foreach: bool = True,
     ):
         defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta, lars_exclude=False)
         super().__init__(params, defaults)
+        self.foreach = foreach
+
+    def _mu(self, p: torch.Tensor) -> torch.Tensor:
+        state = self.state[p]
+        if "mu" not in state:
+            state["mu"] = torch.zeros_like(p)
+        return state["mu"]
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -37,25 +56,52 @@ class LARS(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                if not group["lars_exclude"]:
-                    g = g.add(p, alpha=group["weight_decay"])
-                    p_norm, g_norm = torch.norm(p), torch.norm(g)
-                    one = torch.ones_like(p_norm)
-                    q = torch.where(
-                        p_norm > 0, torch.where(g_norm > 0, group["eta"] * p_norm / g_norm, one), one
-                    )
-                    g = g.mul(q)
-                state = self.state[p]
-                if "mu" not in state:
-                    state["mu"] = torch.zeros_like(p)
-                mu = state["mu"]
-                mu.mul_(group["momentum"]).add_(g)
-                p.add_(mu, alpha=-group["lr"])
+            params = [p for p in group["params"] if p.grad is not None]
+            if self.foreach:
+                buckets: dict = {}
+                for p in params:
+                    buckets.setdefault((p.device, p.dtype), []).append(p)
+                for bucket in buckets.values():
+                    self._step_foreach(group, bucket)
+            else:
+                for p in params:
+                    self._step_one(group, p)
         return loss
+
+    def _step_one(self, group: dict, p: torch.Tensor) -> None:
+        """The reference: one parameter at a time, as the official code."""
+        g = p.grad
+        if not group["lars_exclude"]:
+            g = g.add(p, alpha=group["weight_decay"])
+            p_norm, g_norm = torch.norm(p), torch.norm(g)
+            one = torch.ones_like(p_norm)
+            q = torch.where(p_norm > 0, torch.where(g_norm > 0, group["eta"] * p_norm / g_norm, one), one)
+            g = g.mul(q)
+        mu = self._mu(p)
+        mu.mul_(group["momentum"]).add_(g)
+        if torch.is_tensor(group["lr"]):
+            p.sub_(mu * group["lr"])
+        else:
+            p.add_(mu, alpha=-group["lr"])
+
+    def _step_foreach(self, group: dict, params: list[torch.Tensor]) -> None:
+        grads = [p.grad for p in params]
+        mus = [self._mu(p) for p in params]
+        if not group["lars_exclude"]:
+            if group["weight_decay"] != 0:
+                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+            p_norm = torch.stack(torch._foreach_norm(params))
+            g_norm = torch.stack(torch._foreach_norm(grads))
+            safe = torch.where(g_norm > 0, g_norm, torch.ones_like(g_norm))
+            q = torch.where((p_norm > 0) & (g_norm > 0), group["eta"] * p_norm / safe, torch.ones_like(p_norm))
+            grads = torch._foreach_mul(grads, list(q.unbind(0)))
+        torch._foreach_mul_(mus, group["momentum"])
+        torch._foreach_add_(mus, grads)
+        lr = group["lr"]
+        if torch.is_tensor(lr):
+            torch._foreach_sub_(params, torch._foreach_mul(mus, lr))
+        else:
+            torch._foreach_add_(params, mus, alpha=-lr)
 
 
 NORM_TYPES: tuple[type, ...] = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm) + (
@@ -94,10 +140,13 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def build_optimizer(
+    name: str, model: nn.Module, lr: float, weight_decay: float, foreach: bool = True
+) -> torch.optim.Optimizer:
+    """``foreach`` only concerns LARS (False: the per-parameter reference loop)."""
     groups = param_groups(model, weight_decay)
     if name == "lars":
-        return LARS(groups, lr=lr, weight_decay=weight_decay)
+        return LARS(groups, lr=lr, weight_decay=weight_decay, foreach=foreach)
     for g in groups:
         g.pop("lars_exclude")
     if name == "sgd":
@@ -118,5 +167,9 @@ def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, end_fa
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's rate; a 0-d tensor rate is filled in place (no new tensor, no host sync)."""
     for g in optimizer.param_groups:
-        g["lr"] = lr
+        if torch.is_tensor(g["lr"]):
+            g["lr"].fill_(lr)
+        else:
+            g["lr"] = lr
