@@ -10,6 +10,8 @@ Theorem 3 (Eqn 10)       aligned, balanced layers: sigma' = lambda sigma^(2L-1),
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .covariance import PSD_ALPHA, PSD_RTOL, psd_check
@@ -51,25 +53,139 @@ def alignment_matrix(w1: np.ndarray, w2: np.ndarray) -> np.ndarray:
 
 
 def alignment_score(abs_alignment: np.ndarray, modes: int | None = None) -> float:
-    """Mean |A_kk| over the leading ``modes`` ranks (all by default): 1 for perfect alignment."""
+    """Mean |A_kk| over the leading ``modes`` ranks (all by default): 1 for perfect alignment.
+
+    Rank order only: two nearly equal singular values ordered differently in W_1 and W_2 read as
+    misaligned. ``layer_alignment`` measures per gap-separated group instead.
+    """
     diag = np.diagonal(abs_alignment)
     return float(np.mean(diag[: modes if modes else len(diag)]))
 
 
+ALIGN_GAP_RATIO = 1.1  # consecutive singular values closer than 10% belong to one group
+
+
+@dataclass
+class Alignment:
+    """Alignment of two adjacent layers W_1 (lower, input side) and W_2 (Theorem 2: V_2^T U_1 -> I).
+
+    With A = V_2^T U_1, the modes 0..surviving-1 are cut into groups at the gaps of the singular values; per
+    group g, ||A[g, g]||_F^2 / |g| is the mean squared cosine of the principal angles between
+    span(U_1[:, g]) and span(V_2[:, g]), invariant to any rotation inside the group (where, without a gap,
+    Davis-Kahan leaves the singular vectors undetermined). ``score`` pools the groups:
+    sum_g ||A[g, g]||_F^2 / surviving, 1 iff every group's subspaces coincide. ``chance`` is its exact
+    expectation when U_1 or V_2 is a uniformly random orthogonal matrix (then E[A_ij^2] = 1/h, h the
+    shared width): sum_g |g|^2 / (h surviving).
+    """
+
+    matrix: np.ndarray  # |V_2^T U_1|, (h, h), rows: rank of W_2's right vectors, columns: of W_1's left vectors
+    sigma_lower: np.ndarray  # singular values of W_1, descending
+    sigma_upper: np.ndarray  # singular values of W_2, descending
+    surviving: int  # modes scored: ranks 0..surviving-1
+    groups: list[tuple[int, int]]  # (start, size), consecutive, covering 0..surviving-1
+    group_scores: np.ndarray  # ||A[g, g]||_F^2 / |g| per group
+    cut_cosines: list[np.ndarray]  # per group end k: cosines of the principal angles, top-k U_1 vs top-k V_2
+    score: float
+    chance: float
+    diagonal_score: float  # the rank-order measure, mean |A_kk| over the surviving modes, for comparison
+    gap_ratio: float
+
+
+def mode_groups(sigma_lower: np.ndarray, sigma_upper: np.ndarray, modes: int,
+                gap_ratio: float = ALIGN_GAP_RATIO) -> list[tuple[int, int]]:
+    """Cut ranks 0..modes-1 after rank k-1 iff sigma_{k-1} > gap_ratio sigma_k in *both* layers (a rank
+    swap between the layers then cannot cross a cut): (start, size) per group."""
+    out, start = [], 0
+    for k in range(1, modes + 1):
+        if k == modes or (sigma_lower[k - 1] > gap_ratio * sigma_lower[k]
+                          and sigma_upper[k - 1] > gap_ratio * sigma_upper[k]):
+            out.append((start, k - start))
+            start = k
+    return out
+
+
+def layer_alignment(w_lower: np.ndarray, w_upper: np.ndarray, surviving: int | None = None,
+                    gap_ratio: float = ALIGN_GAP_RATIO) -> Alignment:
+    """Gap-grouped alignment of W_1 = ``w_lower`` (h, d_in) and W_2 = ``w_upper`` (d_out, h), Theorem 2.
+
+    ``surviving``: how many leading modes to score (the non-collapsed ones; default every mode both layers
+    have, min(h, d_in, d_out)). A cut is always placed after the last surviving mode.
+    """
+    w_lower, w_upper = np.asarray(w_lower, dtype=np.float64), np.asarray(w_upper, dtype=np.float64)
+    if w_lower.ndim != 2 or w_upper.ndim != 2 or w_upper.shape[1] != w_lower.shape[0]:
+        raise ValueError(f"layers do not chain: lower {w_lower.shape}, upper {w_upper.shape}")
+    if not gap_ratio >= 1.0:
+        raise ValueError(f"gap_ratio must be >= 1, got {gap_ratio}")
+    u1, s1, _ = np.linalg.svd(w_lower)
+    _, s2, v2t = np.linalg.svd(w_upper)
+    a = v2t @ u1
+    h = a.shape[0]
+    modes = min(len(s1), len(s2))
+    surviving = modes if surviving is None else int(surviving)
+    if not 0 <= surviving <= modes:
+        raise ValueError(f"surviving must be between 0 and {modes}, got {surviving}")
+    groups = mode_groups(s1, s2, surviving, gap_ratio)
+    mass = np.array([np.sum(a[i : i + m, i : i + m] ** 2) for i, m in groups])
+    sizes = np.array([m for _, m in groups], dtype=np.float64)
+    cosines = [np.linalg.svd(a[: i + m, : i + m], compute_uv=False) for i, m in groups]
+    return Alignment(
+        matrix=np.abs(a),
+        sigma_lower=s1,
+        sigma_upper=s2,
+        surviving=surviving,
+        groups=groups,
+        group_scores=mass / np.maximum(sizes, 1.0),
+        cut_cosines=cosines,
+        score=float(mass.sum() / surviving) if surviving else 1.0,
+        chance=float(np.sum(sizes**2) / (h * surviving)) if surviving else 1.0,
+        diagonal_score=float(np.mean(np.abs(np.diagonal(a))[:surviving])) if surviving else 1.0,
+        gap_ratio=gap_ratio,
+    )
+
+
+def adjacent_alignments(weights: list[np.ndarray], surviving: int | list[int] | None = None,
+                        gap_ratio: float = ALIGN_GAP_RATIO) -> list[Alignment]:
+    """``layer_alignment`` of every adjacent pair (W_l, W_{l+1}), l = 1..L-1; ``surviving`` per pair or
+    one value for all."""
+    pairs = list(zip(weights[:-1], weights[1:], strict=True))
+    counts = surviving if isinstance(surviving, list) else [surviving] * len(pairs)
+    if len(counts) != len(pairs):
+        raise ValueError(f"surviving has {len(counts)} entries for {len(pairs)} adjacent pairs")
+    return [layer_alignment(lo, up, k, gap_ratio) for (lo, up), k in zip(pairs, counts, strict=True)]
+
+
 def conserved_quantities(weights: list[np.ndarray]) -> list[np.ndarray]:
-    """W_l W_l^T - W_{l+1}^T W_{l+1} for each adjacent pair (constant under linear gradient flow)."""
+    """D_l = W_l W_l^T - W_{l+1}^T W_{l+1} for each adjacent pair (constant under linear gradient flow,
+    App. B.5)."""
     return [w @ w.T - v.T @ v for w, v in zip(weights[:-1], weights[1:], strict=False)]
 
 
-def conservation_drift(initial: list[np.ndarray], final: list[np.ndarray]) -> float:
-    """max over pairs of ||C(T) - C(0)||_F / ||W_l W_l^T (T)||_F: 0 for exact gradient flow."""
+def conservation_drifts(initial: list[np.ndarray], final: list[np.ndarray]) -> list[float]:
+    """||D_l(T) - D_l(0)||_F / ||W_l W_l^T (T)||_F for every adjacent pair: 0 for exact gradient flow."""
     drifts = []
     for layer, (c0, c1) in enumerate(
         zip(conserved_quantities(initial), conserved_quantities(final), strict=True)
     ):
         scale = np.linalg.norm(final[layer] @ final[layer].T)
-        drifts.append(np.linalg.norm(c1 - c0) / max(scale, 1e-300))
-    return float(max(drifts)) if drifts else 0.0
+        drifts.append(float(np.linalg.norm(c1 - c0) / max(scale, 1e-300)))
+    return drifts
+
+
+def conservation_drift(initial: list[np.ndarray], final: list[np.ndarray]) -> float:
+    """Largest of ``conservation_drifts``."""
+    return max(conservation_drifts(initial, final), default=0.0)
+
+
+def gd_conservation_increment(grads: list[np.ndarray], lr: float) -> list[np.ndarray]:
+    """Exact change of every D_l in one gradient-descent step W_l <- W_l - lr G_l of a linear chain:
+    lr^2 (G_l G_l^T - G_{l+1}^T G_{l+1}).
+
+    The first-order terms -lr (G_l W_l^T + W_l G_l^T) and -lr (G_{l+1}^T W_{l+1} + W_{l+1}^T G_{l+1})
+    cancel because G_l W_l^T = W_{l+1}^T G_{l+1} for linear layers (the conservation law of the flow),
+    so gd drifts by a sum of these terms: O(lr) over a fixed time T = lr * steps. ``grads`` must be the
+    gradients taken at the weights being stepped.
+    """
+    return [lr**2 * (g @ g.T - f.T @ f) for g, f in zip(grads[:-1], grads[1:], strict=False)]
 
 
 def blowup_time(sigma0: np.ndarray, lam: np.ndarray, layers: int = 2) -> np.ndarray:

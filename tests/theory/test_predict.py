@@ -8,14 +8,19 @@ from _theory_helpers import random_orthogonal, random_views
 from scipy.integrate import solve_ivp
 from scipy.linalg import subspace_angles
 
-from theory.dynamics import run_gd, run_ode
+from theory.dynamics import loss_and_gradients, run_gd, run_ode
 from theory.predict import (
+    adjacent_alignments,
     alignment_matrix,
     alignment_score,
     blowup_time,
     collapsed_input_subspace,
     conservation_drift,
+    conservation_drifts,
     conserved_quantities,
+    gd_conservation_increment,
+    layer_alignment,
+    mode_groups,
     negative_subspace,
     predicted_collapsed_modes,
     sigma_trajectory,
@@ -215,3 +220,191 @@ def test_sigma_trajectory_zero_mode_stays_zero_without_warning():
         warnings.simplefilter("error")
         out = sigma_trajectory(np.array([0.0, 0.5]), np.array([1.0, 1.0]), np.array([0.0, 0.1]), 2)
     assert out[1, 0] == 0.0
+
+
+def aligned_pair(rng, s1, s2, perm=None, d_in=None, d_out=None):
+    """W1 = U1 S1 V1^T, W2 = Q S2 V2^T with V2 = U1 (columns permuted by ``perm``): Theorem 2's limit."""
+    h = len(s1)
+    u1 = random_orthogonal(rng, h)
+    v1 = random_orthogonal(rng, d_in or h)[:, :h]
+    q = random_orthogonal(rng, d_out or h)[:, :h]
+    v2 = u1 if perm is None else u1[:, perm]
+    return u1, u1 @ np.diag(s1) @ v1.T, q @ np.diag(s2) @ v2.T
+
+
+def test_layer_alignment_survives_a_swapped_degenerate_pair():
+    """sigma 2.68 / 2.60 in W1 and swapped in W2 (the 2-layer paper-init case): the rank-order diagonal
+    reads 0.6, the group measure 1, with the pair in one group."""
+    rng = np.random.default_rng(11)
+    s = np.array([4.0, 2.68, 2.60, 1.5, 0.9, 1e-4, 1e-5, 1e-6])
+    _, w1, w2 = aligned_pair(rng, s, s, perm=[0, 2, 1, 3, 4, 5, 6, 7])
+    al = layer_alignment(w1, w2, surviving=5)
+    assert al.groups == [(0, 1), (1, 2), (3, 1), (4, 1)]
+    assert al.score >= 0.99 and al.score == pytest.approx(1.0, abs=1e-10)
+    assert al.diagonal_score == pytest.approx(alignment_score(alignment_matrix(w1, w2), 5))
+    assert al.diagonal_score < 0.65
+    np.testing.assert_allclose(al.matrix, alignment_matrix(w1, w2), atol=1e-12)
+    # the chance level for these group sizes: (1 + 4 + 1 + 1) / (8 * 5)
+    assert al.chance == pytest.approx(7 / 40)
+    for cos in al.cut_cosines:
+        np.testing.assert_allclose(cos, 1.0, atol=1e-10)
+    # a rotation inside the degenerate pair (not just a swap) changes nothing
+    u1, w1, _ = aligned_pair(np.random.default_rng(12), s, s)
+    c, t = np.cos(0.7), np.sin(0.7)
+    v2 = u1.copy()
+    v2[:, 1], v2[:, 2] = c * u1[:, 1] + t * u1[:, 2], -t * u1[:, 1] + c * u1[:, 2]
+    w2 = random_orthogonal(rng, 8) @ np.diag(s) @ v2.T
+    assert layer_alignment(w1, w2, 5).score == pytest.approx(1.0, abs=1e-10)
+
+
+@pytest.mark.parametrize("theta", [0.0, 0.3, 0.9, np.pi / 2])
+def test_layer_alignment_of_a_rotated_surviving_subspace_is_cos_squared(theta):
+    """V2[:, k] = cos(theta) u1_k + sin(theta) u1_{m+k} for the m surviving modes: every principal angle
+    between the surviving subspaces is theta, so score = cos^2(theta) exactly."""
+    rng = np.random.default_rng(13)
+    m, h = 3, 7
+    s1 = np.array([3.0, 2.0, 1.2, 1e-3, 5e-4, 2e-4, 1e-4])
+    u1, w1, _ = aligned_pair(rng, s1, s1)
+    v2 = u1.copy()
+    for k in range(m):
+        v2[:, k] = np.cos(theta) * u1[:, k] + np.sin(theta) * u1[:, m + k]
+        v2[:, m + k] = -np.sin(theta) * u1[:, k] + np.cos(theta) * u1[:, m + k]
+    w2 = random_orthogonal(rng, h) @ np.diag(s1) @ v2.T
+    al = layer_alignment(w1, w2, surviving=m)
+    assert al.groups == [(0, 1), (1, 1), (2, 1)]
+    assert al.score == pytest.approx(np.cos(theta) ** 2, abs=1e-10)
+    np.testing.assert_allclose(al.cut_cosines[-1], abs(np.cos(theta)), atol=1e-10)
+    # and against scipy's principal angles between the top-m spans
+    cos_scipy = np.cos(subspace_angles(u1[:, :m], np.linalg.svd(w2)[2][:m].T))
+    np.testing.assert_allclose(np.sort(al.cut_cosines[-1]), np.sort(cos_scipy), atol=1e-8)
+
+
+def test_layer_alignment_chance_level_by_monte_carlo():
+    """Independent Haar factors with fixed singular values (groups of 3, 2, 1, 1 in h = 10): the mean score
+    over 3000 draws matches sum_g |g|^2 / (h m) = 15 / 70 within 4 standard errors."""
+    rng = np.random.default_rng(14)
+    h = 10
+    s = np.array([5.0, 5.0, 5.0, 3.0, 3.0, 2.0, 1.0, 0.1, 0.05, 0.01])
+    scores = []
+    for _ in range(3000):
+        w1 = random_orthogonal(rng, h) @ np.diag(s) @ random_orthogonal(rng, h).T
+        w2 = random_orthogonal(rng, h) @ np.diag(s) @ random_orthogonal(rng, h).T
+        al = layer_alignment(w1, w2, surviving=7)
+        scores.append(al.score)
+    assert al.groups == [(0, 3), (3, 2), (5, 1), (6, 1)]
+    assert al.chance == pytest.approx(15 / 70)
+    se = np.std(scores) / np.sqrt(len(scores))
+    assert abs(np.mean(scores) - al.chance) < 4 * se
+    assert se < 0.005
+
+
+def test_gaussian_random_layers_score_chance_on_average():
+    """Gaussian layers have Haar singular vectors independent of their singular values, so E[score - chance]
+    = 0 whatever groups each draw has (600 draws, 4 standard errors)."""
+    rng = np.random.default_rng(15)
+    diff = []
+    for _ in range(600):
+        al = layer_alignment(rng.standard_normal((6, 6)), rng.standard_normal((6, 6)))
+        diff.append(al.score - al.chance)
+    assert abs(np.mean(diff)) < 4 * np.std(diff) / np.sqrt(len(diff))
+    assert np.std(diff) > 0.05  # the groups and scores did vary
+
+
+def test_mode_groups_needs_a_gap_in_both_layers():
+    s1 = np.array([4.0, 2.0, 1.95, 1.0])
+    s2 = np.array([4.0, 3.9, 1.0, 0.5])
+    assert mode_groups(s1, s2, 4, 1.1) == [(0, 3), (3, 1)]  # 4 -> 2 is a gap in W1 only, 2 -> 1.95 in neither
+    assert mode_groups(s1, s2, 2, 1.1) == [(0, 2)]
+    assert mode_groups(s1, s1, 4, 1.0) == [(0, 1), (1, 1), (2, 1), (3, 1)]
+    assert mode_groups(np.zeros(3), np.zeros(3), 3) == [(0, 3)]
+
+
+def test_layer_alignment_rectangular_and_errors():
+    rng = np.random.default_rng(16)
+    s = np.array([3.0, 2.0, 1.0])
+    _, w1, w2 = aligned_pair(rng, s, s[::-1] + 3.0, d_in=5, d_out=4)
+    assert w1.shape == (3, 5) and w2.shape == (4, 3)
+    al = layer_alignment(w1, w2)
+    assert al.surviving == 3 and al.matrix.shape == (3, 3)
+    with pytest.raises(ValueError, match="chain"):
+        layer_alignment(w1, w1)
+    with pytest.raises(ValueError, match="surviving"):
+        layer_alignment(w1, w2, surviving=4)
+    assert layer_alignment(w1, w2, surviving=0).score == 1.0
+
+
+def test_adjacent_alignments_of_a_four_layer_chain():
+    rng = np.random.default_rng(17)
+    s = np.array([3.0, 2.0, 1.0, 0.5])
+    bases = [random_orthogonal(rng, 4) for _ in range(5)]
+    layers = [bases[k + 1] @ np.diag(s) @ bases[k].T for k in range(4)]  # V_{l+1} = U_l: aligned
+    layers[3] = random_orthogonal(rng, 4) @ np.diag(s) @ random_orthogonal(rng, 4).T  # last pair is not
+    out = adjacent_alignments(layers, surviving=[4, 3, 4])
+    assert [a.surviving for a in out] == [4, 3, 4]
+    assert out[0].score == pytest.approx(1.0) and out[1].score == pytest.approx(1.0)
+    assert out[2].score < 0.9
+    with pytest.raises(ValueError, match="adjacent pairs"):
+        adjacent_alignments(layers, surviving=[4, 4])
+
+
+def three_layer_problem(seed: int):
+    rng = np.random.default_rng(seed)
+    x, xa = random_views(rng, 12, 4, 0.6)
+    ws = [0.7 * rng.standard_normal((5, 4)), 0.7 * rng.standard_normal((3, 5)), 0.7 * rng.standard_normal((4, 3))]
+    return x, xa, ws
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_gd_conservation_increment_is_the_exact_change_of_one_step(seed):
+    x, xa, ws = three_layer_problem(seed)
+    _, grads = loss_and_gradients(ws, x, xa)
+    lr = 0.05
+    stepped = [w - lr * g for w, g in zip(ws, grads, strict=True)]
+    actual = [c1 - c0 for c0, c1 in zip(conserved_quantities(ws), conserved_quantities(stepped), strict=True)]
+    predicted = gd_conservation_increment(grads, lr)
+    assert len(predicted) == 2
+    for a, p in zip(actual, predicted, strict=True):
+        np.testing.assert_allclose(a, p, rtol=0, atol=1e-12 * max(np.abs(p).max(), 1.0))
+        assert np.abs(p).max() > 1e-6  # a real second-order change, not two zeros
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_first_order_terms_cancel_with_autograd_gradients(seed):
+    """G_l W_l^T = W_{l+1}^T G_{l+1}, the reason the O(lr) terms cancel, with torch's gradients."""
+    torch = pytest.importorskip("torch")
+    from _theory_helpers import torch_losses
+
+    _, reference = torch_losses()
+    x, xa, ws = three_layer_problem(seed)
+    tw = [torch.tensor(w, requires_grad=True) for w in ws]
+
+    def embed(v):
+        return torch.tensor(v) @ tw[0].T @ tw[1].T @ tw[2].T
+
+    reference["paper"](embed(x), embed(xa)).backward()
+    g = [t.grad.numpy() for t in tw]
+    for layer in range(2):
+        lhs, rhs = g[layer] @ ws[layer].T, ws[layer + 1].T @ g[layer + 1]
+        np.testing.assert_allclose(lhs, rhs, atol=1e-12 * np.abs(lhs).max())
+        assert np.abs(lhs).max() > 1e-3
+
+
+def test_accumulated_increments_predict_the_gd_drift_of_a_run():
+    """Summing lr^2 (G_l G_l^T - G_{l+1}^T G_{l+1}) over 200 fixed-sample gd steps gives D_l(T) - D_l(0) to
+    rounding, and the drift at a fixed time T = lr * steps halves with lr."""
+    x, xa, ws0 = three_layer_problem(2)
+    drifts = {}
+    for lr in (0.01, 0.005):
+        ws = [w.copy() for w in ws0]
+        total = [np.zeros((5, 5)), np.zeros((3, 3))]
+        for _ in range(round(1.0 / lr)):
+            _, grads = loss_and_gradients(ws, x, xa)
+            total = [t + inc for t, inc in zip(total, gd_conservation_increment(grads, lr), strict=True)]
+            ws = [w - lr * g for w, g in zip(ws, grads, strict=True)]
+        for c0, c1, t in zip(conserved_quantities(ws0), conserved_quantities(ws), total, strict=True):
+            np.testing.assert_allclose(c1 - c0, t, atol=1e-10 * np.abs(c1).max())
+        drifts[lr] = conservation_drifts(ws0, ws)
+        assert len(drifts[lr]) == 2
+        assert conservation_drift(ws0, ws) == max(drifts[lr])
+    ratio = np.array(drifts[0.01]) / np.array(drifts[0.005])
+    assert np.all((1.6 < ratio) & (ratio < 2.4))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from _theory_helpers import random_orthogonal
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from theory.covariance import PSD_RTOL, contrastive_covariance, psd_check
 from theory.dynamics import expm_solution, run_ode
-from theory.predict import alignment_matrix, alignment_score, conserved_quantities
+from theory.predict import alignment_matrix, alignment_score, conserved_quantities, layer_alignment
 from theory.spectrum import n_collapsed
 from theory.toy import toy_views
 
@@ -224,3 +225,22 @@ def test_psd_check_with_samples_invariant_under_orthogonal_change_of_basis(seed,
     np.testing.assert_allclose(a.statistics, b.statistics, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(a.eigenvalues, b.eigenvalues, atol=1e-12)
     np.testing.assert_allclose(q @ a.basis @ a.basis.T @ q.T, b.basis @ b.basis.T, atol=1e-8)
+
+
+@settings(max_examples=15)
+@given(seed=seeds, h=st.integers(2, 7), d_in=st.integers(2, 7), d_out=st.integers(2, 7), data=st.data())
+def test_layer_alignment_invariant_to_rotations_and_bounded(seed, h, d_in, d_out, data):
+    """A common rotation R of the hidden space (W1 -> R W1, W2 -> W2 R^T) and rotations of the input and
+    output spaces leave the layers' alignment unchanged; 0 <= score <= 1."""
+    rng = np.random.default_rng(seed)
+    w1, w2 = rng.standard_normal((h, d_in)), rng.standard_normal((d_out, h))
+    modes = min(h, d_in, d_out)
+    surviving = data.draw(st.integers(1, modes), label="surviving")
+    r, p, q = random_orthogonal(rng, h), random_orthogonal(rng, d_in), random_orthogonal(rng, d_out)
+    a = layer_alignment(w1, w2, surviving)
+    b = layer_alignment(r @ w1 @ p, q @ w2 @ r.T, surviving)
+    assert a.groups == b.groups
+    assert a.score == pytest.approx(b.score, abs=1e-8) and a.chance == pytest.approx(b.chance, abs=1e-12)
+    assert -1e-12 <= a.score <= 1 + 1e-12
+    # chance lies between singletons (1/h) and one group of every surviving mode (surviving/h)
+    assert 1 / h - 1e-12 <= a.chance <= surviving / h + 1e-12
