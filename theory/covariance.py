@@ -161,7 +161,7 @@ def psd_check(
 
     Without ``samples``: eigenvalue k of ``matrix`` counts as negative when it is below -rtol * max|eig|.
 
-    With ``samples`` (B >= 4 independent, identically distributed estimates X_b of E[X], shape (B, d, d);
+    With ``samples`` (B independent, identically distributed estimates X_b of E[X], shape (B, d, d);
     ``matrix`` is normally their mean), a cross-fitted test decides the count. The samples are cut into
     two halves H0, H1 (first and second B // 2). For split s, the eigenvectors v_k of mean(H_s) are fixed
     before H_{1-s} is looked at, so on H_{1-s} each v_k^T X_b v_k is an i.i.d. sample whose mean is
@@ -173,6 +173,8 @@ def psd_check(
     relative rule above (an eigenvalue of ``matrix`` below -rtol * max|eig|), and the reported basis is the
     eigenvectors of ``matrix`` for its ``n_negative`` lowest eigenvalues. ``z_score``, if given, replaces the
     Holm threshold by the per-direction rule t < -z_score (no multiplicity correction, not calibrated).
+    With B < 4 there is no held-out spread to test with: the relative rule alone decides (``statistics`` is
+    None), as without samples.
 
     The samples must be independent draws at one fixed W: for gradient flow on a fixed sample, pass X of
     fresh batches at the final W, never snapshots of X over time (their spread is drift, not noise).
@@ -187,13 +189,12 @@ def psd_check(
     scale = float(np.max(np.abs(values))) if values.size else 0.0
     rel_tol = rtol * scale
     relative = int(np.sum(values < -rel_tol))
-    if samples is None:
+    if samples is not None:
+        samples = np.asarray(samples, dtype=np.float64)
+        if samples.ndim != 3 or samples.shape[1:] != (d, d):
+            raise ValueError(f"samples must have shape (B, {d}, {d}), got {samples.shape}")
+    if samples is None or len(samples) < 4:
         return PSDCheck(values, vectors, relative, relative == 0, rel_tol)
-    samples = np.asarray(samples, dtype=np.float64)
-    if samples.ndim != 3 or samples.shape[1:] != (d, d):
-        raise ValueError(f"samples must have shape (B, {d}, {d}), got {samples.shape}")
-    if len(samples) < 4:
-        raise ValueError(f"the cross-fitted PSD test needs at least 4 samples (2 per half), got {len(samples)}")
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
     samples = 0.5 * (samples + np.swapaxes(samples, -1, -2))
