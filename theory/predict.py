@@ -1,8 +1,10 @@
 """The paper's predictions as functions (Theorems 1-3, Corollaries 1-2, the conservation law).
 
 Theorem 1 / Corollary 1  collapsed input directions = eigen-directions of X with negative eigenvalues.
-Theorem 2                A = V_2^T U_1 -> I between adjacent layers when X > 0 (non-degenerate case).
-Conservation (App. B.5)  W_1 W_1^T - W_2^T W_2 is constant under gradient flow of linear layers.
+Theorem 2                A = V_2^T U_1 -> I between adjacent layers when X > 0 (non-degenerate case);
+                         measured per group of modes separated by singular-value gaps, beside its chance level.
+Conservation (App. B.5)  W_l W_l^T - W_{l+1}^T W_{l+1} is constant under gradient flow of linear layers;
+                         one gd step changes it by exactly lr^2 (G_l G_l^T - G_{l+1}^T G_{l+1}).
 Theorem 3 (Eqn 10)       aligned, balanced layers: sigma' = lambda sigma^(2L-1), lambda = v^T X v, so for
                          L >= 2 sigma(t) = (sigma0^-(2L-2) - (2L-2) lambda t)^(-1/(2L-2)) (blow-up at
                          t* = 1/((2L-2) lambda sigma0^(2L-2))), and sigma(t) = sigma0 exp(lambda t) for L = 1.
