@@ -1,9 +1,11 @@
-"""Atomic checkpoints and exact resume (issue 4 "Checkpoints"; paper.md 3.1: official code saves each epoch).
+"""Atomic checkpoints and exact resume.
 
 A checkpoint holds the model, optimizer, grad scaler, the step (which fixes epoch, schedule position and data
 order, see ``data``), every RNG state (python, numpy, torch CPU, CUDA) and the config. It is written to a
 temporary file, flushed and fsync'ed, then ``os.replace``d into place, so a reader never sees a half file
-under a final name. The last ``KEEP`` are kept; ``latest`` walks them newest first and skips any that
+under a final name (``atomic_save``, also used for final.pt). ``AsyncSaver`` copies the state to CPU on the
+training thread and writes it in a background thread, so a save costs the copy, not the disk. The last ``KEEP``
+are kept; ``latest`` walks them newest first and skips any that
 fails to load (truncated by a crash or a full disk), renaming it to ``*.broken``.
 
 Checkpoints are pickles (``weights_only=False``, they contain RNG states): load only your own.
@@ -16,6 +18,7 @@ import os
 import random
 import re
 import sys
+import threading
 
 import numpy as np
 import torch
@@ -49,18 +52,67 @@ def list_checkpoints(out_dir: str) -> list[str]:
     return sorted(found, key=lambda p: int(_NAME.search(p).group(1)), reverse=True)
 
 
+def atomic_save(obj, path: str) -> None:
+    """``torch.save`` to a temporary file, fsync, then rename: ``path`` is either the old file or the new one."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def save(out_dir: str, step: int, payload: dict) -> str:
     """Write ``payload`` atomically as the checkpoint of ``step``; prune to the last ``KEEP``."""
     final = path_for(out_dir, step)
-    tmp = final + f".tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        torch.save({**payload, "step": step, "complete": True}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+    atomic_save({**payload, "step": step, "complete": True}, final)
     for old in list_checkpoints(out_dir)[KEEP:]:
         os.remove(old)
     return final
+
+
+def cpu_copy(obj):
+    """A snapshot of ``obj`` with every tensor copied to CPU (the training may change the originals next step)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(cpu_copy(v) for v in obj)
+    return obj
+
+
+class AsyncSaver:
+    """Checkpoints written in a background thread, one at a time; ``wait`` re-raises a failed write."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def save(self, out_dir: str, step: int, payload: dict) -> None:
+        self.wait()
+        snapshot = cpu_copy(payload)
+
+        def work() -> None:
+            try:
+                save(out_dir, step, snapshot)
+            except BaseException as e:  # handed to the training thread by wait()
+                self._error = e
+
+        self._thread = threading.Thread(target=work, name=f"checkpoint-{step}")
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
 
 
 def load(path: str, map_location="cpu") -> dict:
@@ -80,5 +132,8 @@ def latest(out_dir: str, map_location="cpu") -> tuple[str, dict] | None:
                 f"warning: skipping unreadable checkpoint {path} ({type(e).__name__}: {e})", file=sys.stderr
             )
             # Out of the list, so that the next saves (at lower steps) are not pruned in its favour.
-            os.replace(path, path + ".broken")
+            try:
+                os.replace(path, path + ".broken")
+            except OSError:
+                pass
     return None

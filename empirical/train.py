@@ -1,4 +1,4 @@
-"""Train SimCLR / DirectCLR ResNets with any projector of the paper (paper.md 1.12, 2 Tables 1-2, 3.1).
+"""Train SimCLR / DirectCLR ResNets with any projector of the paper (Jing et al., ICLR 2022, Tables 1-2).
 
     python -m empirical.train --help
     torchrun --nproc_per_node K -m empirical.train ...      (DDP, SyncBatchNorm, gathered negatives)
@@ -6,7 +6,8 @@
 Each step: per-sample augmentation of the global batch (this rank's slice), both views through the
 backbone, projector, contrastive loss with negatives gathered over ranks, plus the online linear probe on the
 detached representation (monitor only). Outputs in --out: config.json, metrics.jsonl, spectra.jsonl,
-ckpt-*.pt (last 2), final.pt (model weights). Exit status: 0 done, 2 bad input, 3 non-finite loss.
+ckpt-*.pt (last 2), final.pt (model weights), all written atomically. Exit status: 0 done (or stopped at
+--stop-at), 2 bad input, 3 diverged (non-finite loss or weights), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -26,26 +27,17 @@ import torch.nn.functional as F
 
 from empirical import checkpoint
 from empirical.augment import augment, recipe, view_params
-from empirical.config import TRAJECTORY_KEYS, UsageError, build_parser, check_out_dir, resolve
-from empirical.data import (
-    DataError,
-    FolderPairs,
-    folder_batches,
-    folder_heldout,
-    load_memory_dataset,
-    memory_batches,
-)
+from empirical.config import TRAJECTORY_KEYS, build_parser, check_out_dir, resolve
+from empirical.data import FolderPairs, folder_batches, folder_heldout, load_memory_dataset, memory_batches
 from empirical.losses import all_gather_with_grad, info_nce, nt_xent
 from empirical.models import SSLModel
 from empirical.monitor import spectrum_metrics
 from empirical.optim import build_optimizer, lr_at, set_lr
 from empirical.syncbn import convert_sync_batchnorm
+from theory.io import NonFiniteError, UserError, jsonable, run_cli, write_json
 
 AMP = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
-
-
-class NonFiniteLoss(Exception):
-    pass
+LOGS = ("metrics.jsonl", "spectra.jsonl")
 
 
 def step_loss(model, x1, x2, labels, loss: str, temperature: float, gather=None):
@@ -87,13 +79,62 @@ def _fault(name: str) -> int:
     return int(os.environ.get(name, "-1"))
 
 
+def choose_checkpoint(out: str, rank: int, world: int) -> tuple[str, dict] | None:
+    """The checkpoint to resume from: rank 0 picks it (skipping and renaming broken files), every rank loads
+    the one it broadcast, so no two ranks race on a broken file or resume from different steps."""
+    found = checkpoint.latest(out) if rank == 0 else None
+    if world > 1:
+        box = [found[0] if found else None]
+        dist.broadcast_object_list(box, src=0)
+        if rank != 0:
+            found = (box[0], checkpoint.load(box[0])) if box[0] else None
+    return found
+
+
+def truncate_log(path: str, step: int) -> int:
+    """Keep the rows of a .jsonl log with ``step`` <= ``step`` (a resume replays the rest); atomic rewrite.
+
+    A torn last line (a crash mid-write) is dropped too. Returns the number of rows dropped.
+    """
+    if not os.path.exists(path):
+        return 0
+    keep, dropped = [], 0
+    with open(path) as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                dropped += 1
+                continue
+            if row.get("step", 0) <= step:
+                keep.append(line if line.endswith("\n") else line + "\n")
+            else:
+                dropped += 1
+    if dropped:
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.writelines(keep)
+        os.replace(tmp, path)
+    return dropped
+
+
+def _existing_run(out: str) -> bool:
+    return os.path.exists(os.path.join(out, "final.pt")) or bool(checkpoint.list_checkpoints(out))
+
+
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     rank, world, local_rank = _dist_env()
-    args = resolve(args, world)
+    args = resolve(args, world)  # every flag checked before any work
     main_rank = rank == 0
     if main_rank:
         check_out_dir(args.out)
+    if not args.resume and _existing_run(args.out):
+        raise UserError(
+            f"--out {args.out} already holds a run (checkpoints or final.pt): add --resume to continue it, "
+            "or choose another --out"
+        )
+    t_start = time.time()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -124,13 +165,20 @@ def run(argv: list[str] | None = None) -> int:
         n_train = len(train.images)
     heldout.images = heldout.images[: args.spectrum_samples]
     heldout.labels = heldout.labels[: args.spectrum_samples]
+    if len(heldout.images) < args.spectrum_samples and main_rank:
+        print(
+            f"note: the held-out split has {len(heldout.images)} images, fewer than --spectrum-samples "
+            f"{args.spectrum_samples}; the spectrum uses all of them",
+            file=sys.stderr,
+        )
     steps_per_epoch = n_train // args.batch_size
     if steps_per_epoch < 1:
-        raise UsageError(f"--batch-size {args.batch_size} is larger than the {n_train} training images")
+        raise UserError(f"--batch-size {args.batch_size} is larger than the {n_train} training images")
     total = args.epochs * steps_per_epoch
     if args.max_steps is not None:
         total = min(total, args.max_steps)
     warmup = min(round(args.warmup_epochs * steps_per_epoch), total)
+    stop = total if args.stop_at is None else min(args.stop_at, total)
 
     # ---- model, optimizer ----
     model = SSLModel(args.backbone, args.projector, args.d0, args.cifar_stem, num_classes, args.seed).to(
@@ -142,28 +190,45 @@ def run(argv: list[str] | None = None) -> int:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(args.optimizer, model, args.lr, args.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
-    start = 0
-    if args.resume:
-        found = checkpoint.latest(args.out)
-        if found is None:
+    config = {
+        **vars(args),
+        "world_size": world,
+        "steps_per_epoch": steps_per_epoch,
+        "total_steps": total,
+        "warmup_steps": warmup,
+        "n_train": n_train,
+        "width": model.width,
+        "torch": torch.__version__,
+    }
+    start, resume_acc = 0, None
+    found = choose_checkpoint(args.out, rank, world) if args.resume else None
+    if args.resume and found is None and main_rank:
+        print(f"no checkpoint in {args.out}: starting from scratch", file=sys.stderr)
+    if found is not None:
+        path, ckpt = found
+        old = ckpt["config"]
+        diff = [k for k in TRAJECTORY_KEYS if k in old and old[k] != config[k]]
+        if diff:
+            raise UserError(
+                "--resume with different settings than the checkpoint: "
+                + ", ".join(f"{k.replace('_', '-')} {old[k]} -> {config[k]}" for k in diff)
+            )
+        start = ckpt["step"]
+        if start >= total and os.path.exists(os.path.join(args.out, "final.pt")):
             if main_rank:
-                print(f"no checkpoint in {args.out}: starting from scratch", file=sys.stderr)
-        else:
-            path, ckpt = found
-            old = ckpt["config"]
-            diff = [k for k in TRAJECTORY_KEYS if old.get(k) != getattr(args, k)]
-            if diff:
-                raise UsageError(
-                    "--resume with different settings than the checkpoint: "
-                    + ", ".join(f"--{k.replace('_', '-')} {old.get(k)} -> {getattr(args, k)}" for k in diff)
-                )
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scaler.load_state_dict(ckpt["scaler"])
-            checkpoint.set_rng_state(ckpt["rng"])
-            start = ckpt["step"]
-            if main_rank:
-                print(f"resumed from {path} at step {start}", file=sys.stderr)
+                print(f"{args.out} is already finished (step {start} of {total}): nothing to do")
+            if world > 1:
+                dist.destroy_process_group()
+            return 0
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        checkpoint.set_rng_state(ckpt["rng"])
+        resume_acc = ckpt.get("log_acc")
+        config = old  # the checked settings stay the run's record; config.json is not rewritten
+        found, ckpt = path, None  # drop the loaded state
+        if main_rank:
+            print(f"resumed from {path} at step {start}", file=sys.stderr)
     raw = model
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -172,44 +237,46 @@ def run(argv: list[str] | None = None) -> int:
     fwd = torch.compile(model) if args.compile else model
 
     # ---- logging ----
-    config = {
-        **vars(args),
-        "world_size": world,
-        "steps_per_epoch": steps_per_epoch,
-        "total_steps": total,
-        "warmup_steps": warmup,
-        "n_train": n_train,
-        "width": raw.width,
-        "torch": torch.__version__,
-    }
     writer = None
     if main_rank:
-        with open(os.path.join(args.out, "config.json"), "w") as f:
-            json.dump(config, f, indent=2)
+        if found is None or not os.path.exists(os.path.join(args.out, "config.json")):
+            write_json(os.path.join(args.out, "config.json"), config, indent=2)
+        for name in LOGS:  # rows after the checkpoint are replayed by this run: no duplicates
+            truncate_log(os.path.join(args.out, name), start)
         if not args.no_tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                writer = SummaryWriter(os.path.join(args.out, "tb"))
+                writer = SummaryWriter(os.path.join(args.out, "tb"), purge_step=start + 1)
             except ImportError:
                 pass
     metrics_f = open(os.path.join(args.out, "metrics.jsonl"), "a") if main_rank else None
     spectra_f = open(os.path.join(args.out, "spectra.jsonl"), "a") if main_rank else None
     amp = AMP[args.precision]
+    last: dict = {}  # the latest metrics row and spectrum scalars, for the closing summary
 
     def log(row: dict) -> None:
-        metrics_f.write(json.dumps(row) + "\n")
+        metrics_f.write(json.dumps(jsonable(row), allow_nan=False) + "\n")
         metrics_f.flush()
+        last.update(row)
         if writer is not None:
             for k, v in row.items():
-                if isinstance(v, int | float) and k != "step":
+                if isinstance(v, int | float) and not isinstance(v, bool) and k != "step":
                     writer.add_scalar(k, v, row["step"])
 
     def spectrum_row(step: int) -> dict:
-        scalars, spectra = spectrum_metrics(raw, heldout.images, heldout.labels, amp, args.channels_last)
-        spectra_f.write(json.dumps({"step": step, **spectra}) + "\n")
+        """Spectrum scalars; a failure here is reported and logged but never stops the training."""
+        try:
+            scalars, spectra = spectrum_metrics(raw, heldout.images, heldout.labels, amp, args.channels_last)
+        except Exception as e:  # the monitor must not cost the run (any error: shapes, memory, linalg)
+            msg = f"{type(e).__name__}: {e}".splitlines()[0]
+            print(f"warning: spectrum at step {step} failed ({msg}); training continues", file=sys.stderr)
+            return {"spectrum_error": msg}
+        spectra_f.write(json.dumps(jsonable({"step": step, **spectra}), allow_nan=False) + "\n")
         spectra_f.flush()
         return scalars
+
+    saver = checkpoint.AsyncSaver()
 
     def save(step: int) -> None:
         if main_rank:
@@ -220,8 +287,9 @@ def run(argv: list[str] | None = None) -> int:
                 "rng": checkpoint.rng_state(),
                 "config": config,
                 "epoch": step // steps_per_epoch,
+                "log_acc": (acc_sum, last_log_step),  # the open metrics row: a resume continues it exactly
             }
-            checkpoint.save(args.out, step, payload)
+            saver.save(args.out, step, payload)
 
     # ---- loop ----
     from tqdm import tqdm
@@ -231,32 +299,44 @@ def run(argv: list[str] | None = None) -> int:
     gather = all_gather_with_grad if world > 1 else None
     if args.dataset == "imagefolder":
         batches = folder_batches(
-            folder, start, total, args.batch_size, rank, world, args.seed, args.workers, device
+            folder, start, stop, args.batch_size, rank, world, args.seed, args.workers, device
         )
     else:
-        batches = memory_batches(train, start, total, args.batch_size, rank, world, args.seed)
+        batches = memory_batches(train, start, stop, args.batch_size, rank, world, args.seed)
     bar = tqdm(
-        total=total,
+        total=stop,
         initial=start,
         disable=not main_rank or args.no_progress,
         dynamic_ncols=True,
         desc=f"{args.projector}/{args.loss}",
     )
-    bad_step = torch.full((), -1, dtype=torch.long, device=device)
+    # weights and BN running statistics: eval-mode features overflow when either does
+    params = [*raw.parameters(), *(b for b in raw.buffers() if b.is_floating_point())]
+    bad_loss = torch.full((), -1, dtype=torch.long, device=device)  # first step with a non-finite loss
+    bad_weights = torch.full((), -1, dtype=torch.long, device=device)  # first step leaving weights/BN stats non-finite
     acc_sum = torch.zeros(3, device=device)  # loss sum, probe correct, probe count since the last log row
     last_log_t, last_log_step, last_ckpt_t = time.time(), start, time.time()
+    if resume_acc is not None:
+        acc_sum.copy_(resume_acc[0])
+        last_log_step = resume_acc[1]
     kill_at, nan_at = _fault("DIMCOLLAPSE_SIGKILL_AT_STEP"), _fault("DIMCOLLAPSE_NAN_AT_STEP")
     fwd.train()
 
     def check_finite(step_done: int) -> None:
-        b = int(bad_step)
-        if b >= 0:
-            good = checkpoint.list_checkpoints(args.out)
-            keep = f"; last good checkpoint: {good[0]}" if good else ""
-            raise NonFiniteLoss(
-                f"non-finite loss at step {b} (lr {lr_at(b, args.lr, warmup, total):.3g}); "
-                f"stopped before step {step_done}{keep}. Try a lower --lr or --precision bf16/fp32"
-            )
+        """Raise NonFiniteError if the loss or the weights went non-finite (one host sync, at log/save time)."""
+        b_loss, b_w = int(bad_loss), int(bad_weights)
+        if b_loss < 0 and b_w < 0:
+            return
+        saver.wait()  # a save in flight is of an earlier, good step
+        loss_first = b_loss >= 0 and (b_w < 0 or b_loss <= b_w)
+        b, what = (b_loss, "loss") if loss_first else (b_w, "weights or BatchNorm statistics")
+        good = checkpoint.list_checkpoints(args.out)
+        keep = f"last good checkpoint kept: {good[0]}" if good else "no checkpoint was written before it"
+        raise NonFiniteError(
+            f"non-finite {what} at step {b} of {total} (lr {lr_at(b, args.lr, warmup, total):.3g} there), "
+            f"stopped before step {step_done}; {keep}. Likely cause: the learning rate is too high for "
+            "this batch size and precision; try a lower --lr, or --precision fp32"
+        )
 
     for batch in batches:
         step = batch.step
@@ -273,17 +353,19 @@ def run(argv: list[str] | None = None) -> int:
             )
         if step == nan_at:
             ssl = ssl * float("nan")
-        finite = torch.isfinite(ssl.detach())
-        bad_step = torch.where(~finite & (bad_step < 0), torch.full_like(bad_step, step), bad_step)
+        finite = torch.isfinite(ssl.detach()) & torch.isfinite(probe.detach())
+        bad_loss = torch.where(~finite & (bad_loss < 0), torch.full_like(bad_loss, step), bad_loss)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(ssl + probe).backward()
         scaler.step(optimizer)
         scaler.update()
+        # sum of the parameter norms: inf/NaN iff some weight is (or overflows); no host sync here
+        w_ok = torch.isfinite(torch.stack(torch._foreach_norm(params)).sum())
+        bad_weights = torch.where(~w_ok & (bad_weights < 0), torch.full_like(bad_weights, step), bad_weights)
         acc_sum += torch.stack([ssl.detach().float(), correct.float(), count.float()])
         done = step + 1
         bar.update(1)
-        end_epoch = done % steps_per_epoch == 0
-        if done % args.log_every == 0 or done == total or end_epoch:
+        if done % args.log_every == 0 or done == total or done % steps_per_epoch == 0:
             check_finite(done)
             if main_rank:
                 now = time.time()
@@ -309,41 +391,65 @@ def run(argv: list[str] | None = None) -> int:
             last_log_step = done
         elif main_rank and args.spectrum_every and done % args.spectrum_every == 0:
             log({"step": done, "epoch": done / steps_per_epoch, **spectrum_row(done)})
-        timed = time.time() - last_ckpt_t > 60 * args.ckpt_minutes
-        if end_epoch or done == total or timed or (args.ckpt_every and done % args.ckpt_every == 0):
+        timed = args.checkpoint_every_minutes > 0 and time.time() - last_ckpt_t > 60 * args.checkpoint_every_minutes
+        if done == stop or timed or (args.checkpoint_every_steps and done % args.checkpoint_every_steps == 0):
             check_finite(done)
             save(done)
             last_ckpt_t = time.time()
         if step == kill_at:
+            saver.wait()  # the simulated crash comes after the checkpoint is on disk
             os.kill(os.getpid(), signal.SIGKILL)
     bar.close()
-    check_finite(total)
+    check_finite(stop)
+    saver.wait()
     if main_rank:
-        torch.save(raw.state_dict(), os.path.join(args.out, "final.pt"))
+        if stop == total:
+            checkpoint.atomic_save(raw.state_dict(), os.path.join(args.out, "final.pt"))
         metrics_f.close()
         spectra_f.close()
         if writer is not None:
             writer.close()
+        print(summary(args, start, stop, total, last, time.time() - t_start))
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
     return 0
 
 
+def summary(args, start: int, stop: int, total: int, last: dict, seconds: float) -> str:
+    """The closing paragraph: what ran, where it wrote, the final numbers, what to do next."""
+    what = (
+        f"trained {args.projector} / {args.backbone} on {args.dataset}: steps {start}-{stop} of {total}"
+        f" in {seconds:.0f} s"
+    )
+    parts = [what + ("." if stop == total else f", stopped at --stop-at {stop}.")]
+    if "loss" in last:
+        probe = "" if last.get("probe_acc") is None else f", online probe {100 * last['probe_acc']:.1f}% (train)"
+        held = last.get("probe_acc_heldout")
+        held = "" if held is None else f", {100 * held:.1f}% (held-out)"
+        parts.append(f"Final loss {last['loss']:.4f}{probe}{held}.")
+    if "collapsed_z" in last:
+        parts.append(
+            f"Collapsed dimensions (singular value <= 1e-3 x largest, {args.spectrum_samples} held-out images): "
+            f"embedding z {last['collapsed_z']} of {last['dim_z']}, representation r {last['collapsed_r']} "
+            f"of {last['dim_r']}."
+        )
+    elif "spectrum_error" in last:
+        parts.append(f"The final spectrum failed ({last['spectrum_error']}).")
+    files = "config.json, metrics.jsonl, spectra.jsonl, ckpt-*.pt" + (", final.pt" if stop == total else "")
+    parts.append(f"Wrote {files} to {args.out}.")
+    if stop == total:
+        parts.append(
+            f"Linear probe and spectrum plot: python -m empirical.evaluate {args.out} --plot "
+            f"{os.path.join(args.out, 'spectrum.png')}"
+        )
+    else:
+        parts.append("Continue with the same command plus --resume (and a later or no --stop-at).")
+    return " ".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return run(argv)
-    except SystemExit as e:  # argparse: --help (0) or one-line usage error (2)
-        return int(e.code or 0)
-    except (UsageError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except NonFiniteLoss as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    except KeyboardInterrupt:
-        print("interrupted; resume with --resume", file=sys.stderr)
-        return 130
+    return run_cli(run, argv, resume_hint="continue with the same command plus --resume")
 
 
 if __name__ == "__main__":

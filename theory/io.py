@@ -47,3 +47,59 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:
         print(f"error: {message} (see --help)", file=sys.stderr)
         sys.exit(2)
+
+
+# ---- one error type and one exit-code mapping for every command line ------------------------------------------
+
+EXIT_CODES = {
+    0: "done",
+    1: "finished, but some rows of an experiment failed (listed in its table)",
+    2: "bad input or a missing / unreadable / unwritable file: one line on stderr, nothing trained",
+    3: "the run diverged (non-finite loss or weights); the last good checkpoint is kept",
+    130: "interrupted (Ctrl-C); rerun with the same flags (training: add --resume) to continue",
+}
+
+
+class UserError(Exception):
+    """Anything the user can fix (a bad flag, a missing dataset, an unwritable folder). The message is the one
+    line they see; ``run_cli`` maps it to exit status 2."""
+
+
+class NonFiniteError(Exception):
+    """A run diverged (NaN / inf loss or weights); ``run_cli`` maps it to exit status 3."""
+
+
+def run_cli(fn, argv: list[str] | None = None, resume_hint: str = "rerun the same command to continue") -> int:
+    """``fn(argv)`` with every user-causable failure as one ``error:`` line and its exit status (``EXIT_CODES``).
+
+    ``UserError`` -> 2, ``NonFiniteError`` -> 3, ``OSError`` (a file the user named cannot be read or written) -> 2,
+    Ctrl-C -> 130, argparse's ``SystemExit`` passes its own status through. Anything else is a bug: traceback.
+    """
+    try:
+        return int(fn(argv) or 0)
+    except SystemExit as e:  # argparse: --help (0) or a one-line usage error (2)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except NonFiniteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except OSError as e:
+        where = f" {e.filename!r}" if e.filename else ""
+        print(f"error: cannot access{where} ({e.strerror or e})", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted; {resume_hint}", file=sys.stderr)
+        return 130
+
+
+def check_finite(name: str, value: float, low: float | None = None, high: float | None = None) -> float:
+    """``value`` unless it is NaN / inf or outside [low, high]: then ``UserError`` naming the flag."""
+    if not math.isfinite(value):
+        raise UserError(f"{name} {value} is not a finite number")
+    if (low is not None and value < low) or (high is not None and value > high):
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        raise UserError(f"{name} {value:g} is outside the allowed range [{lo}, {hi}]")
+    return value

@@ -6,12 +6,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from empirical.data import (  # noqa: E402
-    DataError,
     FolderPairs,
     global_indices,
     load_memory_dataset,
     synthetic_images,
 )
+from theory.io import UserError  # noqa: E402
 
 
 def test_synthetic_is_seeded_and_learnable():
@@ -48,7 +48,7 @@ def test_small_sets_fixed_split_and_size(name, n_train, n_test):
 
 def test_missing_torchvision_dataset_is_one_clear_line(tmp_path):
     for name, folder in (("cifar10", "cifar-10-batches-py/"), ("stl10", "stl10_binary/")):
-        with pytest.raises(DataError) as e:
+        with pytest.raises(UserError) as e:
             load_memory_dataset(name, str(tmp_path), 32)
         msg = str(e.value)
         assert "\n" not in msg and folder in msg and str(tmp_path) in msg
@@ -86,7 +86,7 @@ def test_image_folder_pairs_are_deterministic(tmp_path):
     c1, _, _ = ds[(3, 124)]
     assert a1.shape == (3, 16, 16) and a1.dtype == torch.uint8 and label == 0
     assert torch.equal(a1, b1) and torch.equal(a2, b2) and not torch.equal(a1, c1)
-    with pytest.raises(DataError, match="not found"):
+    with pytest.raises(UserError, match="not found"):
         FolderPairs(str(tmp_path / "nope"), 16, 0.08)
 
 

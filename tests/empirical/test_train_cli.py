@@ -1,4 +1,4 @@
-"""The training CLI (issue 4): a smoke run whose loss falls, outputs, bad input, non-finite loss."""
+"""The training CLI: a smoke run whose loss falls, outputs, bad input, divergence, a failing monitor, summary."""
 
 import json
 
@@ -74,9 +74,23 @@ def test_mnist5k_smoke_run_loss_falls(tmp_path):
         (["--batch-size", "100000", "--dataset", "digits"], "larger than"),
         (["--out", "/proc/nope/run"], "not writable"),
         (["--dataset", "cifar10", "--data-dir", "/nonexistent"], "put the extracted"),
-        (["--temperature", "0"], "positive"),
+        (["--temperature", "0"], "--temperature 0 is outside"),
         (["--warmup-epochs", "-1"], "warmup"),
         (["--augment-strength", "-1"], "strength"),
+        (["--lr", "nan"], "--lr nan is not a finite number"),
+        (["--lr", "-1"], "--lr -1 is outside"),
+        (["--temperature", "inf"], "--temperature inf is not a finite number"),
+        (["--augment-strength", "nan"], "--augment-strength nan"),
+        (["--weight-decay", "nan"], "--weight-decay nan"),
+        (["--warmup-epochs", "nan"], "--warmup-epochs nan"),
+        (["--checkpoint-every-minutes", "nan"], "--checkpoint-every-minutes nan"),
+        (["--threads", "-1"], "--threads -1 must be at least 1"),
+        (["--max-steps", "0"], "--max-steps 0 must be at least 1"),
+        (["--stop-at", "0"], "--stop-at 0 must be at least 1"),
+        (["--checkpoint-every-steps", "-2"], "--checkpoint-every-steps -2"),
+        (["--epochs", "0"], "--epochs 0"),
+        (["--image-size", "5000"], "too large"),
+        (["--workers", "-1"], "--workers -1"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, needle):
@@ -90,6 +104,52 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, needle):
 def test_cuda_request_without_cuda(tmp_path, capsys):
     assert main(["--device", "cuda", "--out", str(tmp_path), *FAST]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_bad_input_writes_nothing(tmp_path):
+    assert main(["--lr", "nan", "--max-steps", "1", "--out", str(tmp_path / "o"), *FAST]) == 2
+    assert not (tmp_path / "o").exists()
+
+
+def test_huge_lr_diverges_with_exit_3_and_strict_json(tmp_path, capsys):
+    out = tmp_path / "huge"
+    assert main([*TINY_RUN, "--lr", "1e9", "--max-steps", "3", "--out", str(out), *FAST]) == 3
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: non-finite") and "lower --lr" in err
+    assert not (out / "final.pt").exists()
+    for line in (out / "metrics.jsonl").read_text().splitlines():  # strict JSON: no bare NaN / Infinity
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
+
+
+def test_failing_spectrum_does_not_lose_the_run(tmp_path, capsys, monkeypatch):
+    """Any exception in the monitor is reported and logged; the run still checkpoints and finishes."""
+    import empirical.train as tr
+
+    def broken(*a, **k):
+        raise ValueError("embeddings must have shape (N >= 2, d)")
+
+    monkeypatch.setattr(tr, "spectrum_metrics", broken)
+    out = tmp_path / "run"
+    assert main([*TINY_RUN, "--max-steps", "3", "--spectrum-every", "2", "--out", str(out), *FAST]) == 0
+    assert (out / "final.pt").exists() and checkpoint.list_checkpoints(str(out))
+    rows = _rows(out)
+    assert [r["step"] for r in rows if "spectrum_error" in r] == [2, 3]
+    captured = capsys.readouterr()
+    assert "warning: spectrum at step 3 failed (ValueError: embeddings must have shape" in captured.err
+    assert "The final spectrum failed" in captured.out
+
+
+def test_too_few_spectrum_samples_are_raised_with_a_note(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*TINY_RUN, "--max-steps", "3", "--spectrum-samples", "1", "--out", str(out), *FAST]) == 0
+    captured = capsys.readouterr()
+    assert "--spectrum-samples 1 is below 2 x the tiny width 128; using 256" in captured.err
+    assert json.load(open(out / "config.json"))["spectrum_samples"] == 256
+    assert _rows(out)[-1]["collapsed_z"] >= 0 and (out / "final.pt").exists()
+    # the closing summary: where it wrote, the final loss, probe accuracy, collapsed dims of z and r
+    summary = captured.out.strip().splitlines()[-1]
+    for needle in ("steps 0-3 of 3", "Final loss", "online probe", "embedding z", "representation r", str(out)):
+        assert needle in summary, summary
 
 
 def test_nonfinite_loss_stops_with_step_and_keeps_checkpoint(tmp_path, capsys, monkeypatch):
