@@ -3,6 +3,7 @@
 numpy/scipy/sympy only: this package never imports torch.
 """
 
+from .batched import sweep, train_batched
 from .covariance import PSDCheck, apriori_covariance, contrastive_covariance, psd_check
 from .dynamics import (
     DivergenceError,
@@ -42,7 +43,6 @@ from .spectrum import (
     rankme,
     singular_values,
 )
-from .sweep import sweep, train_batched
 from .toy import apriori_threshold, toy_views
 
 __all__ = [

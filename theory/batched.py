@@ -1,0 +1,493 @@
+"""Batched sweeps: many toy configurations trained together by one preallocated gradient-descent kernel.
+
+Every configuration is an independent linear network z = W_L ... W_1 x trained by gd with fresh views
+each step. Configurations that share a seed share one random stream (common random numbers): the entry
+(strength s, seed r, lr) sees exactly the initial weights and views of
+``simulate(SimConfig(augment_strength=s, seed=r, lr=lr))`` and reproduces that single run's trajectory, in
+whatever sweep it sits. So a sweep of S strengths x R seeds draws R streams, not S x R.
+
+Kernel, per step, for a block of configurations (leading axis c) with views X = [x; x'] of shape (2N, d):
+
+* forward ``h_l = h_{l-1} W_l^T`` (h_0 = X, z = h_L = [z; z']);
+* ``dot`` (official toy code): s = z z'^T / tau, e = exp(s) in place, and one product
+  e [z', 1] = [e z', row sums t]; g_z = (e z' / t - z') / (tau N), g_z' = (e^T (z / t) - z) / (tau N)
+  (``losses.dot_loss``);
+* ``paper`` (Eqn 2): the logits come from one product [z, 1] [z, -|z|^2/2]^T with the positives
+  written on the diagonal; e [z, 1] and e^T [z / t, 1 / t] give alpha z, alpha^T z and the column sums
+  (``losses.paper_loss``, Eqn 4);
+* backward ``dL/dW_l = delta_l^T h_{l-1}``, ``delta_{l-1} = delta_l W_l`` (Eqn 8-9), then W_l -= lr dL/dW_l.
+
+Every array is allocated once per block and reused (``out=``, in-place exp), the N x N block of a few
+configurations stays in cache, and blocks run on worker threads (numpy releases the GIL in matmul and
+exp) while the main thread draws the next stretch of views.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from . import toy
+from .dynamics import DIVERGENCE_NORM, Trajectory, end_to_end, forward
+from .experiment import EVAL_SAMPLES, X_BATCHES, SimConfig, _finite_or_none, initial_weights
+
+SWEEP_LOSSES = ("paper", "dot")
+DTYPES = ("float64", "float32")
+BACKENDS = ("numpy", "torch")
+CONFIG_BLOCK = 4  # configurations per kernel block: 4 x N^2 x 8 bytes = 512 KiB at N = 128, inside L2
+STREAM_BYTES = 32 * 2**20  # views drawn ahead, per buffer
+EXP_LIMIT = {"float64": 700.0, "float32": 80.0}  # |logit| below this: exp neither overflows nor underflows
+
+
+@dataclass
+class Layout:
+    """Where the views of one step lie in a seed's stream (the order of ``toy.toy_views``).
+
+    Per step the stream holds ``clean`` (N, d), then the noise of x' (N, k), then, with two noisy views,
+    the noise of x (N, k).
+    """
+
+    samples: int
+    dim: int
+    augmented_dims: int
+    noisy_views: int
+
+    @property
+    def per_step(self) -> int:
+        return self.samples * (self.dim + self.noisy_views * self.augmented_dims)
+
+    def split(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(clean, noise of x', noise of x or None) as views of raw (..., per_step)."""
+        n, d, k = self.samples, self.dim, self.augmented_dims
+        lead = raw.shape[:-1]
+        clean = raw[..., : n * d].reshape(*lead, n, d)
+        first = raw[..., n * d : n * (d + k)].reshape(*lead, n, k)
+        second = raw[..., n * (d + k) :].reshape(*lead, n, k) if self.noisy_views == 2 else None
+        return clean, first, second
+
+    def views(self, raw: np.ndarray, strengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(x, x') for raw (C, per_step) and one strength per row; bitwise ``toy.toy_views``."""
+        clean, first, second = self.split(raw)
+        scale = np.asarray(strengths, dtype=np.float64)[:, None, None]
+        lo = self.dim - self.augmented_dims
+        x_aug = clean.copy()
+        x_aug[..., lo:] += scale * first
+        x = clean.copy()
+        if second is not None:
+            x[..., lo:] += scale * second
+        return x, x_aug
+
+
+class Streams:
+    """One generator per seed, drawing the raw views of ``block`` steps at a time: (G, block, per_step)."""
+
+    def __init__(self, rngs: list[np.random.Generator], layout: Layout, total_steps: int):
+        self.rngs, self.layout = rngs, layout
+        per = 8 * layout.per_step * len(rngs)
+        self.block = int(max(1, min(256, total_steps, STREAM_BYTES // per)))
+        self.buffers = [np.empty((len(rngs), self.block, layout.per_step)) for _ in range(2)]
+
+    def fill(self, which: int, count: int) -> np.ndarray:
+        buf = self.buffers[which]
+        for g, rng in enumerate(self.rngs):
+            rng.standard_normal(out=buf[g, :count])
+        return buf
+
+
+class Kernel:
+    """Preallocated gd for a block of configurations (numpy); see the module doc for the math."""
+
+    def __init__(
+        self, weights: list[np.ndarray], strengths: np.ndarray, lrs: np.ndarray, groups: np.ndarray,
+        layout: Layout, loss: str, temperature: float, dtype: str,
+    ):
+        self.w = weights  # views into the sweep's weight arrays, updated in place
+        self.layout, self.loss, self.tau = layout, loss, float(temperature)
+        self.dtype = np.dtype(dtype)
+        self.limit = EXP_LIMIT[dtype]
+        self.strengths = np.asarray(strengths, dtype=np.float64)
+        self.groups = np.asarray(groups)
+        c, n, d, k = len(self.strengths), layout.samples, layout.dim, layout.augmented_dims
+        # the loss gradient's constant factor goes into the step: W -= (lr / (tau N)) delta^T h
+        scale = 1.0 / (self.tau * n) if loss == "dot" else 1.0 / n
+        self.step_scale = (np.asarray(lrs, dtype=np.float64) * scale).astype(self.dtype)[:, None, None]
+        f, layers = self.dtype, len(weights)
+        self.raw = np.empty((c, layout.per_step))
+        self.noise = np.empty((c, n, k))
+        self.h = [np.empty((c, 2 * n, d), f) for _ in range(layers + 1)]  # h[0] = [x; x'], h[L] = z
+        self.s = np.empty((c, n, n), f)
+        self.one = np.ones((c, n, d + 1), f)  # [., 1]: the last column is never overwritten
+        self.rhs = np.empty((c, n, d + 1), f)
+        self.prod = np.empty((c, n, d + 1), f)
+        self.prod_t = np.empty((c, n, d + 1), f)
+        self.tmp = np.empty((c, n, d), f)
+        self.vec = [np.empty((c, n), f) for _ in range(6)]
+        self.sq = np.empty((c, 2 * n), f)
+        self.delta = [np.empty((c, 2 * n, d), f) for _ in range(2)]
+        self.grads = [np.empty_like(w) for w in weights]
+        self.wabs = np.empty_like(weights[0])
+        self.wmax = np.empty(c)
+        self.diverged = np.full(c, -1, dtype=np.int64)
+
+    def load(self, raw_step: np.ndarray) -> None:
+        """Build [x; x'] from one step of the seeds' streams, raw_step (G, per_step)."""
+        np.take(raw_step, self.groups, axis=0, out=self.raw)
+        clean, first, second = self.layout.split(self.raw)
+        n, lo = self.layout.samples, self.layout.dim - self.layout.augmented_dims
+        x, x_aug = self.h[0][:, :n], self.h[0][:, n:]
+        scale = self.strengths[:, None, None]
+        np.copyto(x_aug, clean, casting="same_kind")
+        np.multiply(scale, first, out=self.noise)
+        np.add(x_aug[..., lo:], self.noise, out=x_aug[..., lo:], casting="same_kind")
+        np.copyto(x, clean, casting="same_kind")
+        if second is not None:
+            np.multiply(scale, second, out=self.noise)
+            np.add(x[..., lo:], self.noise, out=x[..., lo:], casting="same_kind")
+
+    def forward(self) -> np.ndarray:
+        for layer, w in enumerate(self.w):
+            np.matmul(self.h[layer], np.swapaxes(w, -1, -2), out=self.h[layer + 1])
+        return self.h[-1]
+
+    def loss_gradient(self, want_loss: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """delta = [g_z; g_z'] up to the factor in ``step_scale``; the batch-mean loss if asked."""
+        if self.loss == "dot":
+            return self._dot(want_loss)
+        return self._paper(want_loss)
+
+    def _dot(self, want_loss: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        n, d = self.layout.samples, self.layout.dim
+        z = self.h[-1]
+        z1, z2 = z[:, :n], z[:, n:]
+        np.einsum("cnd,cnd->cn", z, z, out=self.sq)
+        bound = math.sqrt(float(self.sq[:, :n].max()) * float(self.sq[:, n:].max())) / self.tau
+        np.multiply(z1, 1.0 / self.tau, out=self.tmp)
+        s = np.matmul(self.tmp, np.swapaxes(z2, -1, -2), out=self.s)
+        top = None
+        if not bound < self.limit:  # rare: shift every row by its maximum
+            top = np.max(s, axis=-1, out=self.vec[3])
+            s -= top[..., None]
+        np.exp(s, out=s)
+        rhs = self.one
+        rhs[..., :d] = z2
+        prod = np.matmul(s, rhs, out=self.prod)  # [e z', t]
+        inv = np.reciprocal(prod[..., d], out=self.vec[0])
+        delta = self.delta[0]
+        np.multiply(prod[..., :d], inv[..., None], out=delta[:, :n])
+        delta[:, :n] -= z2
+        np.multiply(z1, inv[..., None], out=self.tmp)
+        np.matmul(np.swapaxes(s, -1, -2), self.tmp, out=delta[:, n:])
+        delta[:, n:] -= z1
+        value = None
+        if want_loss:
+            lse = np.log(prod[..., d]) + (0.0 if top is None else top)
+            value = np.mean(lse - np.einsum("cnd,cnd->cn", z1, z2) / self.tau, axis=-1)
+        return delta, value
+
+    def _paper(self, want_loss: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        n, d = self.layout.samples, self.layout.dim
+        z = self.h[-1]
+        z1, z2 = z[:, :n], z[:, n:]
+        sq, pos, half = self.vec[0], self.vec[1], self.vec[2]
+        np.einsum("cnd,cnd->cn", z1, z1, out=sq)
+        np.subtract(z1, z2, out=self.tmp)
+        np.einsum("cnd,cnd->cn", self.tmp, self.tmp, out=pos)
+        pos *= -0.5  # log-weight of the positive, -|z_i - z_i'|^2 / 2
+        np.multiply(sq, 0.5, out=half)  # the row term |z_i|^2 / 2, which cancels in the softmax
+        one, rhs = self.one, self.rhs
+        one[..., :d] = z1
+        rhs[..., :d] = z1
+        np.multiply(sq, -0.5, out=rhs[..., d])
+        s = np.matmul(one, np.swapaxes(rhs, -1, -2), out=self.s)  # z_i.z_j - |z_j|^2 / 2
+        diag = s.reshape(len(s), n * n)[:, :: n + 1]
+        np.add(pos, half, out=diag)
+        shift = half
+        if float(half.max()) > self.limit or float(diag.min()) < -self.limit:
+            top = np.max(s, axis=-1, out=self.vec[3])
+            s -= top[..., None]
+            shift = half - top
+        np.exp(s, out=s)
+        prod = np.matmul(s, one, out=self.prod)  # [e z, t]
+        inv = np.reciprocal(prod[..., d], out=self.vec[4])
+        a_pos = np.multiply(diag, inv, out=self.vec[5])
+        np.multiply(one, inv[..., None], out=rhs)  # [z / t, 1 / t]
+        prod_t = np.matmul(np.swapaxes(s, -1, -2), rhs, out=self.prod_t)  # [alpha^T z, column sums]
+        delta = self.delta[0]
+        g, g_aug = delta[:, :n], delta[:, n:]
+        np.multiply(prod[..., :d], inv[..., None], out=g)
+        g += prod_t[..., :d]
+        coef = prod_t[..., d]  # sum_j alpha_ji, then 2 alpha_ii + sum_{j != i} alpha_ji
+        coef += a_pos
+        np.multiply(z1, coef[..., None], out=self.tmp)
+        g -= self.tmp
+        row = np.subtract(1.0, a_pos, out=a_pos)  # sum_{j != i} alpha_ij
+        np.multiply(z2, row[..., None], out=self.tmp)
+        g -= self.tmp
+        np.subtract(z2, z1, out=g_aug)
+        g_aug *= row[..., None]
+        value = None
+        if want_loss:
+            value = np.mean(np.log(prod[..., d]) - shift - pos, axis=-1)
+        return delta, value
+
+    def step(self, raw_step: np.ndarray, step: int, record=None, update: bool = True) -> None:
+        """One gd step on the views in raw_step; ``record(kernel, step, loss)`` first sees the weights and
+        loss before the step."""
+        self.load(raw_step)
+        self.forward()
+        delta, value = self.loss_gradient(record is not None)
+        if record is not None:
+            record(self, step, value)
+        if not update:
+            return
+        spare = self.delta[1]
+        for layer in range(len(self.w) - 1, -1, -1):
+            np.matmul(np.swapaxes(delta, -1, -2), self.h[layer], out=self.grads[layer])
+            if layer > 0:
+                np.matmul(delta, self.w[layer], out=spare)
+                delta, spare = spare, delta
+        for w, g in zip(self.w, self.grads, strict=True):
+            g *= self.step_scale
+            w -= g
+        self._check(step + 1)
+
+    def _check(self, steps_done: int) -> None:
+        """Configurations whose weights left the finite range stop (weights zeroed), noting the step."""
+        bad = None
+        for w in self.w:
+            np.abs(w, out=self.wabs)
+            np.max(self.wabs, axis=(-2, -1), out=self.wmax)
+            if not float(self.wmax.max()) <= DIVERGENCE_NORM:
+                flags = ~(self.wmax <= DIVERGENCE_NORM)
+                bad = flags if bad is None else bad | flags
+        if bad is not None:
+            fresh = bad & (self.diverged < 0)
+            self.diverged[fresh] = steps_done
+            for w in self.w:
+                w[bad] = 0.0  # a zero network stays zero: its gradient vanishes
+
+    def run(self, raw: np.ndarray, first_step: int, count: int, total: int, record_every: int, record) -> None:
+        """Steps first_step .. first_step + count - 1 on raw (G, block, per_step); step ``total`` only
+        evaluates the final loss."""
+        for i in range(count):
+            step = first_step + i
+            keep = record if step == total or step % record_every == 0 else None
+            self.step(raw[:, i], step, keep, update=step < total)
+
+
+def _as_configs(strengths, seeds, lrs, base: SimConfig) -> tuple[tuple, np.ndarray, np.ndarray, np.ndarray]:
+    strengths = np.asarray(strengths, dtype=np.float64)
+    seeds = np.asarray(base.seed if seeds is None else seeds)
+    lrs = np.asarray(base.lr if lrs is None else lrs, dtype=np.float64)
+    shape = np.broadcast_shapes(strengths.shape, seeds.shape, lrs.shape)
+    flat = [np.broadcast_to(a, shape).ravel() for a in (strengths, seeds, lrs)]
+    if not np.issubdtype(flat[1].dtype, np.integer):
+        raise ValueError(f"seeds must be integers, got {seeds.dtype}")
+    return shape, flat[0], flat[1].astype(np.int64), flat[2]
+
+
+def validate(base: SimConfig, strengths: np.ndarray, lrs: np.ndarray, dtype: str, backend: str) -> None:
+    """Raise ValueError (one line) for what the batched kernel cannot run."""
+    if base.relu or base.loss not in SWEEP_LOSSES:
+        raise ValueError(f"sweeps run linear networks with the loss {' or '.join(SWEEP_LOSSES)}, "
+                         f"got loss {base.loss!r}{' with ReLU' if base.relu else ''}")
+    if base.integrator != "gd" or base.time is not None:
+        raise ValueError("sweeps integrate with gd for a number of steps (no --time, no ode)")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    for s in np.unique(strengths):
+        replace(base, augment_strength=float(s)).validate()
+    for lr in np.unique(lrs):
+        replace(base, lr=float(lr)).validate()
+
+
+def train_batched(
+    strengths, base: SimConfig, record_every: int | None = None, progress: bool = False, *,
+    seeds=None, lrs=None, dtype: str = "float64", threads: int | None = None,
+    config_block: int = CONFIG_BLOCK, blas_threads: int = 1, backend: str = "numpy", device: str | None = None,
+    views: str | None = None,
+) -> tuple[Trajectory, dict[int, np.random.Generator]]:
+    """One network per entry of ``broadcast(strengths, seeds, lrs)`` (default seed and lr: ``base``'s),
+    all trained by gd for ``base.steps`` steps with fresh views.
+
+    Returns the trajectory (weights (T, *shape, d, d), losses (T, *shape), ``info['diverged_at']`` the time
+    each configuration's weights passed 1e8, NaN if never; such a network is zeroed and stops) and each
+    seed's generator, positioned after training as ``simulate``'s is.
+    ``threads`` worker threads (default: one per CPU core) run blocks of ``config_block`` configurations;
+    ``blas_threads`` BLAS threads each (threads over blocks measure faster than BLAS threads on these small
+    products). ``backend="torch"`` runs the same kernel in torch on ``device`` (and ``views``, see
+    ``torch_kernel``).
+    """
+    shape, s_flat, seed_flat, lr_flat = _as_configs(strengths, seeds, lrs, base)
+    validate(base, s_flat, lr_flat, dtype, backend)
+    unique, groups = np.unique(seed_flat, return_inverse=True)
+    rngs = {int(r): np.random.default_rng(int(r)) for r in unique}
+    init = [initial_weights(replace(base, seed=int(r)), rngs[int(r)]) for r in unique]
+    weights = [np.stack([init[g][layer] for g in groups]) for layer in range(base.layers)]
+    layout = Layout(base.samples, base.dim, base.augmented_dims, base.noisy_views)
+    steps = base.steps
+    record_every = record_every or steps
+    times = list(range(0, steps, record_every)) + [steps]
+    if backend == "torch":
+        from .torch_kernel import train_torch
+
+        snaps, losses, diverged = train_torch(weights, s_flat, lr_flat, groups, list(rngs.values()), layout, base,
+                                              times, record_every, dtype, device, progress, int(unique.min()), views)
+    else:
+        snaps, losses, diverged = _train_numpy(weights, s_flat, lr_flat, groups, list(rngs.values()), layout, base,
+                                               times, record_every, dtype, threads, config_block, blas_threads,
+                                               progress)
+    diverged_at = np.where(diverged >= 0, diverged * lr_flat, np.nan)
+    return Trajectory(
+        np.array(times, dtype=np.float64) * base.lr,
+        [s.reshape(len(times), *shape, *s.shape[2:]) for s in snaps],
+        losses.reshape(len(times), *shape),
+        gradient_evaluations=steps,
+        info={"diverged_at": diverged_at.reshape(shape), "lr": lr_flat.reshape(shape),
+              "times_in_steps": np.array(times)},
+    ), rngs
+
+
+def _train_numpy(weights, strengths, lrs, groups, rngs, layout, base, times, record_every, dtype, threads,
+                 config_block, blas_threads, progress) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    from tqdm.auto import tqdm
+
+    count, steps = len(strengths), base.steps
+    threads = max(1, min(threads or os.cpu_count() or 1, count))
+    w = [np.ascontiguousarray(a, dtype=dtype) for a in weights]
+    snaps = [np.empty((len(times), *a.shape), dtype=np.float64) for a in w]
+    losses = np.empty((len(times), count))
+    where = {t: i for i, t in enumerate(times)}
+    block = max(1, min(config_block, -(-count // threads)))
+    kernels = []
+    for lo in range(0, count, block):
+        hi = min(count, lo + block)
+        k = Kernel([a[lo:hi] for a in w], strengths[lo:hi], lrs[lo:hi], groups[lo:hi], layout, base.loss,
+                   base.temperature, dtype)
+        k.lo = lo
+        kernels.append(k)
+
+    def record(k: Kernel, step: int, value: np.ndarray) -> None:
+        i = where[step]
+        losses[i, k.lo : k.lo + len(value)] = value
+        for snap, a in zip(snaps, k.w, strict=True):
+            snap[i, k.lo : k.lo + len(a)] = a
+
+    share = [kernels[i::threads] for i in range(threads)]
+
+    def work(part: list[Kernel], raw: np.ndarray, first: int, n: int) -> None:
+        for k in part:
+            k.run(raw, first, n, steps, record_every, record)
+
+    streams = Streams(rngs, layout, steps + 1)  # the extra step: the final loss, as run_gd draws it
+    total, done, which = steps + 1, 0, 0
+    raw = streams.fill(which, min(streams.block, total))
+    bar = tqdm(total=steps, disable=not progress, desc="sweep", unit="step", delay=1.0)
+    with np.errstate(over="ignore", invalid="ignore"), threadpool_limits(limits=blas_threads, user_api="blas"), \
+            ThreadPoolExecutor(threads) as pool:
+        while done < total:
+            n = min(streams.block, total - done)
+            futures = [pool.submit(work, part, raw, done, n) for part in share if part]
+            nxt = min(streams.block, total - done - n)
+            if nxt:
+                which = 1 - which
+                following = streams.fill(which, nxt)
+            for f in futures:
+                f.result()
+            done += n
+            bar.update(min(n, steps - bar.n))
+            if nxt:
+                raw = following
+    bar.close()
+    diverged = np.concatenate([k.diverged for k in kernels])
+    return snaps, losses, diverged
+
+
+def sweep(
+    strengths, seeds: int, base: SimConfig | None = None, progress: bool = False, *, lrs=None,
+    dtype: str = "float64", threads: int | None = None, backend: str = "numpy", device: str | None = None,
+    predict: bool = True,
+) -> dict:
+    """Train ``len(strengths) x [len(lrs) x] seeds`` linear networks (seeds base.seed, base.seed + 1, ...).
+
+    Returns arrays indexed [strength, (lr,) seed]: ``collapsed_dims`` (embedding spectrum on clean data,
+    collapse rule against the largest variance at t = 0 or at the end), ``collapsed_dims_initial`` (the
+    same rule at t = 0, the baseline), ``predicted_apriori`` (significantly negative eigenvalues of X at
+    W -> 0) and ``predicted_late`` (of X at the trained W), both over ``X_BATCHES`` fresh batches,
+    ``diverged`` and ``embedding_singular_values`` [..., dim]. Diverged networks count -1.
+    """
+    from .covariance import contrastive_covariance, psd_check
+    from .spectrum import n_collapsed, singular_values
+
+    base = base or SimConfig()
+    strengths = np.asarray(strengths, dtype=np.float64)
+    seed_list = base.seed + np.arange(seeds)
+    if lrs is None:
+        grid = (strengths[:, None], seed_list[None, :], None)
+    else:
+        lrs = np.asarray(lrs, dtype=np.float64)
+        grid = (strengths[:, None, None], seed_list[None, None, :], lrs[None, :, None])
+    traj, rngs = train_batched(grid[0], base, progress=progress, seeds=grid[1], lrs=grid[2], dtype=dtype,
+                               threads=threads, backend=backend, device=device)
+    shape = traj.losses.shape[1:]
+    seed_of = np.broadcast_to(grid[1], shape)
+    strength_of = np.broadcast_to(grid[0], shape)
+    diverged = np.isfinite(traj.info["diverged_at"])
+
+    def spectra(weights: list[np.ndarray]) -> np.ndarray:
+        w = end_to_end([a.astype(np.float64) for a in weights])
+        out = np.empty((*shape, base.dim))
+        for r in seed_list:  # simulate's evaluation inputs, one set per seed
+            x_eval = np.random.default_rng(int(r) + 1_000_003).standard_normal((EVAL_SAMPLES, base.dim))
+            mask = seed_of == r
+            out[mask] = singular_values(forward([w[mask]], x_eval)[0])
+        return out
+
+    final = spectra(traj.final)
+    initial = spectra([a[0] for a in traj.weights])
+    reference = np.maximum(initial.max(-1), final.max(-1))
+    collapsed = np.where(diverged, -1, n_collapsed(final, reference))
+    result = {
+        "strengths": strengths.tolist(),
+        "seeds": seed_list.tolist(),
+        "lrs": None if lrs is None else lrs.tolist(),
+        "config": {k: v for k, v in vars(base).items() if k not in ("augment_strength", "seed")},
+        "dtype": dtype,
+        "collapsed_dims": collapsed,
+        "collapsed_dims_initial": n_collapsed(initial, reference),
+        "diverged": diverged,
+        "embedding_singular_values": final,
+        "final_weights": end_to_end(traj.final),
+        "final_loss": traj.losses[-1],
+        "apriori_threshold": _finite_or_none(toy.apriori_threshold(base.noisy_views)),
+    }
+    if not predict:
+        return result
+    layout = Layout(base.samples, base.dim, base.augmented_dims, base.noisy_views)
+    seed_index = {int(r): i for i, r in enumerate(rngs)}
+    flat_group = np.array([seed_index[int(r)] for r in seed_of.ravel()])
+    w_final = end_to_end([a.astype(np.float64) for a in traj.final]).reshape(-1, base.dim, base.dim)
+
+    def predicted(weight: np.ndarray) -> np.ndarray:
+        samples = []
+        for _ in range(X_BATCHES):
+            raw = np.stack([rng.standard_normal(layout.per_step) for rng in rngs.values()])
+            x, x_aug = layout.views(raw[flat_group], strength_of.ravel())
+            samples.append(contrastive_covariance(x, x_aug, weight, base.loss, base.temperature)[0])
+        samples = np.stack(samples)
+        counts = np.array([psd_check(samples[:, i].mean(0), samples=samples[:, i]).n_negative
+                           for i in range(samples.shape[1])])
+        return counts.reshape(shape)
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        result["predicted_apriori"] = predicted(np.zeros((len(flat_group), 1, base.dim)))
+        late = predicted(w_final)
+    result["predicted_late"] = np.where(diverged, -1, late)
+    return result
