@@ -140,28 +140,37 @@ def crop_boxes(p: dict[str, torch.Tensor], height: int, width: int) -> torch.Ten
     return torch.where(ok.any(1, keepdim=True), box, fallback)
 
 
-# Columns of the packed per-sample matrix: one host-to-device copy per view.
-_TOP, _LEFT, _H, _W, _FLIP, _B, _C, _S, _HUE, _ORDER, _GRAYC, _SOL, _SIG = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 14, 15
-_COLS = 16
+# Columns of the packed per-sample matrix: one host-to-device copy per view. The jitter is 3 blend slots before
+# the hue rotation, the hue shift, 3 blend slots after it; a blend slot is (factor f, is-contrast, is-saturation).
+_TOP, _LEFT, _H, _W, _FLIP, _PRE, _HUE, _POST, _GRAYC, _SOL, _SIG = 0, 1, 2, 3, 4, 5, 14, 15, 24, 25, 26
 
 
 def pack(p: dict[str, torch.Tensor], height: int, width: int, crop: bool = True) -> torch.Tensor:
-    """Everything the pixel operations need, per sample, as one (n, 16) float64 CPU matrix.
+    """Everything the pixel operations need, per sample, as one (n, 27) float64 CPU matrix.
 
-    Columns: crop box top, left, h, w (the whole image when ``crop`` is False), flip, brightness, contrast,
-    saturation, hue (identity values when the jitter is off), jitter order (4), gray, solarize, blur sigma
-    (0 = no blur). Depends only on the parameters and the source size.
+    Columns: crop box top, left, h, w (the whole image when ``crop`` is False), flip, the jitter in this
+    sample's order as the blends before the hue rotation, the hue shift, the blends after it (identity slots
+    pad both, and everything is identity when the jitter is off), gray, solarize, blur sigma (0 = no blur).
+    Depends only on the parameters and the source size.
     """
     n = len(p["flip"])
     box = crop_boxes(p, height, width) if crop else torch.tensor([[0.0, 0.0, height, width]]).double().expand(n, 4)
     on = p["jitter"]
     one, zero = torch.ones(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+    factor = torch.stack([torch.where(on, p[k], one) for k in ("bright", "contrast", "sat")] + [one], 1)
+    order = p["order"]
+    hue_at = (order == 3).long().argmax(1, keepdim=True)  # position of the hue in this sample's order
+    slots = []
+    for lo, hi in ((torch.zeros_like(hue_at), hue_at), (hue_at + 1, torch.full_like(hue_at, 4))):
+        for j in range(3):  # positions [lo, hi) of the order, then identity (op 3 with factor 1)
+            pos = lo + j
+            op = torch.where(pos < hi, order.gather(1, pos.clamp(max=3)), 3)[:, 0]
+            slots += [factor.gather(1, op[:, None])[:, 0], (op == 1).double(), (op == 2).double()]
+    stages = torch.stack(slots[:9] + [torch.where(on, p["hue"], zero)] + slots[9:], 1)
     cols = [
         box,
         (p["flip"] & crop).double()[:, None],  # pre-cropped input (an image folder) is flipped by its loader
-        torch.stack([torch.where(on, p[k], one) for k in ("bright", "contrast", "sat")], 1),
-        torch.where(on, p["hue"], zero)[:, None],
-        p["order"].double(),
+        stages,
         p["gray"].double()[:, None],
         p["solarize"].double()[:, None],
         torch.where(p["blur"], p["sigma"], zero)[:, None],
@@ -189,7 +198,8 @@ def _const(name: str, values: tuple[float, ...], like: torch.Tensor) -> torch.Te
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
-    return (x * _const("gray", _GRAY, x)).sum(1, keepdim=True)
+    r, g, b = x.unbind(1)
+    return (r * _GRAY[0] + g * _GRAY[1] + b * _GRAY[2]).unsqueeze(1)
 
 
 def _cubic_aa(t: torch.Tensor) -> torch.Tensor:
@@ -228,45 +238,46 @@ def _resized_crop(x: torch.Tensor, q: torch.Tensor, size: int) -> torch.Tensor:
     return (ry[:, None] @ x @ rx[:, None].transpose(-1, -2)).clamp(0, 1)
 
 
-def _rgb_to_hsv(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    r, g, b = x.unbind(1)
-    v, _ = x.max(1)
-    c = v - x.min(1)[0]
-    safe_c = torch.where(c > 0, c, torch.ones_like(c))
-    s = c / torch.where(v > 0, v, torch.ones_like(v))
-    h = torch.where(v == r, (g - b) / safe_c, torch.where(v == g, 2 + (b - r) / safe_c, 4 + (r - g) / safe_c))
-    h = torch.where(c > 0, torch.remainder(h / 6, 1.0), torch.zeros_like(h))
-    return h, s, v
-
-
-def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Channel n in {5, 3, 1} (r, g, b): v - v s clamp(min(k, 4 - k), 0, 1), k = (n + 6 h) mod 6."""
-    ks = [torch.remainder(n + 6 * h, 6) for n in (5, 3, 1)]
-    return torch.stack([v - v * s * torch.minimum(k, 4 - k).clamp(0, 1) for k in ks], 1)
-
-
 def _adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """Rotate the HSV hue by ``shift`` (n, 1, 1, 1) turns; samples with shift 0 are returned untouched."""
-    h, s, v = _rgb_to_hsv(x)
-    y = _hsv_to_rgb(torch.remainder(h + shift[:, 0], 1.0), s, v)
+    """Rotate the HSV hue by ``shift`` (n, 1, 1, 1) turns; samples with shift 0 are returned untouched.
+
+    HSV round trip without forming s: with v = max, c = max - min and the hue in sextants h6 (PIL's and
+    torchvision's rgb_to_hsv), channel r, g, b is v - c clamp(min(k, 4 - k), 0, 1), k = (n + h6 + 6 shift) mod 6
+    for n = 5, 3, 1.
+    """
+    r, g, b = x.unbind(1)
+    v = torch.maximum(torch.maximum(r, g), b)
+    c = v - torch.minimum(torch.minimum(r, g), b)
+    safe = c + (c == 0).to(c.dtype)  # c = 0 (gray pixel): the hue is irrelevant, the result is v
+    h6 = torch.where(v == r, (g - b) / safe, torch.where(v == g, 2 + (b - r) / safe, 4 + (r - g) / safe))
+    k = torch.remainder((h6 + 6 * shift[:, 0]).unsqueeze(1) + _const("hsv_offsets", (5.0, 3.0, 1.0), x), 6)
+    y = v.unsqueeze(1) - c.unsqueeze(1) * torch.minimum(k, 4 - k).clamp(0, 1)
     return torch.where(shift != 0, y, x)
 
 
-def _jitter(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """ColorJitter with per-sample factors and order: 4 stages, each sample applies its k-th operation.
+def _blend(x: torch.Tensor, q: torch.Tensor, at: int) -> torch.Tensor:
+    """Brightness, contrast or saturation per sample: f x + (1 - f) t, clamped, t = 0, mean(gray(x)), gray(x).
 
-    Brightness, contrast and saturation are blends f x + (1 - f) t, clamped, with t = 0, mean(gray(x)),
-    gray(x) respectively (torchvision's definitions), so a stage costs one blend plus one hue rotation.
+    torchvision's definitions; the slot at column ``at`` holds (f, is-contrast, is-saturation), f = 1 = identity.
     """
     n = x.shape[0]
-    col = lambda i: q[:, i].view(n, 1, 1, 1)  # noqa: E731
-    for k in range(4):
-        op = col(_ORDER + k)
-        g = _gray(x)
-        target = torch.where(op == 0, torch.zeros_like(g), torch.where(op == 1, g.mean((2, 3), keepdim=True), g))
-        f = torch.where(op == 0, col(_B), torch.where(op == 1, col(_C), torch.where(op == 2, col(_S), 1.0)))
-        blended = (f * x + (1 - f) * target).clamp(0, 1)
-        x = torch.where(op == 3, _adjust_hue(x, col(_HUE)), blended)
+    f, is_c, is_s = (q[:, at + j].view(n, 1, 1, 1) for j in range(3))
+    g = _gray(x)
+    target = is_c * g.mean((2, 3), keepdim=True) + is_s * g
+    return (f * x + (1 - f) * target).clamp(0, 1)
+
+
+def _jitter(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """ColorJitter with per-sample factors and per-sample order (torchvision's ``randperm(4)`` per sample).
+
+    Every order is "some blends, the hue rotation, the other blends": 3 blend slots, one hue rotation, 3 blend
+    slots, unused slots identity; shapes never depend on the order.
+    """
+    for j in range(3):
+        x = _blend(x, q, _PRE + 3 * j)
+    x = _adjust_hue(x, q[:, _HUE].view(-1, 1, 1, 1))
+    for j in range(3):
+        x = _blend(x, q, _POST + 3 * j)
     return x
 
 
