@@ -13,12 +13,13 @@ from .dynamics import (
     fixed_covariance_gradients,
     forward,
     loss_and_gradients,
+    orthogonal_init,
     paper_init,
     run_gd,
     run_ode,
     scaled_init,
 )
-from .experiment import SimConfig, analyse, integrate, simulate
+from .experiment import SimConfig, analyse, integrate, run_experiment
 from .losses import LOSSES, contrastive_loss, dot_loss, ntxent_loss, paper_loss, paper_weights
 from .predict import (
     alignment_matrix,
@@ -53,6 +54,7 @@ __all__ = [
     "end_to_end", "expm_solution", "fixed_covariance_gradients", "forward", "loss_and_gradients",
     "n_collapsed", "negative_subspace", "ntxent_loss", "paper_init", "paper_loss", "paper_weights",
     "predicted_collapsed_modes", "psd_check", "rankme", "run_gd", "run_ode", "scaled_init",
-    "sigma_trajectory", "simulate", "singular_values", "subspace_overlap", "sweep", "toy_views",
+    "orthogonal_init", "run_experiment", "sigma_trajectory", "singular_values", "subspace_overlap", "sweep",
+    "toy_views",
     "analyse", "integrate", "train_batched", "theorem3_check",
 ]

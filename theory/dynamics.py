@@ -15,8 +15,8 @@ Integrators
 ``ode``  gradient flow on a fixed sample with scipy's adaptive ``solve_ivp`` (RK45 by default).
 ``expm_solution`` the exact one-layer flow W(t) = W(0) expm(X t) for X held fixed (Theorem 1's proof).
 
-Unnormalized linear networks can blow up in finite time (Theorem 3); both integrators stop with a
-``DivergenceError`` naming the time instead of returning NaN.
+Unnormalized linear networks can blow up in finite time (Theorem 3), and gd can be unstable at too large a
+step; both integrators stop with a ``DivergenceError`` naming the time instead of returning NaN.
 """
 
 from __future__ import annotations
@@ -35,27 +35,57 @@ ODE_METHODS = ("RK45", "RK23", "DOP853", "Radau", "BDF")  # adaptive; LSODA deli
 
 
 class DivergenceError(RuntimeError):
-    """The weights left the finite range (finite-time blow-up, Theorem 3) or became non-finite."""
+    """The weights left the finite range or became non-finite; ``time`` is when. The cause (a gd step-size
+    instability or a finite-time blow-up of the flow, Theorem 3) is for the caller to diagnose."""
+
+    time: float = float("nan")
 
 
 def _t(a: np.ndarray) -> np.ndarray:
     return np.swapaxes(a, -1, -2)
 
 
-def paper_init(dim: int, layers: int, rng: np.random.Generator, batch_shape: tuple = ()) -> Weights:
-    """Square layers W = U diag(exp(-0.35 k)) V^T, k = 0..dim-1, U, V random orthogonal (case_2.py).
-
-    Non-degenerate singular values, as Theorem 2 requires.
-    """
+def spectral_init(
+    singular_values: np.ndarray, layers: int, rng: np.random.Generator, batch_shape: tuple = ()
+) -> Weights:
+    """Square layers W = U diag(singular_values) V^T with U, V Haar-random orthogonal, independent per layer."""
     from scipy.stats import ortho_group  # deferred: scipy.stats costs ~1 s to import
 
-    s = np.exp(-0.35 * np.arange(dim))
+    s = np.asarray(singular_values, dtype=np.float64)
+    dim = s.size
     count = int(np.prod(batch_shape)) * layers
-    u = ortho_group.rvs(dim, size=max(count, 2), random_state=rng)[:count]
-    v = ortho_group.rvs(dim, size=max(count, 2), random_state=rng)[:count]
+    if dim == 1:  # ortho_group needs dim >= 2; the 1x1 orthogonal matrices are +-1
+        u, v = rng.choice([-1.0, 1.0], (2, count, 1, 1))
+    else:
+        u = ortho_group.rvs(dim, size=max(count, 2), random_state=rng)[:count]
+        v = ortho_group.rvs(dim, size=max(count, 2), random_state=rng)[:count]
     w = (u * s[None, None, :]) @ _t(v)
     w = w.reshape(*batch_shape, layers, dim, dim)
     return [np.ascontiguousarray(w[..., layer, :, :]) for layer in range(layers)]
+
+
+def paper_init(
+    dim: int, layers: int, rng: np.random.Generator, batch_shape: tuple = (), decay: float = 0.35
+) -> Weights:
+    """Square layers W = U diag(exp(-decay k)) V^T, k = 0..dim-1, U, V random orthogonal (case_2.py).
+
+    Non-degenerate singular values, as Theorem 2 requires.
+    """
+    return spectral_init(np.exp(-decay * np.arange(dim)), layers, rng, batch_shape)
+
+
+def orthogonal_init(
+    dim: int, layers: int, rng: np.random.Generator, batch_shape: tuple = (), scale: float = 1.0
+) -> Weights:
+    """Square layers W = scale U diag(s) V^T with s_k = 10^(-k / (2 L (dim-1))): random orthogonal factors and
+    distinct singular values (Theorem 2's premise) spread over half a decade / L per layer.
+
+    The end-to-end map then has sigma_min / sigma_max >= 10^-1/2, so every embedding variance starts within
+    one decade of the largest at any width and depth: nothing starts collapsed (a Gaussian D x D matrix has
+    sigma_min / sigma_max ~ 1/D, and depth multiplies it).
+    """
+    steps = np.arange(dim) / max(dim - 1, 1)
+    return spectral_init(scale * 10.0 ** (-steps / (2 * layers)), layers, rng, batch_shape)
 
 
 def scaled_init(
@@ -148,11 +178,9 @@ def _check_finite(weights: Weights, t: float) -> None:
     for w in weights:
         biggest = np.max(np.abs(w))
         if not np.isfinite(biggest) or biggest > DIVERGENCE_NORM:
-            raise DivergenceError(
-                f"weights diverged at t = {t:.4g} (max |W| > {DIVERGENCE_NORM:.0e}): unnormalized linear "
-                "networks blow up in finite time (Theorem 3); lower the learning rate, --time/--steps or "
-                "the init scale"
-            )
+            error = DivergenceError(f"weights diverged at t = {t:.4g} (max |W| > {DIVERGENCE_NORM:.0e})")
+            error.time = t
+            raise error
 
 
 def run_gd(
@@ -163,18 +191,25 @@ def run_gd(
     rng: np.random.Generator | None = None,
     record_every: int = 10,
     progress: bool = False,
+    track_conservation: bool = False,
     **loss_kwargs,
 ) -> Trajectory:
     """Gradient descent W_l <- W_l - lr dL/dW_l for ``steps`` steps.
 
     ``views`` is either a sampler rng -> (x, x_aug), called every step (fresh data and augmentation),
     or a fixed pair (x, x_aug).
+
+    ``track_conservation`` (linear networks) sums, per adjacent pair, the one part of a gd step that moves
+    C_l = W_l W_l^T - W_{l+1}^T W_{l+1}: the first-order terms cancel (G_l W_l^T = W_{l+1}^T G_{l+1} by the
+    chain rule), leaving lr^2 (G_l G_l^T - G_{l+1}^T G_{l+1}) per step. The sums go to
+    ``info["conservation_increment"]``; C_l(T) - C_l(0) equals them to rounding.
     """
     from tqdm.auto import tqdm
 
     weights = [np.array(w, dtype=np.float64) for w in weights]
     rng = rng if rng is not None else np.random.default_rng(0)
     times, snaps, losses = [], [[] for _ in weights], []
+    increments = [np.zeros(w.shape[:-1] + w.shape[-2:-1]) for w in weights[:-1]]
 
     def record(step: int, value: np.ndarray) -> None:
         times.append(step * lr)
@@ -187,13 +222,17 @@ def run_gd(
         value, grads = loss_and_gradients(weights, x, x_aug, **loss_kwargs)
         if step % record_every == 0:
             record(step, value)
+        if track_conservation:
+            for pair, (g, g_next) in enumerate(zip(grads[:-1], grads[1:], strict=True)):
+                increments[pair] += lr**2 * (g @ _t(g) - _t(g_next) @ g_next)
         for w, g in zip(weights, grads, strict=True):
             w -= lr * g
         _check_finite(weights, (step + 1) * lr)
     x, x_aug = views(rng) if callable(views) else views
     record(steps, loss_and_gradients(weights, x, x_aug, **loss_kwargs)[0])
+    info = {"conservation_increment": increments} if track_conservation else {}
     return Trajectory(
-        np.array(times), [np.stack(s) for s in snaps], np.array(losses), gradient_evaluations=steps
+        np.array(times), [np.stack(s) for s in snaps], np.array(losses), gradient_evaluations=steps, info=info
     )
 
 

@@ -1,15 +1,29 @@
 """One toy experiment of the paper (Sec. 4-5, App. C): configure, integrate, analyse.
 
-``simulate(SimConfig(...))`` trains a linear network under InfoNCE on the toy data and returns a JSON-ready
-dict with what was observed (embedding spectrum, collapsed dimensions) next to what the theory predicts
-(X's negative eigen-directions at W -> 0, at t = 0 and late in training, alignment, conservation law,
-Theorem 3). ``theory.simulate`` is its command line.
+``run_experiment(SimConfig(...))`` trains a linear network under InfoNCE on the toy data and returns a
+JSON-ready dict with what was observed next to what the theory predicts; ``python -m theory.simulate`` is
+its command line.
+
+Collapse verdict. A dimension is collapsed when its embedding variance is at most ``COLLAPSE_RTOL`` times a
+scale that does not itself collapse: S = max(largest variance at t = 0, largest variance at the end). At
+t = 0 the same rule uses the t = 0 largest variance. So a total collapse counts every dimension, a small init
+that grows is not "collapsed at t = 0", and an init that starts with collapsed dimensions is reported as
+such (``collapsed_dims_initial``); ``collapsed_by_training`` counts the dimensions collapsed at the end
+outside the subspace already collapsed at t = 0.
+
+Predictions. X is measured on ``X_BATCHES`` fresh batches of the run's data distribution at fixed weights
+(W -> 0, the initial weights, the final weights), for gd and ode alike, and tested with the cross-fitted
+``psd_check``. Its significantly negative directions are Theorem 1's collapse set. A run is ``unfinished``
+when some of them have not collapsed yet; the time they need at the final X follows from the one-layer
+solution (variance ~ exp(2 lambda t)) or, for L >= 2 balanced layers, from Theorem 3's sigma' = lambda
+sigma^(2L-1). Through a ReLU the last layer still obeys -dL/dW_L = W_L X(h), X(h) the contrastive
+covariance of its input features h: Theorem 1 applied to W_L.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -18,29 +32,25 @@ from . import toy
 from .covariance import COVARIANCE_LOSSES, contrastive_covariance, psd_check
 from .dynamics import (
     ODE_METHODS,
+    DivergenceError,
     Trajectory,
     end_to_end,
     forward,
+    orthogonal_init,
     paper_init,
     run_gd,
     run_ode,
     scaled_init,
 )
+from .io import jsonable
 from .losses import DEFAULT_TEMPERATURE, LOSSES
-from .predict import (
-    alignment_matrix,
-    alignment_score,
-    collapsed_input_subspace,
-    conservation_drift,
-    negative_subspace,
-    subspace_overlap,
-    theorem3_check,
-)
-from .spectrum import collapsed_mask, embedding_spectrum
+from .predict import adjacent_alignments, conserved_quantities, subspace_overlap
+from .spectrum import COLLAPSE_RTOL, collapsed_mask, singular_values
 
 EVAL_SAMPLES = 4096
-X_BATCHES = 64  # fresh batches per X measurement on a gd run: their spread sets the noise floor of psd_check
-LATE_FRACTION = 0.1  # "late in training": the last 10% of the recorded times
+X_BATCHES = 64  # fresh batches per X measurement: i.i.d. samples for the cross-fitted psd_check
+MAX_STRENGTH = 1e3
+EXPLICIT_ODE_STEPS = 1e6  # an explicit ODE method needs about |lambda| t steps on a stiff X
 
 
 @dataclass
@@ -57,7 +67,7 @@ class SimConfig:
     steps: int = 2000
     time: float | None = None
     lr: float = 0.02
-    init: str = "paper"
+    init: str = "orthogonal"
     noisy_views: int = 1
     ode_method: str = "RK45"
     seed: int = 0
@@ -66,11 +76,19 @@ class SimConfig:
     def total_time(self) -> float:
         return self.time if self.time is not None else self.steps * self.lr
 
+    @property
+    def gd_steps(self) -> int:
+        """The gd steps actually taken: --steps, or --time / --lr when --time is given."""
+        return self.steps if self.time is None else max(1, round(self.time / self.lr))
+
     def validate(self) -> None:
         """Raise ValueError with one line naming the bad value and what is allowed."""
         s = self.augment_strength
         if not (isinstance(s, int | float) and math.isfinite(s) and s >= 0):
             raise ValueError(f"--augment-strength must be a finite number >= 0, got {s}")
+        if s > MAX_STRENGTH:
+            raise ValueError(f"--augment-strength must be at most {MAX_STRENGTH:g} (a noise variance of 1e6 data "
+                             f"variances; every augmented dim collapses from sqrt(2) on), got {s:g}")
         if self.dim < 1:
             raise ValueError(f"--dim must be >= 1, got {self.dim}")
         if not 0 <= self.augmented_dims <= self.dim:
@@ -91,23 +109,43 @@ class SimConfig:
             raise ValueError(f"--time must be a finite number > 0, got {self.time}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"--lr must be a finite number > 0, got {self.lr}")
-        if self.init != "paper":
-            try:
-                scale = float(self.init)
-            except ValueError:
-                raise ValueError(f"--init must be 'paper' or a positive number, got {self.init!r}") from None
-            if not (math.isfinite(scale) and scale > 0):
-                raise ValueError(f"--init must be 'paper' or a positive number, got {self.init!r}")
+        parse_init(self.init)
+        if self.seed < 0:
+            raise ValueError(f"--seed must be an integer >= 0, got {self.seed}")
         if self.noisy_views not in toy.NOISY_VIEWS:
             raise ValueError(f"--noisy-views must be 1 or 2, got {self.noisy_views}")
         if self.ode_method not in ODE_METHODS:
             raise ValueError(f"--ode-method must be one of {', '.join(ODE_METHODS)}, got {self.ode_method!r}")
 
 
+INITS = ("orthogonal", "paper", "gaussian")
+PAPER_DECAY = 0.35  # case_2.py: sigma_k = exp(-0.35 k) at width 16, a span of exp(-0.35 * 15)
+
+
+def parse_init(spec: str) -> tuple[str, float]:
+    """'orthogonal', 'paper' or 'gaussian', optionally ':scale'; a bare number s means 'orthogonal:s'."""
+    kind, _, scale_text = str(spec).partition(":")
+    try:
+        if kind not in INITS:
+            kind, scale_text = "orthogonal", kind if not scale_text else "bad"
+        scale = float(scale_text) if scale_text else 1.0
+    except ValueError:
+        scale = float("nan")
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"--init must be one of {', '.join(INITS)} (optionally ':scale') or a positive number, "
+                         f"got {spec!r}")
+    return kind, scale
+
+
 def initial_weights(cfg: SimConfig, rng: np.random.Generator, batch_shape: tuple = ()) -> list[np.ndarray]:
-    if cfg.init == "paper":
-        return paper_init(cfg.dim, cfg.layers, rng, batch_shape)
-    return scaled_init(cfg.dim, cfg.layers, float(cfg.init), rng, batch_shape)
+    """The configured init (see ``--init``); the paper's decay is rescaled so its span is exp(-5.25) at every width."""
+    kind, scale = parse_init(cfg.init)
+    if kind == "orthogonal":
+        return orthogonal_init(cfg.dim, cfg.layers, rng, batch_shape, scale)
+    if kind == "gaussian":
+        return scaled_init(cfg.dim, cfg.layers, scale, rng, batch_shape)
+    decay = PAPER_DECAY * 15 / (cfg.dim - 1) if cfg.dim > 1 else 0.0
+    return [scale * w for w in paper_init(cfg.dim, cfg.layers, rng, batch_shape, decay)]
 
 
 def _views(cfg: SimConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -120,20 +158,44 @@ def integrate(cfg: SimConfig, progress: bool = False) -> tuple[Trajectory, np.ra
     weights = initial_weights(cfg, rng)
     kwargs = dict(loss=cfg.loss, temperature=cfg.temperature, relu=cfg.relu)
     if cfg.integrator == "gd":
-        record_every = max(1, cfg.steps // 200)
-        steps = cfg.steps if cfg.time is None else max(1, round(cfg.time / cfg.lr))
-        traj = run_gd(weights, steps, cfg.lr, lambda r: _views(cfg, r), rng, record_every, progress, **kwargs)
+        steps = cfg.gd_steps
+        traj = run_gd(weights, steps, cfg.lr, lambda r: _views(cfg, r), rng, max(1, steps // 200), progress,
+                      track_conservation=cfg.layers >= 2 and not cfg.relu, **kwargs)
         return traj, rng, None
     fixed = _views(cfg, rng)
     return run_ode(weights, cfg.total_time, views=fixed, method=cfg.ode_method, **kwargs), rng, fixed
 
 
-def measured_covariance(
-    cfg: SimConfig, weight: np.ndarray, rng: np.random.Generator, fixed: tuple | None
+def has_covariance(cfg: SimConfig) -> bool:
+    """X exists for the paper and dot losses: of the end-to-end map (linear), of the last layer (ReLU)."""
+    return cfg.loss in COVARIANCE_LOSSES
+
+
+def _last_input(cfg: SimConfig, weights: list[np.ndarray], x: np.ndarray) -> np.ndarray:
+    """h, the input of the last linear map: x itself for a linear network (whose map is end-to-end)."""
+    if cfg.relu and len(weights) > 1:
+        return np.maximum(forward(weights[:-1], x, relu=True)[0], 0.0)
+    return x
+
+
+def _last_map(cfg: SimConfig, weights: list[np.ndarray]) -> np.ndarray:
+    return weights[-1] if cfg.relu and len(weights) > 1 else end_to_end(weights)
+
+
+def covariance_samples(
+    cfg: SimConfig, weights: list[np.ndarray] | None, rng: np.random.Generator, batches: int = X_BATCHES
 ) -> np.ndarray:
-    """Per-batch X of the end-to-end map, (B, d, d): the fixed sample (ode, B = 1) or fresh batches (gd)."""
-    batches = [fixed] if fixed is not None else [_views(cfg, rng) for _ in range(X_BATCHES)]
-    return np.stack([contrastive_covariance(x, xa, weight, cfg.loss, cfg.temperature)[0] for x, xa in batches])
+    """X of ``batches`` fresh batches at fixed weights, (B, d, d): of the end-to-end map for a linear network,
+    X(h) of the last layer for a ReLU one; ``weights=None`` is W -> 0 (all alpha = 1/N)."""
+    out = []
+    for _ in range(batches):
+        x, x_aug = _views(cfg, rng)
+        if weights is None:
+            out.append(contrastive_covariance(x, x_aug, np.zeros((1, cfg.dim)), cfg.loss, cfg.temperature)[0])
+            continue
+        h, h_aug = _last_input(cfg, weights, x), _last_input(cfg, weights, x_aug)
+        out.append(contrastive_covariance(h, h_aug, _last_map(cfg, weights), cfg.loss, cfg.temperature)[0])
+    return np.stack(out)
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -141,89 +203,335 @@ def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def analyse(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator, fixed: tuple | None) -> dict:
-    """Observed outcome and the theory's predictions, as a JSON-ready dict."""
-    final = traj.final
-    eval_rng = np.random.default_rng(cfg.seed + 1_000_003)
-    x_eval = eval_rng.standard_normal((EVAL_SAMPLES, cfg.dim))
-    z_eval = forward(final, x_eval, cfg.relu)[0]
-    spec = embedding_spectrum(z_eval)
+def _smallest_directions(matrix: np.ndarray, count: int, side: str) -> np.ndarray:
+    """The ``count`` directions a map shrinks most: right singular vectors (input side) of W, or
+    eigenvectors of a covariance (side='cov'), as orthonormal columns."""
+    if side == "cov":
+        vectors = np.linalg.eigh(matrix)[1]
+        return vectors[:, :count]
+    vt = np.linalg.svd(matrix)[2]
+    return vt[vt.shape[0] - count :].T if count > 0 else np.zeros((matrix.shape[1], 0))
+
+
+@dataclass
+class CollapseVerdict:
+    """Collapsed embedding dimensions at t = 0 and at the end against one scale (module doc)."""
+
+    reference: float  # S = max(largest variance at t = 0, at the end)
+    initial: int  # collapsed at t = 0 (relative to the t = 0 largest variance)
+    final: int  # collapsed at the end (relative to S)
+    by_training: int  # collapsed at the end outside the subspace already collapsed at t = 0
+    initial_ranks: list[int]  # 1-based ranks of the t = 0 spectrum that start collapsed
+    initial_log10: list[float]  # their log10 variances at t = 0, relative to the largest
+
+
+def collapse_verdict(cfg: SimConfig, w0: list[np.ndarray], w1: list[np.ndarray], x_eval: np.ndarray
+                     ) -> tuple[CollapseVerdict, np.ndarray, np.ndarray, np.ndarray]:
+    """The verdict, both spectra (descending) and the end-collapsed directions (input space for a linear
+    network, embedding space for a ReLU one)."""
+    z0, z1 = forward(w0, x_eval, cfg.relu)[0], forward(w1, x_eval, cfg.relu)[0]
+    var0, var1 = singular_values(z0), singular_values(z1)
+    reference = float(max(var0.max(), var1.max()))
+    mask0, mask1 = collapsed_mask(var0), collapsed_mask(var1, reference)
+    k0, k1 = int(mask0.sum()), int(mask1.sum())
+    if cfg.relu:
+        p0 = _smallest_directions(np.cov(z0.T, bias=True).reshape(cfg.dim, cfg.dim), k0, "cov")
+        p1 = _smallest_directions(np.cov(z1.T, bias=True).reshape(cfg.dim, cfg.dim), k1, "cov")
+    else:
+        p0, p1 = _smallest_directions(end_to_end(w0), k0, "w"), _smallest_directions(end_to_end(w1), k1, "w")
+    shared = float(np.sum((p0.T @ p1) ** 2)) if k0 and k1 else 0.0
+    with np.errstate(divide="ignore"):
+        rel0 = np.log10(var0 / var0.max()) if var0.max() > 0 else np.full_like(var0, -np.inf)
+    verdict = CollapseVerdict(
+        reference=reference, initial=k0, final=k1, by_training=max(0, k1 - round(shared)),
+        initial_ranks=(np.flatnonzero(mask0) + 1).tolist(), initial_log10=rel0[mask0].tolist(),
+    )
+    return verdict, var0, var1, p1
+
+
+def time_to_collapse(variance: np.ndarray, target: float, lam: np.ndarray, layers: int) -> np.ndarray:
+    """Time for an embedding variance to fall to ``target`` under fixed X with v^T X v = lam < 0.
+
+    One layer: W v' = lam W v, variance ~ exp(2 lam t). L >= 2 aligned balanced layers (Theorem 3):
+    sigma' = lam sigma^(2L-1), variance sigma^(2L), so sigma^-(2L-2) grows by (2L-2)|lam| per unit time.
+    """
+    variance, lam = np.asarray(variance, float), np.abs(np.asarray(lam, float))
+    if layers == 1:
+        return np.log(variance / target) / (2 * lam)
+    p = 2 * layers - 2
+    return ((target ** (-p / (2 * layers))) - variance ** (-p / (2 * layers))) / (p * lam)
+
+
+def _check(samples: np.ndarray):
+    return psd_check(samples.mean(axis=0), samples=samples)
+
+
+def self_consistent(cfg: SimConfig, weights: list[np.ndarray], candidates: np.ndarray, rng: np.random.Generator,
+                    alpha: float) -> np.ndarray:
+    """Which candidate directions v (columns) stay significantly negative in X once W no longer carries them.
+
+    Theorem 1 holds X fixed. Late in training X moves with W, and around a finite equilibrium it is negative
+    along a direction W carries a little too much of (a restoring force), positive along one it carries too
+    little of: that is not collapse. Collapse along v is self-consistent when X is still negative along v at
+    W (I - P), P the projector on the candidates. Tested on fresh batches (independent of the ones that chose
+    the candidates): one-sided t test of v^T X_b v < 0 per direction, Holm-corrected at ``alpha``.
+    """
+    from scipy.stats import ttest_1samp
+
+    k = candidates.shape[1]
+    if k == 0:
+        return np.zeros(0, dtype=bool)
+    stripped = end_to_end(weights) @ (np.eye(cfg.dim) - candidates @ candidates.T)
+    samples = covariance_samples(cfg, [stripped], rng)
+    rayleigh = np.einsum("ik,bij,jk->bk", candidates, samples, candidates)
+    p_values = np.atleast_1d(ttest_1samp(rayleigh, 0.0, alternative="less").pvalue)
+    order = np.argsort(p_values)
+    passed = p_values[order] <= alpha / (k - np.arange(k))
+    stop = k if passed.all() else int(np.argmin(passed))
+    keep = np.zeros(k, dtype=bool)
+    keep[order[:stop]] = True
+    return keep
+
+
+def _x_predictions(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator, verdict: CollapseVerdict,
+                   observed: np.ndarray, var1: np.ndarray) -> dict:
+    """Theorem 1 for a linear network: X at W -> 0, t = 0 and the end; overlap; the direction table;
+    whether the run has finished."""
+    initial, final = [w[0] for w in traj.weights], traj.final
+    s_init, s_final = covariance_samples(cfg, initial, rng), covariance_samples(cfg, final, rng)
+    s_prior = covariance_samples(cfg, None, rng)
+    check0, check1, check_prior = _check(s_init), _check(s_final), _check(s_prior)
+    w_end = end_to_end(final)
+    vectors = check1.eigenvectors
+    gain = np.linalg.norm(w_end @ vectors, axis=0) ** 2  # embedding variance along each direction
+    threshold = COLLAPSE_RTOL * verdict.reference
+    # a direction is observed collapsed when it lies in the collapsed subspace; its own variance |W v|^2 is not
+    # a reliable test, as X's sampled eigenvectors tilt by ~1e-2 and pick up the large variances next to them
+    collapsed = np.sum((observed.T @ vectors) ** 2, axis=0) > 0.5
+    predicted = check1.negative.copy()
+    predicted[predicted] = self_consistent(cfg, final, check1.basis, rng, check1.alpha)
+    basis = vectors[:, predicted]
+    n_predicted = int(predicted.sum())
+    mask = toy.augmentation_mask(cfg.dim, cfg.augmented_dims)
+    nothing = n_predicted == 0 and verdict.final == 0
+    out = {
+        "predicted_collapsed_dims": n_predicted,
+        "x_negative_dims_final": check1.n_negative,
+        "predicted_collapsed_dims_initial": check0.n_negative,
+        "predicted_collapsed_dims_apriori": check_prior.n_negative,
+        "collapsed_subspace_overlap": None if nothing else subspace_overlap(basis, observed),
+        "contrastive_covariance_eigenvalues": {"initial": check0.eigenvalues, "final": check1.eigenvalues,
+                                               "apriori": check_prior.eigenvalues},
+        "is_psd": {"initial": check0.is_psd, "final": check1.is_psd, "apriori": check_prior.is_psd},
+        "psd_test": {"alpha": check1.alpha, "batches": X_BATCHES, "batch_size": cfg.samples},
+        "directions": {  # eigen-directions of the final X, ascending eigenvalue
+            "x_eigenvalue_final": check1.eigenvalues[::-1],
+            "x_rayleigh_initial": np.einsum("ik,ij,jk->k", vectors, s_init.mean(0), vectors)[::-1],
+            "embedding_variance": gain[::-1],
+            "augmented_share": ((vectors**2).T @ mask)[::-1],
+            "predicted_collapsed": predicted[::-1],
+            "observed_collapsed": collapsed[::-1],
+        },
+    }
+    # unfinished: predicted directions outside the collapsed subspace. Their variances are the smallest
+    # not-yet-collapsed values of the end spectrum; the slowest predicted rate bounds the time they need.
+    inside = float(np.sum((observed.T @ basis) ** 2)) if verdict.final and n_predicted else 0.0
+    pending = n_predicted - round(inside)
+    unfinished = None
+    if pending > 0:
+        variances = np.sort(np.asarray(var1))[verdict.final : verdict.final + pending]
+        variances = variances[variances > threshold]
+        rates = check1.eigenvalues[predicted]
+        if variances.size:
+            more = float(time_to_collapse(variances.max(), threshold, rates.max(), cfg.layers))
+            decades = np.log10(variances / threshold)
+            unfinished = {
+                "directions": int(pending),
+                "decades_to_go": [float(decades.min()), float(decades.max())],
+                "x_eigenvalues": rates,
+                "more_time_needed": more,
+                "suggested_time": float(_round_up(traj.times[-1] + more)),
+            }
+    out["unfinished"] = unfinished
+    return out
+
+
+def _round_up(value: float) -> float:
+    """Round up to two significant digits (a --time to suggest)."""
+    if value <= 0 or not math.isfinite(value):
+        return value
+    scale = 10 ** (math.floor(math.log10(value)) - 1)
+    return math.ceil(value / scale) * scale
+
+
+def _relu_last_layer(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator, x_eval: np.ndarray) -> dict:
+    """Theorem 1 applied to W_L of a ReLU network: -dL/dW_L = W_L X(h), h >= 0 the last layer's input."""
+    initial, final = [w[0] for w in traj.weights], traj.final
+    check0 = _check(covariance_samples(cfg, initial, rng))
+    check1 = _check(covariance_samples(cfg, final, rng))
+    sv0 = np.linalg.svd(initial[-1], compute_uv=False)
+    _, sv1, vt1 = np.linalg.svd(final[-1])
+    reference = max(sv0.max(), sv1.max()) ** 2
+    dead = sv1**2 <= COLLAPSE_RTOL * reference
+    observed = vt1[dead].T
+    mean_h = _last_input(cfg, final, x_eval).mean(axis=0)
+    mean_h0 = _last_input(cfg, initial, x_eval).mean(axis=0)
+
+    def cosine(v: np.ndarray, m: np.ndarray) -> float | None:
+        norm = np.linalg.norm(m)
+        return float(abs(v @ m) / norm) if norm > 0 else None
+
+    nothing = check1.n_negative == 0 and observed.shape[1] == 0
+    return {
+        "predicted_collapsed_dims": check1.n_negative,
+        "predicted_collapsed_dims_initial": check0.n_negative,
+        "x_eigenvalues": {"initial": check0.eigenvalues, "final": check1.eigenvalues},
+        "most_negative_eigenvalue": {"initial": float(check0.eigenvalues[-1]),
+                                     "final": float(check1.eigenvalues[-1])},
+        "cosine_most_negative_with_mean_h": {"initial": cosine(check0.eigenvectors[:, -1], mean_h0),
+                                             "final": cosine(check1.eigenvectors[:, -1], mean_h)},
+        "observed_collapsed_dims": int(dead.sum()),
+        "observed_log10_singular_values": np.log10(np.maximum(sv1, 1e-320)),
+        "overlap": None if nothing else subspace_overlap(check1.basis, observed),
+    }
+
+
+def _alignment(weights: list[np.ndarray], survivors: int) -> list[dict]:
+    """Every adjacent pair (W_l, W_l+1), Theorem 2: the gap-grouped score over the surviving modes with its
+    chance level, the rank-order mean |A_kk| beside it, and the raw |V_l+1^T U_l|."""
+    pairs = []
+    for layer, a in enumerate(adjacent_alignments(weights, survivors)):
+        pairs.append({"pair": [layer + 1, layer + 2], "score": a.score, "chance": a.chance,
+                      "groups": [list(g) for g in a.groups], "group_scores": a.group_scores,
+                      "diagonal_score": a.diagonal_score, "surviving": a.surviving, "matrix": a.matrix})
+    return pairs
+
+
+def _conservation(cfg: SimConfig, traj: Trajectory) -> list[dict]:
+    """Per adjacent pair: drift of C_l = W_l W_l^T - W_l+1^T W_l+1, relative to ||W_l W_l^T||_F at the end,
+    and for gd the part the exact second-order step term accounts for."""
+    initial, final = [w[0] for w in traj.weights], traj.final
+    out = []
+    increments = traj.info.get("conservation_increment")
+    for layer, (c0, c1) in enumerate(zip(conserved_quantities(initial), conserved_quantities(final),
+                                          strict=True)):
+        scale = max(float(np.linalg.norm(final[layer] @ final[layer].T)), 1e-300)
+        row = {"pair": [layer + 1, layer + 2], "drift": float(np.linalg.norm(c1 - c0)) / scale}
+        if increments is not None:
+            inc = increments[layer]
+            row["gd_second_order"] = float(np.linalg.norm(inc)) / scale
+            row["unexplained"] = float(np.linalg.norm(c1 - c0 - inc)) / scale
+        out.append(row)
+    return out
+
+
+def analyse(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator, fixed: tuple | None = None) -> dict:
+    """Observed outcome and the theory's predictions, as a JSON-ready dict (module doc)."""
+    initial, final = [w[0] for w in traj.weights], traj.final
+    x_eval = np.random.default_rng(cfg.seed + 1_000_003).standard_normal((EVAL_SAMPLES, cfg.dim))
+    verdict, var0, var1, observed = collapse_verdict(cfg, initial, final, x_eval)
+    with np.errstate(divide="ignore"):
+        log0, log1 = np.log10(var0), np.log10(var1)
+    config = asdict(cfg)
+    if cfg.integrator == "gd":
+        config["steps"] = cfg.gd_steps
     result: dict = {
-        "config": asdict(cfg),
+        "config": config,
         "time": float(traj.times[-1]),
         "gradient_evaluations": traj.gradient_evaluations,
         "final_loss": float(traj.losses[-1]) if len(traj.losses) else None,
-        "weight_singular_values": [np.linalg.svd(w, compute_uv=False).tolist() for w in final],
-        "embedding_singular_values": spec.singular_values.tolist(),
-        "embedding_log10_spectrum": spec.to_json()["log10"],
-        "collapsed_dims": spec.n_collapsed,
-        "effective_rank": spec.effective_rank,
-        "rankme": spec.rankme,
+        "weight_singular_values": [np.linalg.svd(w, compute_uv=False) for w in final],
+        "weight_singular_values_initial": [np.linalg.svd(w, compute_uv=False) for w in initial],
+        "embedding_singular_values": var1,
+        "embedding_singular_values_initial": var0,
+        "embedding_log10_spectrum": log1,
+        "embedding_log10_spectrum_initial": log0,
+        "collapse_reference": verdict.reference,
+        "collapsed_dims": verdict.final,
+        "collapsed_dims_initial": verdict.initial,
+        "collapsed_by_training": verdict.by_training,
+        "collapsed_initial_ranks": verdict.initial_ranks,
+        "collapsed_initial_log10": verdict.initial_log10,
         "apriori_threshold": _finite_or_none(toy.apriori_threshold(cfg.noisy_views)),
         "trajectory": {
-            "times": traj.times.tolist(),
-            "weight_singular_values": [np.linalg.svd(w, compute_uv=False).tolist() for w in traj.weights],
+            "times": traj.times,
+            "weight_singular_values": [np.linalg.svd(w, compute_uv=False) for w in traj.weights],
             "loss": [float(v) for v in traj.losses],
         },
     }
     if not cfg.relu:  # for isotropic data the embedding covariance is W W^T: its singular values over time
-        end = end_to_end(traj.weights)
-        result["trajectory"]["embedding_singular_values"] = (np.linalg.svd(end, compute_uv=False) ** 2).tolist()
-    linear_x = not cfg.relu and cfg.loss in COVARIANCE_LOSSES
-    if linear_x:
-        w_end0 = end_to_end([w[0] for w in traj.weights])
-        w_end = end_to_end(final)
-        late = np.flatnonzero(traj.times >= (1 - LATE_FRACTION) * traj.times[-1])
-        samples_init = measured_covariance(cfg, w_end0, rng, fixed)
-        samples_late = np.concatenate([measured_covariance(cfg, end_to_end([w[k] for w in traj.weights]), rng, fixed)
-                                       for k in late[:: max(1, len(late) // 5)]])
-        samples_apriori = measured_covariance(cfg, np.zeros((1, cfg.dim)), rng, fixed)
-        x_init, x_late, x_apriori = (x.mean(axis=0) for x in (samples_init, samples_late, samples_apriori))
-        check0 = psd_check(x_init, samples=samples_init)
-        check1 = psd_check(x_late, samples=samples_late)
-        check_prior = psd_check(x_apriori, samples=samples_apriori)
-        predicted = negative_subspace(x_late, samples=samples_late)
-        observed = collapsed_input_subspace(w_end, spec.n_collapsed)
-        gain = np.linalg.norm(w_end @ check1.eigenvectors, axis=0) ** 2
-        mask = toy.augmentation_mask(cfg.dim, cfg.augmented_dims)
-        result.update({
-            "predicted_collapsed_dims": check1.n_negative,
-            "predicted_collapsed_dims_initial": check0.n_negative,
-            "predicted_collapsed_dims_apriori": check_prior.n_negative,
-            "collapsed_subspace_overlap": subspace_overlap(predicted, observed),
-            "contrastive_covariance_eigenvalues": {
-                "initial": check0.eigenvalues.tolist(),
-                "final": check1.eigenvalues.tolist(),
-                "apriori": check_prior.eigenvalues.tolist(),
-            },
-            "is_psd": {"initial": check0.is_psd, "final": check1.is_psd, "apriori": check_prior.is_psd},
-            "directions": {  # eigen-directions of the late X, ascending eigenvalue
-                "x_eigenvalue_final": check1.eigenvalues[::-1].tolist(),
-                "x_rayleigh_initial": np.einsum("ik,ij,jk->k", check1.eigenvectors, x_init,
-                                                check1.eigenvectors)[::-1].tolist(),
-                "embedding_variance": gain[::-1].tolist(),
-                "augmented_share": ((check1.eigenvectors**2).T @ mask)[::-1].tolist(),
-                "predicted_collapsed": (check1.eigenvalues < -check1.tolerance)[::-1].tolist(),
-                "observed_collapsed": collapsed_mask(gain)[::-1].tolist(),
-            },
-        })
+        result["trajectory"]["embedding_singular_values"] = np.linalg.svd(end_to_end(traj.weights),
+                                                                          compute_uv=False) ** 2
+    if has_covariance(cfg) and not (cfg.relu and cfg.layers > 1):
+        result.update(_x_predictions(cfg, traj, rng, verdict, observed, var1))
+    if has_covariance(cfg) and cfg.relu and cfg.layers > 1:
+        result["relu_last_layer"] = _relu_last_layer(cfg, traj, rng, x_eval)
     if cfg.layers >= 2:
-        a = alignment_matrix(final[0], final[1])
-        survivors = spec.singular_values.size - spec.n_collapsed
-        result["alignment_matrix"] = a.tolist()
-        result["alignment_score"] = alignment_score(a)
-        result["alignment_score_surviving"] = alignment_score(a, survivors)
+        pairs = _alignment(final, cfg.dim - verdict.final)
+        result["alignment"] = pairs
+        result["alignment_matrix"] = pairs[0]["matrix"]
         if not cfg.relu:
-            result["conservation_drift"] = conservation_drift([w[0] for w in traj.weights], final)
-    if cfg.layers >= 2 and linear_x:
-        check = theorem3_check(x_init, np.linalg.svd(traj.weights[0][0], compute_uv=False), cfg.layers)
-        result["theorem3"] = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in check.items()}
-    return result
+            result["conservation"] = _conservation(cfg, traj)
+            result["conservation_drift"] = max(row["drift"] for row in result["conservation"])
+    return jsonable(result)
 
 
-def simulate(cfg: SimConfig, progress: bool = False) -> dict:
-    """Validate, integrate, analyse. Raises ValueError (bad config) or DivergenceError (blow-up)."""
+def _precheck(cfg: SimConfig) -> None:
+    """Refuse, with one line, runs whose integrator cannot follow X at t = 0 (linear, one layer).
+
+    gd is Euler's method on W' = W X: along an eigenvalue lambda < 0 each step multiplies by 1 + lr lambda,
+    which overshoots and grows when lr |lambda| > 2. An explicit ODE method needs about |lambda| t steps.
+    """
+    if not has_covariance(cfg) or cfg.layers != 1:
+        return
+    rng = np.random.default_rng(cfg.seed)
+    weights = initial_weights(cfg, rng)
+    lowest = float(np.linalg.eigvalsh(covariance_samples(cfg, weights, rng, batches=4).mean(axis=0))[0])
+    if lowest >= 0:
+        return
+    if cfg.integrator == "gd" and cfg.lr * -lowest > 2:
+        raise ValueError(
+            f"--lr {cfg.lr:g} is unstable for --augment-strength {cfg.augment_strength:g}: gd overshoots from "
+            f"the first step (lr x |lowest eigenvalue of X at t=0| = {cfg.lr * -lowest:.3g} > 2); use --lr "
+            f"below {2 / -lowest:.2g} or --integrator ode")
+    if cfg.integrator == "ode" and cfg.ode_method in ("RK45", "RK23", "DOP853") and \
+            -lowest * cfg.total_time > EXPLICIT_ODE_STEPS:
+        raise ValueError(
+            f"--ode-method {cfg.ode_method} is explicit and would need ~{-lowest * cfg.total_time:.1g} steps "
+            f"(X at t=0 has eigenvalue {lowest:.3g}); use --ode-method Radau or BDF, or a smaller --time")
+
+
+def _diagnose(cfg: SimConfig, error: DivergenceError) -> str:
+    """Name the cause of a divergence: a gd step-size instability, or a blow-up of the flow itself."""
+    t_hit = getattr(error, "time", float("nan"))
+    growth = ("a finite-time blow-up of the gradient flow of an unnormalized deep linear network (Theorem 3)"
+              if cfg.layers >= 2 else "unbounded growth of the flow W' = W X along X's positive directions")
+    if cfg.integrator == "ode":
+        return f"the weights diverged at t = {t_hit:.3g} (|W| > 1e8): {growth}; shorten --time or lower --init"
+    rng = np.random.default_rng(cfg.seed)
+    weights = initial_weights(cfg, rng)
+    horizon = min(cfg.total_time, 4 * t_hit + 1.0) if math.isfinite(t_hit) else cfg.total_time
+    try:
+        run_ode(weights, horizon, views=_views(cfg, rng), records=2, loss=cfg.loss, temperature=cfg.temperature,
+                relu=cfg.relu)
+    except DivergenceError as flow:
+        return (f"the weights diverged at t = {t_hit:.3g}, and the gradient flow from the same init diverges too "
+                f"(t = {getattr(flow, 'time', float('nan')):.3g}, adaptive ODE on one batch): {growth}; "
+                "shorten --time/--steps or lower --init")
+    return (f"gd diverged at t = {t_hit:.3g} (step {round(t_hit / cfg.lr)}) from a step-size instability: the "
+            f"gradient flow from the same init stays bounded to t = {horizon:.3g} (adaptive ODE on one batch); "
+            f"use a smaller --lr (e.g. {cfg.lr / 10:g}) or --integrator ode")
+
+
+def run_experiment(cfg: SimConfig, progress: bool = False) -> dict:
+    """Validate, integrate, analyse. Raises ValueError (bad config) or DivergenceError (named cause)."""
     cfg.validate()
+    if cfg.integrator == "gd":
+        cfg = replace(cfg, steps=cfg.gd_steps)
     with threadpool_limits(limits=1, user_api="blas"):  # tiny matrices: extra threads only synchronise
-        traj, rng, fixed = integrate(cfg, progress)
+        _precheck(cfg)
+        try:
+            traj, rng, fixed = integrate(cfg, progress)
+        except DivergenceError as err:
+            raise DivergenceError(_diagnose(cfg, err)) from None
         return analyse(cfg, traj, rng, fixed)

@@ -18,64 +18,113 @@ import sys
 import numpy as np
 
 from .dynamics import ODE_METHODS, DivergenceError
-from .experiment import SimConfig, analyse, integrate, simulate  # noqa: F401  (re-exported for scripts)
+from .experiment import INITS, SimConfig, run_experiment
 from .io import OneLineParser, write_json
 from .losses import LOSSES
+
+
+def _log10s(values: list) -> str:
+    return " ".join("-inf" if v is None else f"{v:.1f}" for v in values)
+
+
+def _ranks(ranks: list[int]) -> str:
+    return f"rank {ranks[0]}" if len(ranks) == 1 else f"ranks {ranks[0]}-{ranks[-1]}"
+
+
+def _overlap(value: float | None) -> str:
+    return "n/a (nothing predicted, nothing collapsed)" if value is None else f"{value:.3f}"
 
 
 def summary(result: dict) -> str:
     """A short human-readable report of one run."""
     cfg = result["config"]
+    dim = cfg["dim"]
+    steps = f"{cfg['steps']} steps of lr {cfg['lr']:g}" if cfg["integrator"] == "gd" else \
+        f"{result['gradient_evaluations']} gradient evaluations"
     lines = [
-        f"dimcollapse: {cfg['layers']}-layer {'ReLU' if cfg['relu'] else 'linear'} network, dim {cfg['dim']}, "
-        f"loss {cfg['loss']}, {cfg['integrator']} to t = {result['time']:.4g} "
-        f"({result['gradient_evaluations']} gradient evaluations)",
+        f"dimcollapse: {cfg['layers']}-layer {'ReLU' if cfg['relu'] else 'linear'} network, dim {dim}, "
+        f"init {cfg['init']}, loss {cfg['loss']}, {cfg['integrator']} to t = {result['time']:.4g} ({steps})",
         f"augmentation: std {cfg['augment_strength']:g} on the last {cfg['augmented_dims']} dims, "
         f"noisy views {cfg['noisy_views']}; a-priori threshold (X at W->0 stops being PSD): "
         + (f"{result['apriori_threshold']:.4g}" if result["apriori_threshold"] is not None
            else "none (with both views noised X(W->0) = 2 Cov(clean x) is PSD at every strength)"),
-        "embedding spectrum (log10 of covariance singular values): "
-        + " ".join("-inf" if v is None else f"{v:.1f}" for v in result["embedding_log10_spectrum"]),
-        f"observed collapsed dims: {result['collapsed_dims']} of {cfg['dim']}  "
-        f"(effective rank {result['effective_rank']:.2f}, RankMe {result['rankme']:.2f})",
+        "embedding spectrum, log10 variance, t=0: " + _log10s(result["embedding_log10_spectrum_initial"]),
+        "                                    end: " + _log10s(result["embedding_log10_spectrum"]),
+        f"collapsed dims (variance <= 1e-3 x S, S = largest variance at t=0 or at the end = "
+        f"{result['collapse_reference']:.3g}): at t=0 {result['collapsed_dims_initial']} of {dim}, "
+        f"at the end {result['collapsed_dims']} of {dim}, collapsed by training {result['collapsed_by_training']}",
     ]
+    if result["collapsed_dims_initial"]:
+        logs = result["collapsed_initial_log10"]
+        lines.append(
+            f"  the init starts collapsed: {_ranks(result['collapsed_initial_ranks'])} of the t=0 spectrum, "
+            f"{max(logs):.1f} to {min(logs):.1f} decades below the largest variance; those are the init's, "
+            "not training's (the default --init orthogonal starts with none)")
     if "predicted_collapsed_dims" in result:
         psd = result["is_psd"]
+        test = result["psd_test"]
         lines += [
-            f"predicted collapsed dims (negative eigenvalues of X): a-priori W->0 "
+            f"predicted collapsed dims (significantly negative eigenvalues of X; cross-fitted test at level "
+            f"{test['alpha']:g} on {test['batches']} fresh batches): at W->0 "
             f"{result['predicted_collapsed_dims_apriori']}, at t=0 {result['predicted_collapsed_dims_initial']},"
-            f" late {result['predicted_collapsed_dims']}; X PSD at t=0: {psd['initial']}, late: {psd['final']}",
-            f"overlap of predicted and observed collapsed subspaces: {result['collapsed_subspace_overlap']:.3f}"
+            f" at the end {result['predicted_collapsed_dims']}; X PSD at t=0: {psd['initial']}, "
+            f"at the end: {psd['final']}",
+            "overlap of predicted and observed collapsed subspaces: " + _overlap(result["collapsed_subspace_overlap"])
             + (" (X predicts none: this collapse is not Theorem 1's)"
                if result["predicted_collapsed_dims"] == 0 and result["collapsed_dims"] > 0 else ""),
-            "",
-            "  eigen-direction of late X | X eig late | X at t=0 | embed. var | aug. share | predicted | observed",
         ]
+        u = result["unfinished"]
+        if u:
+            rate = "variance ~ exp(2 lambda t) for one layer" if cfg["layers"] == 1 else \
+                "Theorem 3's sigma' = lambda sigma^(2L-1) for balanced layers"
+            lines.append(
+                f"UNFINISHED: X still predicts collapse along {u['directions']} directions that have not collapsed;"
+                f" their variance must fall another {u['decades_to_go'][0]:.1f}-{u['decades_to_go'][1]:.1f} decades"
+                f" (to 1e-3 x S). At the end's X eigenvalues there ({max(u['x_eigenvalues']):.2g} to "
+                f"{min(u['x_eigenvalues']):.2g}; {rate}) that takes t = {u['more_time_needed']:.3g} more: "
+                f"rerun with --time {u['suggested_time']:g}")
+        lines += ["", "  eigen-direction of X at end | X eig end | X at t=0 | embed. var | aug. share | "
+                  "predicted | observed"]
         d = result["directions"]
         for k in range(len(d["x_eigenvalue_final"])):
             lines.append(
-                f"  {k:>25d} | {d['x_eigenvalue_final'][k]:>10.3g} | {d['x_rayleigh_initial'][k]:>8.3g} | "
+                f"  {k:>27d} | {d['x_eigenvalue_final'][k]:>9.3g} | {d['x_rayleigh_initial'][k]:>8.3g} | "
                 f"{d['embedding_variance'][k]:>10.3g} | {d['augmented_share'][k]:>10.2f} | "
                 f"{'collapse' if d['predicted_collapsed'][k] else '-':>9} | "
                 f"{'collapse' if d['observed_collapsed'][k] else '-':>8}"
             )
+    elif "relu_last_layer" in result:
+        r = result["relu_last_layer"]
+        low, cos = r["most_negative_eigenvalue"], r["cosine_most_negative_with_mean_h"]
+        fmt = (lambda c: "n/a" if c is None else f"{c:.3f}")  # noqa: E731
+        lines += [
+            f"ReLU last layer (Theorem 1 applied to W_L: -dL/dW_L = W_L X(h), h = its input features): X(h) has "
+            f"{r['predicted_collapsed_dims_initial']} significantly negative eigenvalues at t=0, "
+            f"{r['predicted_collapsed_dims']} at the end (lowest {low['initial']:.3g} at t=0, {low['final']:.3g} "
+            f"at the end); cosine of its eigenvector with E[h]: {fmt(cos['initial'])} at t=0, "
+            f"{fmt(cos['final'])} at the end",
+            f"  W_L's collapsed directions (sigma^2 <= 1e-3 x largest at t=0 or end): "
+            f"{r['observed_collapsed_dims']}; overlap with X(h)'s prediction: {_overlap(r['overlap'])}",
+        ]
     else:
-        lines.append("predictions from X: not available (X is defined for linear networks with the paper or dot loss)")
-    if "alignment_matrix" in result:
+        lines.append("predictions from X: not available (X is defined for the paper and dot losses; ntxent "
+                     "normalizes z)")
+    for pair in result.get("alignment", []):
+        i, j = pair["pair"]
         lines.append(
-            f"alignment |V2^T U1|: mean diagonal {result['alignment_score']:.3f} (all modes), "
-            f"{result['alignment_score_surviving']:.3f} (non-collapsed modes)"
-        )
-    if "conservation_drift" in result:
-        lines.append(f"conservation law W1W1^T - W2^TW2: relative drift {result['conservation_drift']:.2e}")
-    if "theorem3" in result:
-        t3 = result["theorem3"]
-        lines.append(
-            f"Theorem 3 under X(t=0), aligned balanced layers with the initial singular values, to t = "
-            f"{t3['times'][-1]:.3g}: closed form vs simulation max rel. error {t3['max_relative_error']:.1e}; "
-            f"modes still collapsed: predicted {sum(t3['predicted_collapsed'])}, "
-            f"simulated {sum(t3['observed_collapsed'])}"
-        )
+            f"alignment W{i}-W{j} (Theorem 2, A = V{j}^T U{i}, {pair['surviving']} surviving modes in "
+            f"{len(pair['groups'])} groups cut at singular-value gaps): {pair['score']:.3f}, chance "
+            f"{pair['chance']:.3f}; rank-order mean |A_kk| {pair['diagonal_score']:.3f}; raw |A| in the JSON")
+    for row in result.get("conservation", []):
+        i, j = row["pair"]
+        text = f"conservation W{i}W{i}^T - W{j}^TW{j}: relative drift {row['drift']:.2e}"
+        if "gd_second_order" in row:
+            text += (f"; gd's exact second-order term lr^2 sum(G{i}G{i}^T - G{j}^TG{j}) accounts for "
+                     f"{row['gd_second_order']:.2e} (unexplained {row['unexplained']:.0e}): a gd effect that "
+                     "shrinks with lr and is 0 for the flow")
+        else:
+            text += " (the flow conserves it exactly: this is the ODE solver's tolerance)"
+        lines.append(text)
     return "\n".join(lines)
 
 
@@ -100,8 +149,9 @@ def plot_trajectory(result: dict, path: str) -> None:
             ax.semilogy(times, values[:, k], lw=1, color=colours[k])
         ax.set(xlabel="time t = lr x steps", ylabel="singular values", title=name)
     cfg = result["config"]
-    fig.suptitle(f"augment strength {cfg['augment_strength']:g}, {cfg['layers']} layer(s): "
-                 f"{result['collapsed_dims']} of {cfg['dim']} embedding dims collapsed (dark = largest)")
+    fig.suptitle(f"augment strength {cfg['augment_strength']:g}, {cfg['layers']} layer(s), init {cfg['init']}: "
+                 f"{result['collapsed_dims']} of {cfg['dim']} embedding dims collapsed at the end, "
+                 f"{result['collapsed_dims_initial']} at t = 0 (dark = largest)")
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -131,19 +181,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="integration time; overrides --steps (when omitted: steps x lr)")
     p.add_argument("--lr", type=float, default=d.lr, help="gd learning rate on the batch-mean loss")
     p.add_argument("--init", default=d.init,
-                   help="'paper' (singular values exp(-0.35k), random orthogonal factors) or a scale s "
-                   "(entries N(0, s^2/dim))")
+                   help=f"one of {', '.join(INITS)}, optionally ':scale', or a bare scale s (= orthogonal:s). "
+                   "orthogonal: random orthogonal factors, distinct singular values spread so the end-to-end "
+                   "variances start within one decade (nothing collapsed at t=0 at any width or depth); "
+                   "paper: singular values exp(-0.35k) at width 16, the same span exp(-5.25) at every width "
+                   "(starts with collapsed dims when L >= 2); gaussian: entries N(0, scale^2/dim)")
     p.add_argument("--noisy-views", type=int, default=d.noisy_views,
                    help="1: x' = x + noise (paper Sec. 4); 2: noise on both views (official toy code)")
     p.add_argument("--ode-method", default=d.ode_method, help=f"adaptive solve_ivp method: {', '.join(ODE_METHODS)}")
     p.add_argument("--seed", type=int, default=d.seed, help="seeds the init, the data and the augmentation")
     p.add_argument("--json", metavar="PATH", help="write every number of the run as JSON")
-    p.add_argument("--plot", metavar="PATH", help="write the singular-values-over-time figure (PNG/PDF)")
+    p.add_argument("--plot", metavar="PATH", help="write the singular-values-over-time figure (.png or .pdf)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     return p
 
 
-def _writable(path: str) -> None:
+def _writable(path: str, suffixes: tuple[str, ...] | None = None) -> None:
+    if suffixes and os.path.splitext(path)[1].lower() not in suffixes:
+        raise ValueError(f"cannot write {path!r}: the file name must end in {' or '.join(suffixes)}")
     if os.path.isdir(path):
         raise ValueError(f"cannot write {path!r}: it is a folder, give a file path")
     folder = os.path.dirname(os.path.abspath(path))
@@ -158,10 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = SimConfig(**fields)
     try:
         cfg.validate()
-        for path in (args.json, args.plot):
-            if path:
-                _writable(path)
-        result = simulate(cfg, progress=not args.quiet)
+        if args.json:
+            _writable(args.json)
+        if args.plot:
+            _writable(args.plot, (".png", ".pdf"))
+        result = run_experiment(cfg, progress=not args.quiet)
     except ValueError as err:
         parser.error(str(err))
     except DivergenceError as err:
@@ -169,10 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.json:
         write_json(args.json, result)
+    if not args.quiet:
+        print(summary(result), flush=True)
     if args.plot:
         plot_trajectory(result, args.plot)
-    if not args.quiet:
-        print(summary(result))
     return 0
 
 
