@@ -1,0 +1,137 @@
+"""The monitor's X and growth rates against independent routes: theory's X, and finite differences of
+log sigma under one tiny plain-SGD step of autograd on losses written here from the paper (Eqn 2, dot/tau)."""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from empirical.xmonitor import MonitorLog, monitor  # noqa: E402
+from theory.covariance import contrastive_covariance  # noqa: E402
+from theory.toy import toy_views  # noqa: E402
+
+
+def eqn2_loss(z, za):
+    """Eqn 2 divided by N: logits -|z_i - z_j|^2/2 for j != i (same branch), -|z_i - z_i'|^2/2 positive."""
+    d2 = torch.cdist(z, z) ** 2
+    pos = ((z - za) ** 2).sum(1)
+    logits = -0.5 * d2
+    logits = logits - torch.diag(torch.diag(logits)) + torch.diag(-0.5 * pos)  # positive on the diagonal
+    return (torch.logsumexp(logits, 1) + 0.5 * pos).mean()
+
+
+def dot_loss(z, za, tau=0.1):
+    return torch.nn.functional.cross_entropy(z @ za.T / tau, torch.arange(len(z)))
+
+
+def sym_dot_loss(z, za, tau=0.1):
+    return 0.5 * dot_loss(z, za, tau) + 0.5 * dot_loss(za, z, tau)
+
+
+def views(n=48, d=6, seed=0):
+    return toy_views(np.random.default_rng(seed), n, dim=d, augmented_dims=3, strength=1.5)
+
+
+def test_x_is_theory_x_per_batch_mean():
+    r1, r2 = views(64)
+    w = np.random.default_rng(1).standard_normal((4, 6)) * 0.5
+    one = monitor(r1, r2, w, batch_size=64)
+    np.testing.assert_allclose(one.x, contrastive_covariance(r1, r2, w)[0], rtol=1e-12, atol=1e-14)
+    four = monitor(torch.tensor(r1), torch.tensor(r2), torch.tensor(w), batch_size=16)
+    want = np.mean([contrastive_covariance(r1[b:b + 16], r2[b:b + 16], w)[0] for b in range(0, 64, 16)], axis=0)
+    np.testing.assert_allclose(four.x, want, rtol=1e-12, atol=1e-14)
+    assert four.x_eigenvalues.shape == (6,) and four.to_json()["n_batches"] == 4
+
+
+def sgd_log_sigma_change(weights, r1, r2, loss_fn, lr):
+    """(per-layer, end-to-end) d log sigma / dt from a plain-SGD step of size lr: (f(W - lr g) - f(W + lr g))
+    / (2 lr), the central difference along the SGD direction (second-order terms cancel)."""
+    ws = [torch.tensor(w, requires_grad=True) for w in weights]
+    x1, x2 = torch.tensor(r1), torch.tensor(r2)
+
+    def embed(x, mats):
+        for m in mats:
+            x = x @ m.T
+        return x
+
+    loss_fn(embed(x1, ws), embed(x2, ws)).backward()
+    ahead = [(w - lr * w.grad).detach().numpy() for w in ws]
+    behind = [(w + lr * w.grad).detach().numpy() for w in ws]
+
+    def logs(mats):
+        total = mats[0]
+        for m in mats[1:]:
+            total = m @ total
+        return [np.log(np.linalg.svd(m, compute_uv=False)) for m in mats], np.log(
+            np.linalg.svd(total, compute_uv=False))
+
+    (l0, e0), (l1, e1) = logs(behind), logs(ahead)
+    return [(b - a) / (2 * lr) for a, b in zip(l0, l1, strict=True)], (e1 - e0) / (2 * lr)
+
+
+@pytest.mark.parametrize(
+    "loss, symmetric, fn",
+    [("paper", False, eqn2_loss), ("dot", False, dot_loss), ("dot", True, sym_dot_loss)],
+)
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_growth_rates_match_sgd_finite_difference(loss, symmetric, fn, depth):
+    rng = np.random.default_rng(depth)
+    r1, r2 = views(40, seed=depth)
+    shapes = [(6, 6), (5, 6), (5, 5)][:depth] if depth > 1 else [(4, 6)]
+    weights = [rng.standard_normal(s) * 0.6 for s in shapes]
+    res = monitor(r1, r2, weights, loss=loss, batch_size=40, symmetric=symmetric)
+    observed_layers, observed_e2e = sgd_log_sigma_change(weights, r1, r2, fn, lr=1e-6)
+    for layer, obs in zip(res.layers, observed_layers, strict=True):
+        np.testing.assert_allclose(obs, layer["rate"], rtol=1e-4, atol=1e-6 * np.max(np.abs(layer["rate"])))
+    np.testing.assert_allclose(observed_e2e, res.end_to_end["rate"], rtol=1e-4,
+                               atol=1e-6 * np.max(np.abs(res.end_to_end["rate"])))
+    if depth == 1:  # Lemma 2 in its plain form: d log sigma_i / dt = v_i^T X v_i
+        v = res.layers[0]["v"]
+        np.testing.assert_allclose(res.layers[0]["rate"], np.einsum("ki,kj,ji->i", v, res.x, v), rtol=1e-10)
+
+
+def test_cosine_is_first_order_only():
+    """Cosine InfoNCE: the frozen-norm prediction tracks the true rate (Spearman high) but is not exact."""
+    from scipy.stats import spearmanr
+
+    def cos_loss(z, za):
+        return sym_dot_loss(torch.nn.functional.normalize(z, dim=1), torch.nn.functional.normalize(za, dim=1))
+
+    rng = np.random.default_rng(5)
+    r1, r2 = views(64, d=8, seed=5)
+    w = rng.standard_normal((8, 8)) * 0.5
+    res = monitor(r1, r2, w, loss="cosine", batch_size=64)
+    (obs,), _ = sgd_log_sigma_change([w], r1, r2, cos_loss, lr=1e-7)
+    assert res.cosine_c2 > 0 and res.symmetric
+    rho = spearmanr(obs, res.layers[0]["rate"]).statistic
+    print("cosine first-order Spearman", rho, "max rel err", np.max(np.abs(obs - res.layers[0]["rate"]) / np.abs(obs)))
+    assert rho > 0.5
+
+
+def test_row_is_strict_json_and_log_resumes(tmp_path):
+    r1, r2 = views(64)
+    rng = np.random.default_rng(2)
+    ws = [rng.standard_normal((6, 6)), rng.standard_normal((4, 6))]
+    log = MonitorLog(str(tmp_path))
+    for step in (10, 20, 30):
+        res = monitor(r1, r2, ws, batch_size=16)
+        log.write(step, res, lr=0.1, trust_ratio=[0.5, 0.4])
+    rows = [json.loads(line) for line in open(tmp_path / "monitor.jsonl")]
+    assert [r["step"] for r in rows] == [10, 20, 30]
+    row = rows[0]
+    assert len(row["layers"]) == 2 and len(row["alignment"]) == 1 and row["trust_ratio"] == [0.5, 0.4]
+    assert 0 <= row["alignment"][0]["chance"] <= 1 and row["x"]["n_significant"] is not None
+    arrays = np.load(tmp_path / row["arrays"])
+    assert arrays["x"].shape == (6, 6) and arrays["w1"].shape == (4, 6)
+    MonitorLog(str(tmp_path), resume_step=20)
+    assert [json.loads(line)["step"] for line in open(tmp_path / "monitor.jsonl")] == [10, 20]
+
+
+def test_bad_input_is_a_clear_error():
+    r1, r2 = views(16)
+    with pytest.raises(ValueError, match="inputs"):
+        monitor(r1, r2, np.ones((3, 5)))
+    with pytest.raises(ValueError, match="loss must be"):
+        monitor(r1, r2, np.ones((3, 6)), loss="ntxent")
