@@ -10,12 +10,13 @@ from threadpoolctl import threadpool_limits
 
 from theory import SimConfig, analyse, integrate, train_batched
 from theory.dynamics import forward
-from theory.experiment import EVAL_SAMPLES
+from theory.experiment import EVAL_SAMPLES, covariance_samples
 
 __all__ = [
     "EVAL_SAMPLES",
     "SimConfig",
     "analyse",
+    "covariance_samples",
     "eval_inputs",
     "integrate",
     "one_blas_thread",

@@ -6,6 +6,16 @@ z.z'/0.1, ``loss="dot"``), with which the paper's toy figures were made; the lin
 paper's Eqn 2 loss (``loss="paper"``) for comparison. One layer cannot collapse under
 weak augmentation (X > 0, Theorem 1); deeper networks collapse more (Corollary 2's implicit regularization,
 stronger with depth since sigma' ~ sigma^(2L-1)).
+
+t = 0: with this init the end-to-end embedding variances spread like exp(-0.7 L k), so at L >= 2 many dims
+start under the collapse rule (dotted lines in panel (c)): most of the count at depth is the init's, kept by
+the slow growth of small modes, not created by training. Collapse is counted against
+S = max(largest variance at t = 0, at the end).
+
+ReLU: the last layer's gradient is exactly W_L X(h), X(h) the contrastive covariance of its input features
+h >= 0 (Theorem 1 applied to W_L). With the dot loss X(h) has one strongly negative eigenvalue whose
+eigenvector is ~E[h]; W_L's weakest direction ends on it. That is the one ReLU collapse X predicts: the
+embedding dimension at the float64 floor in every ReLU run.
 """
 
 from __future__ import annotations
@@ -13,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from figures import style
-from figures.common import SimConfig, embeddings, eval_inputs, integrate, one_blas_thread
+from figures.common import SimConfig, analyse, embeddings, eval_inputs, integrate, one_blas_thread
 from theory import COLLAPSE_RTOL, embedding_spectrum
 
 NAME = "fig11_depth"
@@ -24,23 +34,37 @@ REFERENCE = {"linear": {1: 0, 2: 3, 3: 9, 4: 12}, "relu": {2: 1, 3: 4}}
 
 def run(layers: int, relu: bool, steps: int, loss: str = "dot") -> dict:
     cfg = SimConfig(
-        layers=layers, relu=relu, augmented_dims=16, augment_strength=0.001, lr=0.01, steps=steps, loss=loss
+        layers=layers, relu=relu, augmented_dims=16, augment_strength=0.001, lr=0.01, steps=steps, loss=loss,
+        init="paper",
     )
     with one_blas_thread():
-        traj = integrate(cfg)[0]
-    x = eval_inputs(cfg)
-    spec0 = embedding_spectrum(embeddings([w[0] for w in traj.weights], x, relu))
-    spec = embedding_spectrum(embeddings(traj.final, x, relu))
-    return {
+        traj, rng, fixed = integrate(cfg)
+        result = analyse(cfg, traj, rng, fixed)
+    spec = embedding_spectrum(embeddings(traj.final, eval_inputs(cfg), relu))
+    out = {
         "layers": layers,
         "relu": relu,
         "loss": loss,
-        "singular_values": spec.singular_values,
-        "singular_values_init": spec0.singular_values,
-        "collapsed_dims": spec.n_collapsed,
-        "collapsed_dims_init": spec0.n_collapsed,
+        "singular_values": result["embedding_singular_values"],
+        "singular_values_init": result["embedding_singular_values_initial"],
+        "collapse_reference": result["collapse_reference"],
+        "collapsed_dims": result["collapsed_dims"],
+        "collapsed_dims_init": result["collapsed_dims_initial"],
+        "collapsed_by_training": result["collapsed_by_training"],
         "effective_rank": spec.effective_rank,
     }
+    if "relu_last_layer" in result:
+        r = result["relu_last_layer"]
+        out["last_layer"] = {
+            "predicted": r["predicted_collapsed_dims"],
+            "observed": r["observed_collapsed_dims"],
+            "overlap": r["overlap"],
+            "inside_observed": r["predicted_inside_observed"],
+            "observed_initial": r["observed_collapsed_dims_initial"],
+            "cosine_with_mean_h": r["cosine_most_negative_with_mean_h"]["final"],
+            "most_negative_eigenvalue": r["most_negative_eigenvalue"],
+        }
+    return out
 
 
 def main(quick: bool = False, out_dir=None) -> dict:
@@ -54,6 +78,7 @@ def main(quick: bool = False, out_dir=None) -> dict:
     data = {
         "claim": "one layer does not collapse under weak augmentation; deeper networks collapse more",
         "config": {"steps": steps, "lr": 0.01, "augment_strength": 0.001, "init": "paper", "loss": "dot"},
+        "relu_last_layer_prediction": {str(r["layers"]): r["last_layer"] for r in runs["relu"]},
         "depths": depths,
         "runs": runs,
         "reference_r4": REFERENCE,
@@ -83,6 +108,13 @@ def draw(data: dict, out_dir=None) -> None:
                 label=f"L = {r['layers']}: {r['collapsed_dims']} collapsed",
             )
         ax.axhline(np.log10(COLLAPSE_RTOL), color="grey", ls=":", lw=1, label="collapse rule (1e-3)")
+        if kind == "relu":
+            notes = [f"L = {r['layers']}: X(h) predicts {r['last_layer']['predicted']}, "
+                     f"{style.fmt(r['last_layer']['inside_observed'])} of it among W_L's "
+                     f"{r['last_layer']['observed']} collapsed ({r['last_layer']['observed_initial']} at t = 0)"
+                     for r in data["runs"]["relu"]]
+            ax.text(0.97, 0.97, "last layer, Theorem 1 with X(h):\n" + "\n".join(notes), transform=ax.transAxes,
+                    ha="right", va="top", fontsize=6.8)
         ax.set(
             xlabel="rank index k (sorted)",
             ylabel="log10 (singular value of C / largest)",
@@ -135,8 +167,8 @@ def draw(data: dict, out_dir=None) -> None:
     cfg = data["config"]
     style.claim(
         fig,
-        "Fig. 11: under weak augmentation one layer does not collapse, deeper networks collapse more, "
-        f"with or without ReLU (toy-code loss, {cfg['steps']} steps, lr {cfg['lr']})",
+        "Fig. 11: one layer does not collapse, deeper ones stay more collapsed (much of it from t = 0, dotted); "
+        f"ReLU's one predicted collapse is W_L's E[h] direction (toy-code loss, {cfg['steps']} steps, lr {cfg['lr']})",
     )
     style.save(fig, NAME, data, out_dir)
 

@@ -66,6 +66,11 @@ def claim(fig: plt.Figure, text: str) -> None:
     fig.suptitle(text, fontsize=10, fontweight="bold")
 
 
+def fmt(value: float | None, spec: str = ".2f") -> str:
+    """A number for a label; None (undefined, e.g. an overlap of two empty subspaces) is 'n/a'."""
+    return "n/a" if value is None else format(value, spec)
+
+
 def log10(values: np.ndarray, floor: float = 1e-300) -> np.ndarray:
     return np.log10(np.maximum(np.asarray(values, dtype=np.float64), floor))
 

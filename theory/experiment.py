@@ -382,6 +382,7 @@ def _relu_last_layer(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator,
         return float(abs(v @ m) / norm) if norm > 0 else None
 
     nothing = check1.n_negative == 0 and observed.shape[1] == 0
+    inside = float(np.sum((observed.T @ check1.basis) ** 2) / check1.n_negative) if check1.n_negative else None
     return {
         "predicted_collapsed_dims": check1.n_negative,
         "predicted_collapsed_dims_initial": check0.n_negative,
@@ -391,6 +392,8 @@ def _relu_last_layer(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator,
         "cosine_most_negative_with_mean_h": {"initial": cosine(check0.eigenvectors[:, -1], mean_h0),
                                              "final": cosine(check1.eigenvectors[:, -1], mean_h)},
         "observed_collapsed_dims": int(dead.sum()),
+        "observed_collapsed_dims_initial": int(np.sum(sv0**2 <= COLLAPSE_RTOL * sv0.max() ** 2)),
+        "predicted_inside_observed": inside,  # share of X(h)'s predicted directions among W_L's collapsed ones
         "observed_log10_singular_values": np.log10(np.maximum(sv1, 1e-320)),
         "overlap": None if nothing else subspace_overlap(check1.basis, observed),
     }

@@ -104,7 +104,10 @@ def summary(result: dict) -> str:
             f"at the end); cosine of its eigenvector with E[h]: {fmt(cos['initial'])} at t=0, "
             f"{fmt(cos['final'])} at the end",
             f"  W_L's collapsed directions (sigma^2 <= 1e-3 x largest at t=0 or end): "
-            f"{r['observed_collapsed_dims']}; overlap with X(h)'s prediction: {_overlap(r['overlap'])}",
+            f"{r['observed_collapsed_dims_initial']} at t=0, {r['observed_collapsed_dims']} at the end; "
+            f"overlap with X(h)'s prediction: {_overlap(r['overlap'])}"
+            + ("" if r["predicted_inside_observed"] is None else
+               f", share of the prediction inside W_L's collapsed directions {r['predicted_inside_observed']:.3f}"),
         ]
     else:
         lines.append("predictions from X: not available (X is defined for the paper and dot losses; ntxent "
