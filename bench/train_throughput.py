@@ -6,9 +6,9 @@ parameters drawn ahead in a background thread; "model" = the same step on pre-au
 would cost with free data); "augment" = the two views alone. Then the LARS step alone, vectorized
 (``optimizer_ms``) and the per-parameter reference loop (``optimizer_loop_ms``), on the same parameters and
 gradients. ``mfu``: FLOPs of one step (torch.utils.flop_counter.FlopCounterMode, forward + backward) x full
-steps/s over the device's peak: the vendor's dense peak for known GPUs at the run's precision, on a CPU the
-rate of a large fp32 matmul measured in the same run (so "mfu" there means "fraction of this CPU's matmul
-rate"); null with a reason when neither is known (--peak-tflops sets it).
+steps/s over the device's peak: the vendor's dense peak for known GPUs at the run's precision; on a CPU the
+rate of a large matmul at the run's precision measured in the same run (so there "mfu" is the fraction of this
+CPU's matmul rate); null with a reason when neither is known (--peak-tflops sets it).
 
     python bench/train_throughput.py --backbone tiny --batch-size 64 --device cpu --threads 2    (CPU, ~1 min)
     python bench/train_throughput.py --backbone resnet18 --batch-size 512 --precision bf16 --channels-last \
@@ -65,13 +65,14 @@ def _peak_tflops(device: torch.device, precision: str, threads: int) -> tuple[fl
     if device.type != "cpu":
         return None, f"no peak known for device {device.type}; pass --peak-tflops"
     n, reps = 1024, 8
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     t0 = time.perf_counter()
     for _ in range(reps):
         a @ b
     rate = 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12
-    return rate, f"measured fp32 {n}x{n} matmul rate of this CPU, {threads} threads, same run"
+    return rate, f"measured {precision} {n}x{n} matmul rate of this CPU, {threads} threads, same run"
 
 
 def _step_flops(model, views, labels, amp, device) -> int:
