@@ -113,8 +113,8 @@ def draw(data: dict, out_dir=None) -> None:
                      f"{style.fmt(r['last_layer']['inside_observed'])} of it among W_L's "
                      f"{r['last_layer']['observed']} collapsed ({r['last_layer']['observed_initial']} at t = 0)"
                      for r in data["runs"]["relu"]]
-            ax.text(0.97, 0.97, "last layer, Theorem 1 with X(h):\n" + "\n".join(notes), transform=ax.transAxes,
-                    ha="right", va="top", fontsize=6.8)
+            ax.text(0.97, 0.55, "last layer, Theorem 1 with X(h):\n" + "\n".join(notes), transform=ax.transAxes,
+                    ha="right", va="center", fontsize=6.5, bbox={"fc": "white", "ec": "0.8", "alpha": 0.9})
         ax.set(
             xlabel="rank index k (sorted)",
             ylabel="log10 (singular value of C / largest)",
@@ -167,8 +167,8 @@ def draw(data: dict, out_dir=None) -> None:
     cfg = data["config"]
     style.claim(
         fig,
-        "Fig. 11: one layer does not collapse, deeper ones stay more collapsed (much of it from t = 0, dotted); "
-        f"ReLU's one predicted collapse is W_L's E[h] direction (toy-code loss, {cfg['steps']} steps, lr {cfg['lr']})",
+        "Fig. 11: deeper networks end more collapsed (dotted: at t = 0, paper init); ReLU's predicted "
+        f"collapse is W_L's E[h] direction ({cfg['steps']} steps)",
     )
     style.save(fig, NAME, data, out_dir)
 

@@ -124,8 +124,8 @@ def draw(data: dict, out_dir=None) -> None:
             score = r["score_surviving_init"] if col == 0 else r["score_surviving_final"]
             diag = r["diagonal_score_init"] if col == 0 else r["diagonal_score_final"]
             when = "at t = 0" if col == 0 else f"after {r['config']['steps']} steps"
-            ax.set_title(f"{label}\n|V2ᵀU1| {when}: {r['surviving_modes']} surviving modes aligned {score:.2f} "
-                         f"(chance {r['chance']:.2f}; mean |A_kk| {diag:.2f})", fontsize=7)
+            ax.set_title(f"{label}\n|V2ᵀU1| {when}\n{r['surviving_modes']} surviving modes: aligned {score:.2f} "
+                         f"(chance {r['chance']:.2f}), mean |A_kk| {diag:.2f}", fontsize=7)
             if col == 1:
                 for start, size in r["blocks"]:
                     if size > 1:

@@ -78,7 +78,7 @@ def summary(result: dict) -> str:
             rate = "variance ~ exp(2 lambda t) for one layer" if cfg["layers"] == 1 else \
                 "Theorem 3's sigma' = lambda sigma^(2L-1) for balanced layers"
             lines.append(
-                f"UNFINISHED: X still predicts collapse along {u['directions']} directions that have not collapsed;"
+                f"UNFINISHED: X still predicts collapse along {u['directions']} direction(s) that have not collapsed;"
                 f" their variance must fall another {u['decades_to_go'][0]:.1f}-{u['decades_to_go'][1]:.1f} decades"
                 f" (to 1e-3 x S). At the end's X eigenvalues there ({max(u['x_eigenvalues']):.2g} to "
                 f"{min(u['x_eigenvalues']):.2g}; {rate}) that takes t = {u['more_time_needed']:.3g} more: "
@@ -116,7 +116,7 @@ def summary(result: dict) -> str:
         i, j = pair["pair"]
         lines.append(
             f"alignment W{i}-W{j} (Theorem 2, A = V{j}^T U{i}, {pair['surviving']} surviving modes in "
-            f"{len(pair['groups'])} groups cut at singular-value gaps): {pair['score']:.3f}, chance "
+            f"{len(pair['groups'])} group(s) cut at singular-value gaps): {pair['score']:.3f}, chance "
             f"{pair['chance']:.3f}; rank-order mean |A_kk| {pair['diagonal_score']:.3f}; raw |A| in the JSON")
     for row in result.get("conservation", []):
         i, j = row["pair"]
