@@ -24,9 +24,11 @@ OPTIMIZERS = ("lars", "sgd", "adamw")
 class LARS(torch.optim.Optimizer):
     """LARS with per-group ``lars_exclude`` (no weight decay and no trust-ratio scaling for that group).
 
-    ``foreach=True`` (default) updates all parameters of a group, device and dtype with a few
-    ``torch._foreach_*`` kernels and keeps the trust ratios on the device (no host sync); ``foreach=False`` is
-    the per-parameter loop of the official code, kept as the reference. ``lr`` may be a float or a 0-d tensor
+    ``foreach=True`` updates all parameters of a group, device and dtype with a few ``torch._foreach_*``
+    kernels and keeps the trust ratios on the device (no host sync); ``foreach=False`` is the per-parameter loop
+    of the official code, kept as the reference. ``None`` (default), as torch.optim: vectorized on CUDA, where
+    the loop is bound by kernel launches, and the loop on the CPU, where it is faster (each tensor stays in
+    cache through all its operations; see bench/README.md). ``lr`` may be a float or a 0-d tensor
     on the parameters' device (so that a captured step can read a changing rate).
     """
 
@@ -37,7 +39,7 @@ class LARS(torch.optim.Optimizer):
         weight_decay: float = 0.0,
         momentum: float = 0.9,
         eta: float = 0.001,
-        foreach: bool = True,
+        foreach: bool | None = None,
     ):
         defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta, lars_exclude=False)
         super().__init__(params, defaults)
@@ -56,16 +58,16 @@ class LARS(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if self.foreach:
-                buckets: dict = {}
-                for p in params:
+            buckets: dict = {}
+            for p in group["params"]:
+                if p.grad is not None:
                     buckets.setdefault((p.device, p.dtype), []).append(p)
-                for bucket in buckets.values():
+            for (device, _), bucket in buckets.items():
+                if self.foreach or (self.foreach is None and device.type == "cuda"):
                     self._step_foreach(group, bucket)
-            else:
-                for p in params:
-                    self._step_one(group, p)
+                else:
+                    for p in bucket:
+                        self._step_one(group, p)
         return loss
 
     def _step_one(self, group: dict, p: torch.Tensor) -> None:
@@ -88,13 +90,17 @@ class LARS(torch.optim.Optimizer):
         grads = [p.grad for p in params]
         mus = [self._mu(p) for p in params]
         if not group["lars_exclude"]:
-            if group["weight_decay"] != 0:
+            decayed = group["weight_decay"] != 0
+            if decayed:  # new tensors: p.grad itself is never modified
                 grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
             p_norm = torch.stack(torch._foreach_norm(params))
             g_norm = torch.stack(torch._foreach_norm(grads))
             safe = torch.where(g_norm > 0, g_norm, torch.ones_like(g_norm))
             q = torch.where((p_norm > 0) & (g_norm > 0), group["eta"] * p_norm / safe, torch.ones_like(p_norm))
-            grads = torch._foreach_mul(grads, list(q.unbind(0)))
+            if decayed:
+                torch._foreach_mul_(grads, list(q.unbind(0)))
+            else:
+                grads = torch._foreach_mul(grads, list(q.unbind(0)))
         torch._foreach_mul_(mus, group["momentum"])
         torch._foreach_add_(mus, grads)
         lr = group["lr"]
@@ -141,9 +147,9 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(
-    name: str, model: nn.Module, lr: float, weight_decay: float, foreach: bool = True
+    name: str, model: nn.Module, lr: float, weight_decay: float, foreach: bool | None = None
 ) -> torch.optim.Optimizer:
-    """``foreach`` only concerns LARS (False: the per-parameter reference loop)."""
+    """``foreach`` only concerns LARS (True: vectorized, False: the per-parameter loop, None: by device)."""
     groups = param_groups(model, weight_decay)
     if name == "lars":
         return LARS(groups, lr=lr, weight_decay=weight_decay, foreach=foreach)

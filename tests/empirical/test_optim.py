@@ -85,3 +85,17 @@ def test_build_optimizer_foreach_switch_and_model_equality():
             o.step()
     for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+def test_default_is_the_loop_on_cpu():
+    """foreach=None picks the loop on the CPU (faster there), bit for bit the reference."""
+    ps = [_params(0), _params(0)]
+    opts = [
+        LARS(_groups(p, 1e-2), lr=0.5, weight_decay=1e-2, foreach=f) for p, f in zip(ps, (None, False), strict=True)
+    ]
+    for step in range(3):
+        for p, o in zip(ps, opts, strict=True):
+            _grads(p, step)
+            o.step()
+    assert all(torch.equal(a, b) for a, b in zip(*ps, strict=True))
+    assert build_optimizer("lars", torch.nn.Linear(2, 2), 0.1, 0.0).foreach is None
