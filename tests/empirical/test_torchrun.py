@@ -1,5 +1,9 @@
-"""torchrun end to end (issue 4 "Distributed"): 2 CPU ranks (gloo, SyncBN, gathered negatives, sharded data)
-train to the same weights as 1 process on the same global batches, up to float32 reduction order."""
+"""torchrun end to end: 2 CPU ranks (gloo, SyncBN, gathered negatives, sharded data) train to the same weights as
+1 process on the same global batches, up to float32 reduction order.
+
+Batch 32 (16 a rank): at batch 16 and lr 0.05 the float32 reduction-order differences (1e-6 after two steps) grow
+to 2e-3 in the third step with the paper's augmentation, a sensitivity of that tiny-batch regime, not a mismatch
+(the float64 one-step test in test_ddp.py matches to 1e-12)."""
 
 import os
 import socket
@@ -16,7 +20,7 @@ ARGS = [
     "--dataset",
     "digits",
     "--batch-size",
-    "16",
+    "32",
     "--max-steps",
     "4",
     "--image-size",
@@ -35,8 +39,8 @@ ARGS = [
     "2",
     "--spectrum-every",
     "0",
-    "--spectrum-samples",
-    "64",
+    "--checkpoint-every-steps",
+    "2",
     "--no-progress",
     "--threads",
     "1",
@@ -83,4 +87,4 @@ def test_torchrun_two_ranks_match_one_process(tmp_path):
             torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
     cfg = (two / "config.json").read_text()
     assert '"world_size": 2' in cfg
-    assert os.path.exists(two / "ckpt-000000004.pt") and not os.path.exists(two / "ckpt-000000002.pt")
+    assert [os.path.basename(p) for p in sorted(two.glob("ckpt-*.pt"))] == ["ckpt-000000002.pt", "ckpt-000000004.pt"]
