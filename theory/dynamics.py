@@ -196,8 +196,8 @@ def run_gd(
 ) -> Trajectory:
     """Gradient descent W_l <- W_l - lr dL/dW_l for ``steps`` steps.
 
-    ``views`` is either a sampler rng -> (x, x_aug), called every step (fresh data and augmentation),
-    or a fixed pair (x, x_aug).
+    ``views`` is either a sampler rng -> (x, x_aug), called every step (fresh data and augmentation) with
+    the given ``rng``, or a fixed pair (x, x_aug).
 
     ``track_conservation`` (linear networks) sums, per adjacent pair, the one part of a gd step that moves
     C_l = W_l W_l^T - W_{l+1}^T W_{l+1}: the first-order terms cancel (G_l W_l^T = W_{l+1}^T G_{l+1} by the
@@ -207,7 +207,8 @@ def run_gd(
     from tqdm.auto import tqdm
 
     weights = [np.array(w, dtype=np.float64) for w in weights]
-    rng = rng if rng is not None else np.random.default_rng(0)
+    if callable(views) and rng is None:
+        raise ValueError("a sampler needs an explicit rng (np.random.Generator): no hidden random state")
     times, snaps, losses = [], [[] for _ in weights], []
     increments = [np.zeros(w.shape[:-1] + w.shape[-2:-1]) for w in weights[:-1]]
 

@@ -187,6 +187,8 @@ def test_run_gd_with_sampler_uses_fresh_views():
 
     run_gd([rng.standard_normal((3, 3))], 7, 0.01, sampler, rng=np.random.default_rng(0))
     assert len(calls) == 8  # a fresh batch per step, and one for the loss at the final weights
+    with pytest.raises(ValueError, match="explicit rng"):
+        run_gd([rng.standard_normal((3, 3))], 1, 0.01, sampler)  # no hidden random state
 
 
 def fixed_x_blowup_setup():
