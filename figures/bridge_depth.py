@@ -1,0 +1,62 @@
+"""Sec. 5 on a real backbone: collapsed count vs linear-projector depth, and adjacent-layer alignment over time.
+
+Reads ``results/bridge/bridge.json`` (never trains). Left: collapsed dimensions at the end (end-to-end map's
+singular values and the embedding spectrum), mean +- s.e. over seeds, per depth. Right: gap-grouped alignment
+of adjacent layers (Theorem 2) over training, per depth, beside its chance level (dashed).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from figures import style
+from figures.bridge_growth import load
+
+NAME = "bridge_depth"
+
+
+def draw(result: dict, out_dir=None) -> dict:
+    tables = result["depth"]
+    fig, axes = style.plt.subplots(len(tables), 2, figsize=(9, 3.4 * len(tables)), squeeze=False)
+    data: dict = {"claim": "deeper linear projectors collapse more, and adjacent layers align (Sec. 5)",
+                  "panels": []}
+    for (ax_c, ax_a), table in zip(axes, tables, strict=True):
+        rows = table["by_depth"]
+        depth = np.array([r["depth"] for r in rows])
+        for key, color, label in (("collapsed_end_to_end", style.AUGMENTED, "end-to-end map"),
+                                  ("collapsed_embedding", style.CLEAN, "embedding spectrum")):
+            m = np.array([r[key]["mean"] for r in rows], dtype=float)
+            s = np.array([r[key]["se"] or 0.0 for r in rows], dtype=float)
+            ax_c.errorbar(depth, m, yerr=s, marker="o", color=color, capsize=3, label=label)
+        seeds = ", ".join(f"depth {r['depth']}: {r['seeds']}" for r in rows)
+        counts = ", ".join(f"{r['collapsed_end_to_end']['mean']:.1f}" for r in rows)
+        s0 = table["settings"]
+        ax_c.set(title=f"{s0.get('monitor_loss')}, {s0.get('optimizer', '?')}: collapsed {counts}\nseeds {seeds}",
+                 xlabel="projector depth (linear layers)", ylabel="collapsed dimensions at the end",
+                 xticks=depth)
+        ax_c.legend()
+        for k, r in enumerate(rows):
+            if not r["alignment"]:
+                continue
+            f = np.array([a["fraction"] for a in r["alignment"]])
+            m = np.array([a["score"]["mean"] for a in r["alignment"]])
+            c = np.array([a["chance"]["mean"] for a in r["alignment"]])
+            color = style.LAYER_COLORS[k % len(style.LAYER_COLORS)]
+            ax_a.plot(f, m, color=color, label=f"depth {r['depth']} (end {m[-1]:.2f}, chance {c[-1]:.2f})")
+            ax_a.plot(f, c, color=color, ls="--", lw=0.8)
+        ax_a.set(title="alignment of adjacent layers (dashed: chance)", xlabel="training time (fraction)",
+                 ylabel="gap-grouped alignment", ylim=(-0.02, 1.02))
+        if ax_a.lines:
+            ax_a.legend(loc="lower right")
+        data["panels"].append(table)
+    style.claim(fig, data["claim"])
+    style.save(fig, NAME, data, out_dir)
+    return data
+
+
+def main(quick: bool = False, out_dir=None) -> dict:
+    return draw(load(), out_dir)
+
+
+if __name__ == "__main__":
+    style.cli(main, __doc__.splitlines()[0])

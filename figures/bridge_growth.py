@@ -1,0 +1,81 @@
+"""Lemma 2 during training: predicted vs observed change of log sigma_i between monitor steps.
+
+Reads ``results/bridge/bridge.json`` (``python -m empirical.bridge RUN ... --out results/bridge``; never
+trains). One panel per group of seeds (loss, optimizer, depth): every projector singular value of every
+interval, predicted step x (v_i^T X v_i - lambda) against the observed change, coloured by training time,
+with the identity line; the title gives Spearman and slope (mean +- s.e. over seeds) beside chance and the
+persistence baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from figures import style
+
+NAME = "bridge_growth"
+RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "bridge")
+
+
+def load(root: str = RESULTS) -> dict:
+    path = os.path.join(root, "bridge.json")
+    if not os.path.exists(path):
+        raise style.MissingResults(f"no {path}; run python -m empirical.bridge RUN ... --out {root}")
+    return json.load(open(path))
+
+
+def fmt(m: dict, signed: bool = True) -> str:
+    if m["mean"] is None:
+        return "n/a"
+    s = f"{m['mean']:+.2f}" if signed else f"{m['mean']:.2f}"
+    return s + (f" ± {m['se']:.2f}" if m.get("se") is not None else "")
+
+
+def group_label(s: dict) -> str:
+    return f"{s.get('monitor_loss')}, {s.get('optimizer', '?')}, depth {s.get('depth')}"
+
+
+def draw(result: dict, out_dir=None) -> dict:
+    groups = [g for g in result["groups"] if g["instantaneous"]["spearman"]["n"]]
+    if not groups:
+        raise style.MissingResults("no run with a scalar effective step (SGD or LARS) in the bridge results")
+    fig, axes = style.plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.9), squeeze=False)
+    data: dict = {"claim": "d log sigma_i = step x v_i^T X v_i between monitor steps (Lemma 2)", "panels": []}
+    for ax, g in zip(axes[0], groups, strict=True):
+        pred, obs, when = [], [], []
+        for name in g["runs"]:
+            sc = result["runs"][name]["instantaneous"].get("scatter")
+            if sc:
+                pred += sc["predicted"]
+                obs += sc["observed"]
+                when += sc["time"]
+        pred, obs = np.asarray(pred, float), np.asarray(obs, float)
+        art = ax.scatter(pred, obs, c=when, cmap=style.SEQUENTIAL, s=5, alpha=0.6, vmin=0, vmax=1,
+                         rasterized=True)
+        if len(pred):
+            lo, hi = float(min(pred.min(), obs.min())), float(max(pred.max(), obs.max()))
+            ax.plot([lo, hi], [lo, hi], color=style.PREDICTION, lw=0.8, label="observed = predicted")
+        i = g["instantaneous"]
+        caption = (f"Spearman {fmt(i['spearman'])}, slope {fmt(i['slope'])}\n"
+                   f"chance (95%) {fmt(i['chance_spearman_95'], False)}, "
+                   f"persistence {fmt(i['baseline_spearman'])}; {g['seeds']} seed(s)")
+        ax.set(title=f"{group_label(g['settings'])}\n{caption}", xlabel="predicted change of log σ_i",
+               ylabel="observed change of log σ_i")
+        ax.legend(loc="upper left")
+        data["panels"].append({"settings": g["settings"], "seeds": g["seeds"], "caption": caption,
+                               "instantaneous": i})
+    fig.colorbar(art, ax=axes[0, -1], label="training time (fraction)")
+    style.claim(fig, data["claim"])
+    style.save(fig, NAME, data, out_dir)
+    return data
+
+
+def main(quick: bool = False, out_dir=None) -> dict:
+    return draw(load(), out_dir)
+
+
+if __name__ == "__main__":
+    style.cli(main, __doc__.splitlines()[0])

@@ -1,0 +1,139 @@
+"""The bridge on synthetic runs with a known answer: a linear toy (identity backbone) trained here by plain
+SGD (prediction (a) must be exact: Spearman ~ 1, slope ~ 1), with momentum and weight decay (the steady-state
+effective step), and the same rows with random predicted rates (Spearman ~ 0: the verdict is calibrated)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from empirical import bridge  # noqa: E402
+from empirical.optim import lr_at  # noqa: E402
+from empirical.xmonitor import MonitorLog, monitor  # noqa: E402
+from theory.io import write_json  # noqa: E402
+from theory.losses import contrastive_loss  # noqa: E402
+from theory.toy import toy_views  # noqa: E402
+
+
+def toy_run(path, seed=0, depth=1, steps=400, every=5, lr=0.01, momentum=0.0, weight_decay=0.0,
+            strength=2.0, loss="paper", n=64, dim=8):
+    """Full-batch SGD (torch.optim.SGD's update rule) on fixed toy pairs, monitored every ``every`` steps."""
+    rng = np.random.default_rng(seed)
+    r1, r2 = toy_views(rng, n, dim=dim, augmented_dims=dim // 2, strength=strength)
+    # well-separated singular values (as the paper's toy init): singular vectors stay identifiable
+    # independent bases per layer: adjacent layers start unaligned
+    ortho = [np.linalg.qr(rng.standard_normal((dim, dim)))[0] for _ in range(2 * depth)]
+    sigma0 = np.diag(0.5 * np.exp(-0.25 * np.arange(dim)))
+    ws = [ortho[2 * k + 1] @ sigma0 @ ortho[2 * k].T for k in range(depth)]
+    bufs = [np.zeros_like(w) for w in ws]
+    os.makedirs(path, exist_ok=True)
+    write_json(os.path.join(path, "config.json"), {
+        "dataset": "toy", "projector": "linear", "projector_layers": depth, "loss": loss, "optimizer": "sgd",
+        "lr": lr, "momentum": momentum, "weight_decay": weight_decay, "warmup_steps": 0, "total_steps": steps,
+        "batch_size": n, "seed": seed})
+    log = MonitorLog(path)
+    for step in range(steps + 1):
+        if step % every == 0:
+            log.write(step, monitor(r1, r2, ws, loss=loss, batch_size=n), lr=lr_at(step, lr, 0, steps))
+        if step == steps:
+            break
+        total = np.linalg.multi_dot(ws[::-1]) if depth > 1 else ws[0]
+        _, g1, g2 = contrastive_loss(r1 @ total.T, r2 @ total.T, loss)
+        grad = g1.T @ r1 + g2.T @ r2  # dL/dW of the end-to-end map
+        rate = lr_at(step, lr, 0, steps)
+        for ell in range(depth):
+            p, q = np.eye(dim), np.eye(dim)
+            for w in ws[ell + 1:]:
+                p = w @ p
+            for w in ws[:ell]:
+                q = w @ q
+            g = p.T @ grad @ q.T + weight_decay * ws[ell]
+            bufs[ell] = momentum * bufs[ell] + g if step else g
+            ws[ell] = ws[ell] - rate * bufs[ell]
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bridge")
+    return {
+        "sgd": [toy_run(str(root / f"sgd-s{s}"), seed=s) for s in (0, 1)],
+        "momentum": toy_run(str(root / "mom"), lr=0.0003, every=10, momentum=0.9, weight_decay=0.05),
+        "deep": [toy_run(str(root / f"deep-s{s}"), seed=s, depth=2, strength=0.3) for s in (0, 1)],
+    }
+
+
+def test_plain_sgd_prediction_is_exact(runs):
+    res = bridge.analyse(runs["sgd"], progress=False)
+    for name, r in res["runs"].items():
+        inst = r["instantaneous"]
+        print(name, {k: inst[k] for k in ("spearman", "slope", "chance_spearman_95", "baseline_spearman")})
+        assert inst["spearman"] > 0.99 and abs(inst["slope"] - 1) < 0.05 and inst["better_than_chance"]
+        assert inst["chance_spearman_95"] < 0.3
+    group = res["groups"][0]
+    assert group["seeds"] == 2 and group["instantaneous"]["slope"]["se"] is not None
+
+
+def test_momentum_and_weight_decay_effective_step(runs):
+    inst = bridge.analyse([runs["momentum"]], progress=False)["runs"]["mom"]["instantaneous"]
+    print(inst["effective_step"], inst["spearman"], inst["slope"])
+    assert "momentum 0.9" in inst["effective_step"]
+    assert inst["spearman"] > 0.95 and abs(inst["slope"] - 1) < 0.1
+
+
+def test_random_predictions_are_at_chance(runs, tmp_path):
+    """The same observed trajectories, predicted rates replaced by noise: Spearman ~ 0, verdict negative."""
+    src = runs["sgd"][0]
+    dst = tmp_path / "random"
+    os.makedirs(dst / "monitor")
+    rng = np.random.default_rng(7)
+    with open(dst / "monitor.jsonl", "w") as f:
+        for line in open(os.path.join(src, "monitor.jsonl")):
+            row = json.loads(line)
+            for layer in row["layers"]:
+                layer["rate"] = rng.standard_normal(len(layer["rate"])).tolist()
+            row["end_to_end"]["rate_by_layer"] = [rng.standard_normal(len(row["end_to_end"]["sigma"])).tolist()]
+            f.write(json.dumps(row) + "\n")
+            os.link(os.path.join(src, row["arrays"]), dst / row["arrays"])
+    os.link(os.path.join(src, "config.json"), dst / "config.json")
+    inst = bridge.analyse([str(dst)], progress=False)["runs"]["random"]["instantaneous"]
+    print("random", inst["spearman"], inst["chance_spearman_95"])
+    assert abs(inst["spearman"]) < inst["chance_spearman_95"] < 0.3 and not inst["better_than_chance"]
+
+
+def test_early_warning_finds_the_augmented_directions(runs):
+    ew = bridge.analyse(runs["sgd"][:1], progress=False)["runs"]["sgd-s0"]["early_warning"]
+    at = ew["at"]["0.1"]
+    print(ew["n_collapsed_end"], at)
+    assert ew["n_collapsed_end"] == 4 and ew["chance_overlap"] == 0.5
+    assert at["auc_x"] == 1.0 and at["overlap_x"] > 0.9 and at["x_n_negative"] == 4
+
+
+def test_depth_and_alignment_and_cli(runs, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert bridge.main([*runs["sgd"], *runs["deep"], "--out", str(out), "--no-progress"]) == 0
+    res = json.load(open(out / "bridge.json"))
+    deep = res["runs"]["deep-s0"]["depth"]
+    assert deep["depth"] == 2 and deep["alignment"] and 0 <= deep["alignment"][-1]["chance"] <= 1
+    # the runs differ only in depth (the toy strength is not in the config): one table with both depths
+    assert len(res["depth"]) == 1 and [r["depth"] for r in res["depth"][0]["by_depth"]] == [1, 2]
+    align = deep["alignment"]
+    print("alignment", align[0], align[-1])
+    assert align[-1]["score"] > align[0]["score"] + 0.1 and align[-1]["score"] > 2 * align[-1]["chance"]
+    for name in ("bridge_growth", "bridge_early_warning", "bridge_depth"):
+        assert (out / f"{name}.png").exists() and (out / f"{name}.pdf").exists()
+    assert "Spearman" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["nowhere", "--out", "x"], "does not exist"),
+    ([".", "--out", "x"], "no config.json"),
+])
+def test_bad_input_one_line_exit_2(args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert bridge.main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
