@@ -11,10 +11,10 @@ the seed are aggregated (mean +- standard error over seeds).
     up crossing singular values, is reported beside it). The effective
     step of layer l between the rows:
       plain SGD            step = sum of the learning rates of the updates in between (exact as lr -> 0);
-      momentum m           step = that sum / (1 - m): the steady state of the momentum buffer for a slowly
-                           varying gradient (it under-shoots during the first ~1/(1-m) steps of a run, and
-                           the buffer's lag over-states a direction changing by delta per step by about
-                           m delta / (1 - m) relative: 1/(1 - m e^-delta) instead of 1/(1 - m));
+      momentum m           step = sum_s lr_s (1 - m^(s+1)) / (1 - m): what a constant gradient moves the
+                           weights with the buffer started at zero at step 0, i.e. lr / (1 - m) at steady
+                           state (the buffer's lag still over-states a direction changing by delta per step
+                           by about m delta / (1 - m) relative: 1/(1 - m e^-delta) instead of 1/(1 - m));
       LARS                 also x the layer's trust ratio q_l = eta ||W_l|| / ||G_l + lambda W_l||, read from
                            the row's ``trust_ratio`` when the trainer logs it, else estimated with the
                            held-out full-batch gradient G_l (row: weight_norm, grad_norm, sigma, rate; the
@@ -124,32 +124,48 @@ def settings(run: Run, with_depth: bool = True) -> dict:
 
 # ---- (a) instantaneous ----------------------------------------------------------------------------------------
 
-def lr_sum(run: Run, s0: int, s1: int, row1: dict) -> float:
-    """Sum of the learning rates of the updates s0 .. s1-1 (those between the rows at steps s0 and s1)."""
-    if row1.get("lr_sum") is not None:
-        return float(row1["lr_sum"])
-    c = run.config
+def learning_rates(run: Run, s0: int, s1: int, row1: dict) -> np.ndarray:
+    """The learning rates of the updates s0 .. s1-1 (those between the rows at steps s0 and s1): the trainer's
+    schedule from config.json (lr, warmup_steps, total_steps; or schedule "constant"), else the row's
+    ``lr_sum`` spread evenly, else the trapezoid of the rows' ``lr``."""
+    c, n = run.config, s1 - s0
     if c.get("schedule") == "constant" and "lr" in c:
-        return float(c["lr"]) * (s1 - s0)
+        return np.full(n, float(c["lr"]))
     if all(k in c for k in ("lr", "warmup_steps", "total_steps")):
         from empirical.optim import lr_at
 
-        return float(sum(lr_at(s, c["lr"], c["warmup_steps"], c["total_steps"]) for s in range(s0, s1)))
-    lrs = [r.get("lr") for r in (run.rows[0], row1)]
+        return np.array([lr_at(s, c["lr"], c["warmup_steps"], c["total_steps"]) for s in range(s0, s1)])
+    if row1.get("lr_sum") is not None:
+        return np.full(n, float(row1["lr_sum"]) / n)
+    prev = [r for r in run.rows if r["step"] == s0]
+    lrs = [prev[0].get("lr") if prev else None, row1.get("lr")]
     if any(v is None for v in lrs):
         raise UserError(f"{run.name}: no learning rate (config lr/warmup_steps/total_steps, or rows' lr)")
-    return 0.5 * (lrs[0] + lrs[1]) * (s1 - s0)
+    return np.full(n, 0.5 * (lrs[0] + lrs[1]))
+
+
+def momentum_of(run: Run) -> float:
+    opt = run.config.get("optimizer", "sgd")
+    return float(run.config.get("momentum", DEFAULT_MOMENTUM.get(opt, 0.0)))
+
+
+def effective_step(run: Run, s0: int, s1: int, row1: dict) -> float:
+    """sum_s lr_s (1 - m^(s+1)) / (1 - m) over the updates s0 .. s1-1: the distance a constant gradient moves
+    the weights with momentum m, the buffer starting at zero at step 0 (torch SGD, LARS); plain SGD: sum lr."""
+    m = momentum_of(run)
+    steps = np.arange(s0, s1)
+    return float(np.sum(learning_rates(run, s0, s1, row1) * (1.0 - m ** (steps + 1)) / (1.0 - m)))
 
 
 def step_factors(run: Run, row: dict) -> tuple[np.ndarray, str] | tuple[None, str]:
-    """Per-layer multiplier of the learning-rate sum (module doc (a)), and how it was obtained."""
+    """Per-layer multiplier of ``effective_step`` (1, or LARS's trust ratio; module doc (a)) and how."""
     c = run.config
     opt = c.get("optimizer", "sgd")
     if opt not in ("sgd", "lars"):
         return None, f"{opt}: per-coordinate scaling, no scalar effective step"
-    m = float(c.get("momentum", DEFAULT_MOMENTUM[opt]))
-    factor = np.full(run.depth, 1.0 / (1.0 - m))
-    how = "plain SGD" if m == 0 else f"momentum {m:g}: lr / (1 - m)"
+    m = momentum_of(run)
+    factor = np.ones(run.depth)
+    how = "plain SGD" if m == 0 else f"momentum {m:g}: lr (1 - m^(s+1)) / (1 - m)"
     if opt == "lars":
         if row.get("trust_ratio") is not None:
             q = np.asarray(row["trust_ratio"], dtype=np.float64)
@@ -220,7 +236,7 @@ def instantaneous(run: Run, rng: np.random.Generator) -> dict:
         factor, how = step_factors(run, r0)
         if factor is None:
             return {"skipped": how}
-        steps = lr_sum(run, r0["step"], r1["step"], r1) * factor
+        steps = effective_step(run, r0["step"], r1["step"], r1) * factor
         gains, ranks, e2e = observed_changes(run, r0, r1)
         for ell, layer in enumerate(r0["layers"]):
             rate = np.asarray([np.nan if v is None else v for v in layer["rate"]], float)
