@@ -1,9 +1,10 @@
-"""Evaluate a trained SimCLR / DirectCLR checkpoint (issue 5; paper.md 2 Fig. 2/7b/9, 3.2-3.3; landscape C).
+"""Evaluate a trained run: spectra of the representation and the embedding, kNN and linear probe, a plot.
 
-    python -m empirical.evaluate --checkpoint runs/mnist5k-mlp-s0/final.pt [--out DIR] [--device cpu]
+    python -m empirical.evaluate RUN [--plot spectrum.png] [--out DIR] [--device cpu]
 
-Features are extracted once, deterministically (eval mode, no augmentation, the same uint8 -> ImageNet-mean/std
-normalization the training used for its held-out spectrum batch):
+RUN is a run folder of ``empirical.train`` (final.pt preferred, else its newest checkpoint), or a single
+final.pt / ckpt-*.pt (also as ``--checkpoint``). Features are extracted once, deterministically (eval mode, no
+augmentation, the same uint8 -> ImageNet-mean/std normalization the training used for its held-out spectrum):
 
 * r: backbone output (the *representation*), z: projector output (the *embedding*; r[:, :d0] for DirectCLR,
   r itself for ``none`` and ``random-subset``, whose per-step subset has no fixed embedding space).
@@ -12,11 +13,18 @@ normalization the training used for its held-out spectrum batch):
   (x - xbar)^T, singular values (stored as log10), collapsed dims (s_k <= 1e-3 s_max), effective rank, RankMe.
 * kNN on r (InstDisc / solo-learn): cosine similarity s_ij to the k = 200 nearest train features, class score
   sum_j exp(s_ij / T) [y_j = c], T = 0.1; top-1 and top-5.
-* Linear probe on frozen r: features standardized with train mean/std, multinomial logistic regression
-  W x + b trained full-batch with L-BFGS (L2 penalty ``wd``); top-1 and top-5 on the test split.
-  For DirectCLR also the probe on r[:, :d0] only (paper Table 2: 47.9 vs 62.7).
+* Linear probe on frozen r, on the whole training split unless ``--max-train``:
+  ``--probe fast`` (default): multinomial logistic regression, full-batch L-BFGS, on features centred and
+  divided by ONE global scale (the RMS over channels). Per-channel standardization is deliberately not used:
+  it would rescale nearly dead (collapsed) channels by up to 1/floor and hide the collapse this project
+  measures; one global scale keeps every channel's relative magnitude as the network produced it.
+  ``--probe official``: the official DirectCLR linear evaluation on the frozen backbone (eval mode): a linear
+  layer initialised N(0, 0.01), SGD momentum 0.9, lr 0.1, weight decay 1e-6, batch 256, cosine over
+  ``--probe-epochs`` (100), random resized crop + flip of the training images each epoch, test on the plain
+  images; the final and the best-over-epochs top-1 (the official script reports the best).
+  For DirectCLR also the fast probe on r[:, :d0] only (the paper's sub-vector probe).
 
-Exit status: 0 done, 2 bad input (one line).
+Exit status: 0 done, 2 bad input (one line), 3 the checkpoint's features are not finite (a diverged run).
 """
 
 from __future__ import annotations
@@ -32,10 +40,10 @@ import torch
 import torch.nn.functional as F
 
 from empirical import checkpoint as ckpt_io
-from empirical.augment import normalize_images
+from empirical.augment import ViewRecipe, augment, normalize_images, sample_params
 from empirical.data import DATASETS, folder_heldout, load_memory_dataset
 from empirical.models import SSLModel
-from theory.io import OneLineParser, UserError, write_json
+from theory.io import NonFiniteError, OneLineParser, UserError, check_finite, run_cli, write_json
 from theory.spectrum import embedding_spectrum
 
 KNN_K, KNN_T = 200, 0.1
@@ -101,7 +109,8 @@ def load_split(config: dict, split: str, max_images: int | None = None) -> tuple
     """(uint8 images (N, 3, S, S), int64 labels) of the ``train`` or ``test`` split at the training size.
 
     In-memory sets use the training's fixed split; ``imagefolder`` uses DIR/train and DIR/val (resize +
-    centre crop, at most ``max_images`` rows, default 10000, in a fixed shuffled order).
+    centre crop, in a fixed shuffled order). ``max_images``: the first rows only (default: all; an image
+    folder is held in memory as uint8, N x 3 x S x S bytes).
     """
     if split not in ("train", "test"):
         raise UserError(f"split must be train or test, not {split!r}")
@@ -109,7 +118,7 @@ def load_split(config: dict, split: str, max_images: int | None = None) -> tuple
     data_dir = config.get("data_dir", "data")
     if name == "imagefolder":
         root = os.path.join(data_dir, "train" if split == "train" else "val")
-        s = folder_heldout(root, size, max_images or 10_000)
+        s = folder_heldout(root, size, max_images or 2**62)
         return s.images, s.labels
     train, test, _ = load_memory_dataset(name, data_dir, size)
     s = train if split == "train" else test
@@ -199,16 +208,18 @@ def linear_probe(
     max_iter: int = 300,
     device: str = "cpu",
 ) -> dict:
-    """Multinomial logistic regression on standardized frozen features, full-batch L-BFGS.
+    """Multinomial logistic regression on frozen features, full-batch L-BFGS (module doc, ``--probe fast``).
 
-    Minimizes mean CE(W x_i + b, y_i) + wd ||W||^2 with x standardized by the train mean/std. Deterministic
-    (zero init, no sampling).
+    Minimizes mean CE(W x_i + b, y_i) + wd ||W||^2 with x = (f - mean) / s, s = sqrt(mean_k var_k) one number
+    for all channels (so ``wd`` means the same at any feature scale while a dead channel stays dead).
+    Deterministic (zero init, no sampling).
     """
     dev = torch.device(device)
     xtr = torch.as_tensor(train_x, dtype=torch.float32, device=dev)
-    mean, std = xtr.mean(0), xtr.std(0).clamp(min=1e-6)
-    xtr = (xtr - mean) / std
-    xte = (torch.as_tensor(test_x, dtype=torch.float32, device=dev) - mean) / std
+    mean = xtr.mean(0)
+    scale = xtr.var(0).mean().sqrt().clamp(min=1e-12)  # one scale: relative channel magnitudes kept
+    xtr = (xtr - mean) / scale
+    xte = (torch.as_tensor(test_x, dtype=torch.float32, device=dev) - mean) / scale
     ytr = torch.as_tensor(train_y, dtype=torch.long, device=dev)
     yte = torch.as_tensor(test_y, dtype=torch.long, device=dev)
     n_cls = int(max(ytr.max(), yte.max())) + 1
@@ -232,14 +243,75 @@ def linear_probe(
         **res,
         "train_top1": train_acc,
         "wd": wd,
-        "metric": "linear probe (L-BFGS, standardized features)",
+        "metric": "linear probe (L-BFGS, centred features / one global scale)",
+    }
+
+
+def official_probe(
+    model: torch.nn.Module,
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    size: int,
+    epochs: int = 100,
+    batch: int = 256,
+    lr: float = 0.1,
+    wd: float = 1e-6,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = False,
+) -> dict:
+    """The official linear evaluation (module doc, ``--probe official``) on frozen r; ``test_x``: test features."""
+    from tqdm import tqdm
+
+    dev = torch.device(device)
+    model.eval()
+    keep = train_labels >= 0
+    images, labels = train_images[keep], train_labels[keep]
+    n_cls = int(max(int(labels.max()), int(test_y.max()))) + 1
+    width = test_x.shape[1]
+    fc = torch.nn.Linear(width, n_cls)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        fc.weight.normal_(0, 0.01, generator=gen)
+        fc.bias.zero_()
+    fc = fc.to(dev)
+    opt = torch.optim.SGD(fc.parameters(), lr=lr, momentum=0.9, weight_decay=wd)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+    crop_flip = ViewRecipe(scale_min=0.08, p_jitter=0.0, p_gray=0.0, p_blur=0.0, p_solarize=0.0, p_flip=0.5)
+    xte = torch.as_tensor(test_x, dtype=torch.float32, device=dev)
+    yte = torch.as_tensor(test_y, dtype=torch.long)
+    history = []
+    for _ in tqdm(range(epochs), desc="official probe", disable=not progress, dynamic_ncols=True):
+        perm = torch.randperm(len(images), generator=gen)
+        for lo in range(0, len(images) - batch + 1 if len(images) >= batch else 1, batch):
+            idx = perm[lo : lo + batch]
+            x = augment(images[idx], sample_params(crop_flip, len(idx), gen), size).to(dev)
+            with torch.no_grad():
+                r = model.encode(x)[0].float()
+            loss = F.cross_entropy(fc(r), labels[idx].to(dev))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        sched.step()
+        with torch.no_grad():
+            history.append(topk_correct(fc(xte).cpu(), yte))
+    best = max(h["top1"] for h in history)
+    return {
+        **history[-1],
+        "best_top1": best,
+        "top1_per_epoch": [h["top1"] for h in history],
+        "epochs": epochs,
+        "batch": batch,
+        "lr": lr,
+        "wd": wd,
+        "metric": "official linear evaluation (SGD, crop + flip, frozen backbone); best_top1 is selected on test",
     }
 
 
 def spectrum_summary(x: np.ndarray, name: str) -> dict:
     """The paper's spectrum protocol on features x (N, d) via theory.spectrum (L2-normalized)."""
-    if not np.all(np.isfinite(x)):  # a diverged network: say so instead of failing the whole evaluation
-        return {"space": SPACE_DOC.get(name, name), "dim": int(x.shape[1]), "nonfinite": True}
     s = embedding_spectrum(x, normalize=True)
     j = s.to_json()
     return {
@@ -263,8 +335,15 @@ def evaluate(
     k: int = KNN_K,
     temperature: float = KNN_T,
     max_train: int | None = None,
+    probe: str = "fast",
+    probe_epochs: int = 100,
+    spectra_only: bool = False,
+    progress: bool = False,
 ) -> dict:
-    """Every number of the module doc for one checkpoint, as a JSON-ready dict."""
+    """Every number of the module doc for one checkpoint, as a JSON-ready dict.
+
+    Raises ``NonFiniteError`` when the features are not finite (a diverged run).
+    """
     t0 = time.time()
     model, config = load_trained(checkpoint, device)
     data_cfg = dict(config)
@@ -272,13 +351,17 @@ def evaluate(
         data_cfg["dataset"] = dataset
     if data_dir is not None:
         data_cfg["data_dir"] = data_dir
-    feats = {}
-    labels = {}
-    for split in ("train", "test"):
-        images, labels[split] = load_split(data_cfg, split, max_train if split == "train" else None)
-        feats[split] = extract_features(model, images, config, device=device)
-    ytr, yte = labels["train"].numpy(), labels["test"].numpy()
-    keep_tr, keep_te = ytr >= 0, yte >= 0  # stl10's unlabeled rows
+    feats, labels, images = {}, {}, {}
+    for split in ("test",) if spectra_only else ("train", "test"):
+        images[split], labels[split] = load_split(data_cfg, split, max_train if split == "train" else None)
+        feats[split] = extract_features(model, images[split], config, device=device)
+        if not all(np.all(np.isfinite(x)) for x in feats[split].values()):
+            raise NonFiniteError(
+                f"the features of {checkpoint} are not finite on the {split} split: the run diverged "
+                "(train it again with a lower --lr)"
+            )
+    yte = labels["test"].numpy()
+    keep_te = yte >= 0  # stl10's unlabeled rows
     res: dict = {
         "checkpoint": os.path.abspath(checkpoint),
         "dataset": data_cfg["dataset"],
@@ -286,31 +369,103 @@ def evaluate(
         "backbone": config["backbone"],
         "d0": config["d0"],
         "train_steps": config.get("total_steps"),
-        "n_train": int(keep_tr.sum()),
         "n_test": int(keep_te.sum()),
         "spectrum_split": "test",
         "spectra": {name: spectrum_summary(x, name) for name, x in feats["test"].items()},
     }
-    ftr, fte = feats["train"]["r"][keep_tr], feats["test"]["r"][keep_te]
-    ytr, yte = ytr[keep_tr], yte[keep_te]
-    res["knn_r"] = knn_eval(ftr, ytr, fte, yte, k, temperature)
-    res["linear_r"] = linear_probe(ftr, ytr, fte, yte, device=device)
-    if config["projector"] == "directclr":
-        d0 = config["d0"]
-        res["linear_r_head"] = linear_probe(ftr[:, :d0], ytr, fte[:, :d0], yte, device=device)
+    if not spectra_only:
+        ytr = labels["train"].numpy()
+        keep_tr = ytr >= 0
+        res["n_train"] = int(keep_tr.sum())
+        res["max_train"] = max_train
+        ftr, fte = feats["train"]["r"][keep_tr], feats["test"]["r"][keep_te]
+        ytr, yte = ytr[keep_tr], yte[keep_te]
+        res["knn_r"] = knn_eval(ftr, ytr, fte, yte, k, temperature)
+        res["linear_r"] = linear_probe(ftr, ytr, fte, yte, device=device)
+        if config["projector"] == "directclr":
+            d0 = config["d0"]
+            res["linear_r_head"] = linear_probe(ftr[:, :d0], ytr, fte[:, :d0], yte, device=device)
+        if probe == "official":
+            res["official_r"] = official_probe(
+                model, images["train"], labels["train"], fte, yte, config["image_size"], probe_epochs,
+                device=device, progress=progress,
+            )  # fmt: skip
     res["eval_seconds"] = time.time() - t0
     return res
 
 
+def plot_spectra(res: dict, path: str) -> list[str]:
+    """The paper's spectrum plot (Fig. 2 / 7b / 9) of one evaluation: sorted log10 singular values of the
+    embedding z and the representation r, collapsed dimensions (3 decades below the top) shaded and
+    counted. Writes ``path`` (PNG) and the same name with .pdf; returns both paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    spaces = [s for s in ("z", "r") if s in res["spectra"]]
+    if res["projector"] in ("none", "random-subset"):
+        spaces = ["r"]  # z is r itself
+    fig, axes = plt.subplots(1, len(spaces), figsize=(4.2 * len(spaces) + 0.6, 3.6), squeeze=False,
+                             constrained_layout=True)  # fmt: skip
+    for ax, space in zip(axes[0], spaces, strict=True):
+        s = res["spectra"][space]
+        y = np.array([np.nan if v is None else v for v in s["log10"]], dtype=np.float64)
+        top = np.nanmax(y)
+        floor = top - 10  # dead channels sit near the float64 floor: show the top 10 decades, the rest at the bottom
+        y = np.where(np.isfinite(y), np.maximum(y, floor), floor)
+        ranks = np.arange(1, len(y) + 1)
+        alive = len(y) - s["n_collapsed"]
+        ax.plot(ranks, y, color="#1f77b4", marker="." if len(y) <= 160 else None, ms=3)
+        ax.axhline(top - 3, color="black", ls=":", lw=0.9, label="collapse threshold (1e-3 x largest)")
+        if s["n_collapsed"]:
+            ax.axvspan(alive + 0.5, len(y) + 0.5, color="#d62728", alpha=0.12,
+                       label=f"{s['n_collapsed']} collapsed")  # fmt: skip
+        name = "embedding z" if space == "z" else "representation r"
+        ax.set(xlabel="singular value rank index", ylabel="log10 singular value of C", ylim=(floor - 0.3, top + 0.5),
+               xlim=(0.5, len(y) + 0.5))  # fmt: skip
+        ax.set_title(
+            f"{name}: {s['n_collapsed']} of {s['dim']} collapsed\n(effective rank {s['effective_rank']:.1f})",
+            fontsize=9,
+        )
+        ax.legend(loc="lower left", fontsize=8)
+    steps = res.get("train_steps")
+    fig.suptitle(
+        f"{res['projector']} projector, {res['backbone']} on {res['dataset']}"
+        + (f", {steps} steps" if steps else "")
+        + f" ({res['n_test']} test images)",
+        fontsize=10,
+    )
+    stem = os.path.splitext(path)[0]
+    out = []
+    for ext in (".png", ".pdf"):
+        target = stem + ext
+        tmp = f"{target}.tmp{os.getpid()}{ext}"
+        fig.savefig(tmp, dpi=150, metadata={"CreationDate": None} if ext == ".pdf" else None)
+        os.replace(tmp, target)
+        out.append(target)
+    plt.close(fig)
+    return out
+
+
 def table(res: dict) -> str:
     """A short human-readable summary of ``evaluate``'s result."""
-    lines = [
-        f"{res['projector']} on {res['dataset']} ({res['n_train']} train / {res['n_test']} test images)",
-        f"  kNN on r (k={res['knn_r']['k']}, T={res['knn_r']['temperature']}): "
-        f"top-1 {100 * res['knn_r']['top1']:.2f}  top-5 {100 * res['knn_r']['top5']:.2f}",
-        f"  linear probe on frozen r: top-1 {100 * res['linear_r']['top1']:.2f}  "
-        f"top-5 {100 * res['linear_r']['top5']:.2f}",
-    ]
+    if "knn_r" not in res:
+        lines = [f"{res['projector']} on {res['dataset']} ({res['n_test']} test images; spectra only)"]
+    else:
+        lines = [
+            f"{res['projector']} on {res['dataset']} ({res['n_train']} train / {res['n_test']} test images)",
+            f"  kNN on r (k={res['knn_r']['k']}, T={res['knn_r']['temperature']}): "
+            f"top-1 {100 * res['knn_r']['top1']:.2f}  top-5 {100 * res['knn_r']['top5']:.2f}",
+            f"  linear probe on frozen r (L-BFGS): top-1 {100 * res['linear_r']['top1']:.2f}  "
+            f"top-5 {100 * res['linear_r']['top5']:.2f}",
+        ]
+    if "official_r" in res:
+        o = res["official_r"]
+        lines.append(
+            f"  official linear evaluation ({o['epochs']} epochs): top-1 {100 * o['top1']:.2f} final, "
+            f"{100 * o['best_top1']:.2f} best over epochs"
+        )
     if "linear_r_head" in res:
         lines.append(f"  linear probe on r[:d0] only: top-1 {100 * res['linear_r_head']['top1']:.2f}")
     lines.append(f"  {'space':8s} {'dim':>5s} {'collapsed':>9s} {'eff.rank':>9s} {'RankMe':>8s}")
@@ -323,49 +478,102 @@ def table(res: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m empirical.evaluate", description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True, help="final.pt, ckpt-*.pt or the run folder")
+    p = OneLineParser(
+        prog="python -m empirical.evaluate",
+        description="Evaluate a trained run: spectra of r and z, kNN and linear probe on frozen r, and "
+        "optionally the spectrum plot. Writes eval.json.",
+        epilog="examples:\n  python -m empirical.evaluate runs/digits-mlp-s0 --plot spectrum.png\n"
+        "  python -m empirical.evaluate runs/c10-mlp --probe official --device cuda",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("run", nargs="?", default=None, help="run folder (or final.pt / ckpt-*.pt)")
+    p.add_argument("--checkpoint", default=None, help="the same as RUN (final.pt, ckpt-*.pt or the run folder)")
+    p.add_argument("--plot", default=None, metavar="PNG", help="also draw the spectra to this PNG (and .pdf)")
+    p.add_argument("--spectra-only", action="store_true", help="skip kNN and probes (fast; for --plot)")
     p.add_argument("--dataset", default=None, choices=DATASETS, help="default: the training dataset")
     p.add_argument("--data-dir", default=None, help="default: the training --data-dir")
-    p.add_argument("--out", default=None, help="folder for eval.json (default: the checkpoint's folder)")
+    p.add_argument("--out", default=None, help="folder for eval.json (default: the run folder)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--k", type=int, default=KNN_K, help="kNN neighbours (default 200)")
     p.add_argument("--temperature", type=float, default=KNN_T, help="kNN temperature (default 0.1)")
-    p.add_argument("--max-train", type=int, default=None, help="use at most this many train images")
+    p.add_argument(
+        "--probe",
+        default="fast",
+        choices=("fast", "official"),
+        help="fast: L-BFGS on centred features, seconds (default); official: also the official SGD linear "
+        "evaluation with crop + flip (minutes on a CPU)",
+    )
+    p.add_argument("--probe-epochs", type=int, default=100, help="epochs of --probe official (default 100)")
+    p.add_argument(
+        "--max-train", type=int, default=None, help="use only the first N training images (default: all)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def _writable(folder: str, flag: str) -> None:
+    """Fail now, not after minutes of evaluation, if ``folder`` cannot take our files."""
     try:
-        args = parser.parse_args(argv)
-        if args.k < 1 or args.temperature <= 0:
-            raise UserError("--k must be >= 1 and --temperature > 0")
-        if args.device.startswith("cuda") and not torch.cuda.is_available():
-            raise UserError(f"--device {args.device}: CUDA is not available on this machine")
-        res = evaluate(
-            args.checkpoint,
-            args.dataset,
-            args.data_dir,
-            args.device,
-            args.k,
-            args.temperature,
-            args.max_train,
-        )
-    except SystemExit as e:
-        return int(e.code or 0)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    out = args.out or (
-        args.checkpoint if os.path.isdir(args.checkpoint) else os.path.dirname(args.checkpoint)
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".write-test-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"{flag} {folder!r} is not writable ({e.strerror or e})") from None
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.run and args.checkpoint and args.run != args.checkpoint:
+        raise UserError("give the run either as RUN or as --checkpoint, not both")
+    target = args.run or args.checkpoint
+    if target is None:
+        raise UserError("which run? give a run folder (or final.pt / ckpt-*.pt), see --help")
+    if not os.path.exists(target):
+        raise UserError(f"run {target!r} not found")
+    if args.k < 1:
+        raise UserError(f"--k {args.k} must be at least 1")
+    check_finite("--temperature", args.temperature, 1e-4, 100.0)
+    if args.max_train is not None and args.max_train < 1:
+        raise UserError(f"--max-train {args.max_train} must be at least 1")
+    if args.probe_epochs < 1:
+        raise UserError(f"--probe-epochs {args.probe_epochs} must be at least 1")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {args.device}: CUDA is not available on this machine")
+    out = args.out or (target if os.path.isdir(target) else os.path.dirname(target) or ".")
+    _writable(out, "--out")
+    if args.plot is not None:
+        if os.path.splitext(args.plot)[1].lower() not in (".png", ""):
+            raise UserError(f"--plot {args.plot!r}: give a .png name (a .pdf is written beside it)")
+        _writable(os.path.dirname(os.path.abspath(args.plot)), "--plot")
+    if args.max_train is not None:
+        print(f"note: the probes use only the first {args.max_train} training images (--max-train)", file=sys.stderr)
+    res = evaluate(
+        target,
+        args.dataset,
+        args.data_dir,
+        args.device,
+        args.k,
+        args.temperature,
+        args.max_train,
+        args.probe,
+        args.probe_epochs,
+        args.spectra_only,
+        progress=not args.no_progress,
     )
-    os.makedirs(out or ".", exist_ok=True)
-    path = os.path.join(out or ".", "eval.json")
+    path = os.path.join(out, "eval.json")
     write_json(path, res)
     print(table(res))
     print(f"wrote {path}")
+    if args.plot is not None:
+        png = args.plot if args.plot.lower().endswith(".png") else args.plot + ".png"
+        print("wrote " + " and ".join(plot_spectra(res, png)))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(run, argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The paper's real-network ablations under one recipe (issue 5; paper.md 2 Tables 1-2, Fig. 3/12, App. F, R6).
+"""The paper's real-network ablations under one recipe (Tables 1-2, Fig. 3 and 12, appendix F of the paper).
 
     python -m empirical.experiments projector-ablation --dataset mnist5k --scale cpu
     python -m empirical.experiments d0-sweep --dataset mnist5k --scale cpu
@@ -8,7 +8,8 @@
 Every row is one ``python -m empirical.train`` run (subprocess, ``--resume``) followed by
 ``empirical.evaluate.evaluate``. Rows share one recipe (``RECIPES``); only the row's own flag differs, and
 no row is tuned. A finished row leaves ``<out>/rows/<run>.json`` and is skipped next time; an interrupted
-training resumes from its last checkpoint. Checkpoints live under ``--runs-dir`` (git-ignored ``runs/``),
+training resumes from its last checkpoint (a run counts as trained only when its final.pt loads).
+Checkpoints live under ``--runs-dir`` (git-ignored ``runs/``),
 keyed by the run's flags, so a run shared by two experiments (e.g. DirectCLR at the default d0) trains once.
 ``<out>/table.md`` and ``<out>/table.json`` (all rows, with spectra) are what the figures read.
 """
@@ -25,15 +26,16 @@ import sys
 import time
 
 import torch
+from tqdm import tqdm
 
 from empirical.data import DATASETS
 from empirical.evaluate import evaluate
 from empirical.models import WIDTH, default_d0
-from theory.io import OneLineParser, UserError, write_json
+from theory.io import OneLineParser, UserError, run_cli, write_json
 
 EXPERIMENTS = ("projector-ablation", "d0-sweep", "augment-strength")
 ABLATION = ("none", "orthogonal", "linear", "diagonal", "fixed-lowrank", "directclr", "mlp", "random-subset")
-# paper.md Tables 1-2 and App. F: ImageNet linear top-1, ResNet-50, 100 epochs (context, not a target)
+# The paper's Tables 1-2 and appendix F: ImageNet linear top-1, ResNet-50, 100 epochs (context, not a target)
 PAPER_TOP1 = {
     "mlp": 66.5,
     "directclr": 62.7,
@@ -49,13 +51,14 @@ D0_FRACTIONS = (1 / 32, 360 / 2048, 1 / 2, 1.0)  # paper's best d0 = 360 of 2048
 STRENGTHS = (0.25, 0.5, 1.0, 1.5)
 USES_D0 = ("directclr", "fixed-lowrank", "random-subset")
 
-# One recipe per scale. cpu: 150 steps, 2-5 min per row on 2 shared cores; gpu: usual small-scale SimCLR.
+# One recipe per scale. cpu: 150 steps, 2-5 min per row on 2 shared cores, warm-up 1 epoch (the official 10 of
+# 100 epochs, same fraction); gpu: usual small-scale SimCLR with the official 10 warm-up epochs.
 RECIPES = {
-    "cpu": ["--backbone", "tiny", "--batch-size", "256", "--epochs", "10", "--threads", "2"],
+    "cpu": ["--backbone", "tiny", "--batch-size", "256", "--epochs", "10", "--warmup-epochs", "1", "--threads", "2"],
     "gpu-small": ["--backbone", "resnet18", "--batch-size", "512", "--epochs", "200", "--channels-last"],
     "gpu-imagenet": ["--backbone", "resnet50", "--batch-size", "4096", "--epochs", "100", "--channels-last"],
 }
-QUICK = ["--max-steps", "2", "--batch-size", "32", "--spectrum-samples", "64", "--threads", "1"]
+QUICK = ["--max-steps", "2", "--batch-size", "32", "--threads", "1"]
 
 
 def recipe_args(scale: str, dataset: str) -> list[str]:
@@ -107,8 +110,27 @@ def train_command(run_dir: str, dataset: str, data_dir: str, base: list[str], ro
     ]  # fmt: skip
 
 
-def _train(cmd: list[str], log_path: str, in_process: bool) -> int:
-    """Exit status of ``empirical.train`` run with ``cmd``'s flags (a subprocess isolates crashes)."""
+def _last_step(metrics: str) -> int:
+    """The step of the last complete row of a metrics.jsonl (0 if none yet)."""
+    try:
+        with open(metrics, "rb") as f:
+            f.seek(max(0, os.path.getsize(metrics) - 4096))
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return 0
+    for line in reversed(lines):
+        try:
+            return int(json.loads(line).get("step", 0))
+        except (ValueError, AttributeError):
+            continue
+    return 0
+
+
+def _train(cmd: list[str], log_path: str, in_process: bool, bar=None) -> int:
+    """Exit status of ``empirical.train`` run with ``cmd``'s flags (a subprocess isolates crashes).
+
+    Its output goes to ``log_path``; ``bar`` (tqdm over the row's steps) follows its metrics.jsonl.
+    """
     if in_process:  # tests: no second torch import; the exit status is the same
         from contextlib import redirect_stderr, redirect_stdout
 
@@ -116,8 +138,35 @@ def _train(cmd: list[str], log_path: str, in_process: bool) -> int:
 
         with open(log_path, "a") as f, redirect_stdout(f), redirect_stderr(f):
             return train.main(cmd[3:])
+    metrics = os.path.join(os.path.dirname(log_path), "metrics.jsonl")
     with open(log_path, "a") as f:
-        return subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
+        config = os.path.join(os.path.dirname(log_path), "config.json")
+        while proc.poll() is None:
+            time.sleep(1.0)
+            if bar is not None:
+                if bar.total is None and os.path.isfile(config):
+                    try:
+                        with open(config) as c:
+                            bar.total = json.load(c)["total_steps"]
+                    except (OSError, ValueError, KeyError):
+                        pass
+                bar.n = _last_step(metrics)
+                bar.refresh()
+        return proc.returncode
+
+
+def trained(run_dir: str) -> bool:
+    """True when the run's final.pt exists and loads (a crash mid-write is not a trained run)."""
+    final = os.path.join(run_dir, "final.pt")
+    if not os.path.isfile(final):
+        return False
+    try:
+        torch.load(final, map_location="cpu", weights_only=True)
+        return True
+    except Exception:  # a truncated zip or garbled pickle raises several types
+        os.replace(final, final + ".broken")
+        return False
 
 
 def run_row(
@@ -128,12 +177,13 @@ def run_row(
     log,
     in_process: bool = False,
     max_train: int | None = None,
+    bar=None,
 ) -> dict:
-    """Train (unless final.pt exists), then evaluate; returns the row dict (``failed`` set on a crash)."""
+    """Train (unless trained), then evaluate; returns the row dict (``failed`` set on a crash)."""
     t0 = time.time()
-    if not os.path.isfile(os.path.join(run_dir, "final.pt")):
+    if not trained(run_dir):
         os.makedirs(run_dir, exist_ok=True)
-        rc = _train(cmd, os.path.join(run_dir, "train.log"), in_process)
+        rc = _train(cmd, os.path.join(run_dir, "train.log"), in_process, bar)
         if rc != 0:
             with open(os.path.join(run_dir, "train.log")) as f:
                 tail = f.read().strip().splitlines()[-1:] or ["?"]
@@ -221,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--runs-dir", default=None, help="checkpoints (default runs/experiments/<dataset>-<scale>)"
     )
     p.add_argument("--quick", action="store_true", help="2 rows, 2 steps each (tests)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--train-args", default="", help="extra flags for every row, e.g. '--epochs 400'")
     p.add_argument("--device", default=None, help="evaluation device (default cuda for gpu, else cpu)")
     p.add_argument("--print-commands", action="store_true", help="print the training commands and exit")
@@ -229,22 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-        args.argv = list(sys.argv[1:] if argv is None else argv)
-        return _main(args)
-    except SystemExit as e:
-        return int(e.code or 0)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    return run_cli(_main, argv)
 
 
-def _main(args: argparse.Namespace) -> int:
+def _main(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.name not in EXPERIMENTS:
         raise UserError(f"unknown experiment {args.name!r} (choose {', '.join(EXPERIMENTS)})")
     tag = f"{args.dataset}-{args.scale}" + ("-quick" if args.quick else "")
@@ -282,9 +323,11 @@ def _main(args: argparse.Namespace) -> int:
                 results.append(json.load(f))
             continue
         log(f"[{i}/{len(cmds)}] {run}: {shlex.join(cmd[3:])}")
+        bar = tqdm(desc=f"  {run}", unit="step", disable=args.no_progress or args.in_process, dynamic_ncols=True)
         res = run_row(
-            run, cmd, os.path.join(runs_dir, run), device, log, args.in_process, 512 if args.quick else None
+            run, cmd, os.path.join(runs_dir, run), device, log, args.in_process, 512 if args.quick else None, bar
         )
+        bar.close()
         if args.name == "d0-sweep" and res.get("projector") == "none":
             res["d0"] = res["spectra"]["r"]["dim"]  # the d0 = width end point (see rows_for)
         results.append(res)
@@ -309,8 +352,10 @@ def _main(args: argparse.Namespace) -> int:
     }
     write_json(os.path.join(out, "table.json"), {"meta": meta, "table": table, "rows": results})
     md = markdown(args.name, table)
-    with open(os.path.join(out, "table.md"), "w") as f:
+    tmp = os.path.join(out, f"table.md.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
         f.write(f"# {args.name} on {args.dataset} ({args.scale} recipe)\n\n`{meta['command']}`\n\n{md}")
+    os.replace(tmp, os.path.join(out, "table.md"))
     print(md)
     print(f"wrote {out}/table.md and table.json")
     return 1 if any(r.get("failed") for r in results) else 0
