@@ -140,6 +140,18 @@ def crop_boxes(p: dict[str, torch.Tensor], height: int, width: int) -> torch.Ten
     return torch.where(ok.any(1, keepdim=True), box, fallback)
 
 
+def random_resized_crop_box(gen: torch.Generator, height: int, width: int, scale_min: float) -> tuple[int, ...]:
+    """One (top, left, h, w) box drawn from ``gen`` with RandomResizedCrop's semantics, for per-image loaders."""
+    u = lambda lo, hi: lo + (hi - lo) * torch.rand(1, CROP_TRIES, generator=gen, dtype=torch.float64)  # noqa: E731
+    p = {
+        "area": u(scale_min, 1.0),
+        "log_ratio": u(math.log(RATIO[0]), math.log(RATIO[1])),
+        "top": u(0, 1),
+        "left": u(0, 1),
+    }
+    return tuple(int(v) for v in crop_boxes(p, height, width)[0].tolist())
+
+
 # Columns of the packed per-sample matrix: one host-to-device copy per view. The jitter is 3 blend slots before
 # the hue rotation, the hue shift, 3 blend slots after it; a blend slot is (factor f, is-contrast, is-saturation).
 _TOP, _LEFT, _H, _W, _FLIP, _PRE, _HUE, _POST, _GRAYC, _SOL, _SIG = 0, 1, 2, 3, 4, 5, 14, 15, 24, 25, 26

@@ -19,6 +19,7 @@ from empirical.augment import (  # noqa: E402
     blur_kernel_size,
     crop_boxes,
     pack,
+    random_resized_crop_box,
     recipe,
     sample_params,
     two_views,
@@ -152,6 +153,20 @@ def test_crop_boxes_follow_torchvision_get_params():
     p["area"][0, 1] = 0.25
     p["log_ratio"][0, 0] = math.log(4 / 3)
     assert crop_boxes(p, 16, 16).tolist() == [[0, 0, 8, 8]]
+
+
+def test_single_image_crop_box_for_loaders():
+    """The per-image helper (for image-folder loaders) draws from the same distribution as get_params."""
+    stats = pytest.importorskip("scipy.stats")
+    from torchvision.transforms import v2
+
+    g = torch.Generator().manual_seed(3)
+    ours = torch.tensor([random_resized_crop_box(g, 30, 20, 0.08) for _ in range(2000)]).numpy()
+    torch.manual_seed(1)
+    img = torch.zeros(3, 30, 20)
+    theirs = torch.tensor([v2.RandomResizedCrop.get_params(img, [0.08, 1.0], [3 / 4, 4 / 3]) for _ in range(2000)])
+    for k in range(4):
+        assert stats.ks_2samp(ours[:, k], theirs.numpy()[:, k]).pvalue > 1e-3, k
 
 
 @pytest.mark.parametrize("op", ["bright", "contrast", "sat", "hue"])
