@@ -242,7 +242,10 @@ def resize_matrix(start: torch.Tensor, length: torch.Tensor, in_size: int, out_s
 
 
 def _resized_crop(x: torch.Tensor, q: torch.Tensor, size: int) -> torch.Tensor:
-    """Per-sample crop box + bicubic resize to ``size`` + optional horizontal flip, as two batched matmuls."""
+    """Per-sample crop box + bicubic resize to ``size`` + optional horizontal flip, as two batched matmuls.
+
+    With TF32 matmuls allowed on a GPU these run in TF32 (relative error ~1e-3, a quarter of a uint8 level).
+    """
     _, _, hgt, wid = x.shape
     ry = resize_matrix(q[:, _TOP], q[:, _H], hgt, size)
     rx = resize_matrix(q[:, _LEFT], q[:, _W], wid, size)
