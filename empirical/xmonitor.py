@@ -249,3 +249,35 @@ class MonitorLog:
         with open(self.path, "a") as f:
             f.write(json.dumps(row, allow_nan=False) + "\n")
         return row
+
+
+def _time_it(argv: list[str] | None = None) -> int:
+    """``python -m empirical.xmonitor --dim D --pairs P --batch-size B --layers L``: seconds of one call on
+    random data (the monitor's CPU cost at a given size)."""
+    from theory.io import OneLineParser
+
+    p = OneLineParser(prog="python -m empirical.xmonitor", description=_time_it.__doc__.split(":")[0])
+    p.add_argument("--dim", type=int, default=128, help="representation width (tiny 128, resnet18 512)")
+    p.add_argument("--out-dim", type=int, default=128, help="embedding width (default 128)")
+    p.add_argument("--pairs", type=int, default=2048)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--layers", type=int, default=1)
+    p.add_argument("--loss", default="paper", choices=LOSS_FORMS)
+    a = p.parse_args(argv)
+    rng = np.random.default_rng(0)
+    r1 = rng.standard_normal((a.pairs, a.dim))
+    r2 = r1 + 0.5 * rng.standard_normal(r1.shape)
+    ws = [rng.standard_normal((a.out_dim, a.dim)) / np.sqrt(a.dim)]
+    ws += [rng.standard_normal((a.out_dim, a.out_dim)) / np.sqrt(a.out_dim) for _ in range(a.layers - 1)]
+    res = monitor(r1, r2, ws, loss=a.loss, batch_size=a.batch_size)
+    print(f"monitor: d={a.dim}, {a.pairs} pairs in batches of {a.batch_size}, {a.layers} layer(s), {a.loss}: "
+          f"{res.seconds:.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from theory.io import run_cli
+
+    sys.exit(run_cli(_time_it))

@@ -140,11 +140,14 @@ def test_depth_and_alignment_and_cli(runs, tmp_path, capsys):
     # the runs differ only in depth (the toy strength is not in the config): one table with both depths
     assert len(res["depth"]) == 1 and [r["depth"] for r in res["depth"][0]["by_depth"]] == [1, 2]
     align = deep["alignment"]
-    print("alignment", align[0], align[-1])
     assert align[-1]["score"] > align[0]["score"] + 0.1 and align[-1]["score"] > 2 * align[-1]["chance"]
     for name in ("bridge_growth", "bridge_early_warning", "bridge_depth"):
         assert (out / f"{name}.png").exists() and (out / f"{name}.pdf").exists()
     assert "Spearman" in capsys.readouterr().out
+    with capsys.disabled():
+        print("alignment", align[0], align[-1])
+        for g in res["groups"]:
+            print(g["settings"]["depth"], "early warning at 10%", g["early_warning"]["0.1"])
 
 
 @pytest.mark.parametrize("args, message", [
