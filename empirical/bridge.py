@@ -443,10 +443,13 @@ def main_(argv: list[str] | None = None) -> int:
     write_json(os.path.join(args.out, "bridge.json"), result)
     result = json.load(open(os.path.join(args.out, "bridge.json")))  # the figures see what a reader sees
     if not args.no_figures:
-        from figures import bridge_depth, bridge_early_warning, bridge_growth
+        from figures import bridge_depth, bridge_early_warning, bridge_growth, style
 
         for mod in (bridge_growth, bridge_early_warning, bridge_depth):
-            mod.draw(result, args.out)
+            try:
+                mod.draw(result, args.out)
+            except style.MissingResults as e:  # e.g. only AdamW runs: no growth figure
+                print(f"note: no {mod.NAME} figure ({e})", file=sys.stderr)
     for g in result["groups"]:
         i, s = g["instantaneous"], g["settings"]
         fmt = lambda m: "n/a" if m["mean"] is None else f"{m['mean']:+.3f}"  # noqa: E731

@@ -30,6 +30,9 @@ FIGURES = (
     "emp_compare_x",
     "emp_compare_frozen",
     "emp_compare_alignment",
+    "bridge_growth",
+    "bridge_early_warning",
+    "bridge_depth",
 )
 
 

@@ -159,3 +159,10 @@ def test_bad_input_one_line_exit_2(args, message, capsys, tmp_path, monkeypatch)
     assert bridge.main(args) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_figures_without_results_are_skipped(tmp_path):
+    from figures import bridge_growth, style
+
+    with pytest.raises(style.MissingResults, match="empirical.bridge"):
+        bridge_growth.load(str(tmp_path))
