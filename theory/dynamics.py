@@ -41,6 +41,10 @@ class DivergenceError(RuntimeError):
     time: float = float("nan")
 
 
+class EvaluationBudgetError(RuntimeError):
+    """An adaptive integration needed more gradient evaluations than allowed (a stiff flow)."""
+
+
 def _t(a: np.ndarray) -> np.ndarray:
     return np.swapaxes(a, -1, -2)
 
@@ -246,11 +250,13 @@ def run_ode(
     method: str = "RK45",
     rtol: float = 1e-6,
     atol: float = 1e-9,
+    max_evaluations: int | None = None,
     **loss_kwargs,
 ) -> Trajectory:
     """Gradient flow dW_l/dt = -dL/dW_l on a fixed sample with an adaptive scipy integrator.
 
-    Pass ``views`` (x, x_aug) for the full InfoNCE flow or ``cov`` for the fixed-X flow.
+    Pass ``views`` (x, x_aug) for the full InfoNCE flow or ``cov`` for the fixed-X flow. With
+    ``max_evaluations``, a stiff flow that would need more gradient evaluations raises EvaluationBudgetError.
     """
     from scipy.integrate import solve_ivp
 
@@ -265,7 +271,12 @@ def run_ode(
     def unpack(state: np.ndarray) -> Weights:
         return [part.reshape(shape) for part, shape in zip(np.split(state, splits), shapes, strict=True)]
 
+    evaluations = [0]
+
     def rhs(_t_now: float, state: np.ndarray) -> np.ndarray:
+        evaluations[0] += 1
+        if max_evaluations is not None and evaluations[0] > max_evaluations:
+            raise EvaluationBudgetError(f"more than {max_evaluations} gradient evaluations by t = {_t_now:.4g}")
         ws = unpack(state)
         if cov is not None:
             grads = fixed_covariance_gradients(ws, cov)

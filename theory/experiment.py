@@ -33,6 +33,7 @@ from .covariance import COVARIANCE_LOSSES, contrastive_covariance, psd_check
 from .dynamics import (
     ODE_METHODS,
     DivergenceError,
+    EvaluationBudgetError,
     Trajectory,
     end_to_end,
     forward,
@@ -51,6 +52,7 @@ EVAL_SAMPLES = 4096
 X_BATCHES = 64  # fresh batches per X measurement: i.i.d. samples for the cross-fitted psd_check
 MAX_STRENGTH = 1e3
 EXPLICIT_ODE_STEPS = 1e6  # an explicit ODE method needs about |lambda| t steps on a stiff X
+DIAGNOSIS_EVALUATIONS = 20_000  # budget of the flow that tells a gd step-size instability from a blow-up
 
 
 @dataclass
@@ -479,20 +481,30 @@ def analyse(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator, fixed: t
     return jsonable(result)
 
 
+def _layer_gain(weights: list[np.ndarray], k: int) -> float:
+    """||W_L..W_k+1||_2^2 ||W_k-1..W_1||_2^2 (an empty product is the identity)."""
+    above = np.linalg.norm(end_to_end(weights[k + 1 :]), 2) ** 2 if k + 1 < len(weights) else 1.0
+    below = np.linalg.norm(end_to_end(weights[:k]), 2) ** 2 if k > 0 else 1.0
+    return float(above * below)
+
+
 def _precheck(cfg: SimConfig) -> None:
-    """Refuse, with one line, runs whose integrator cannot follow X at t = 0 (linear, one layer).
+    """Refuse, with one line, runs whose integrator cannot follow X at t = 0 (linear networks).
 
     gd is Euler's method on W' = W X: along an eigenvalue lambda < 0 each step multiplies by 1 + lr lambda,
     which overshoots and grows when lr |lambda| > 2. An explicit ODE method needs about |lambda| t steps.
     """
-    if not has_covariance(cfg) or cfg.layers != 1:
+    if not has_covariance(cfg) or cfg.relu:
         return
     rng = np.random.default_rng(cfg.seed)
     weights = initial_weights(cfg, rng)
     lowest = float(np.linalg.eigvalsh(covariance_samples(cfg, weights, rng, batches=4).mean(axis=0))[0])
     if lowest >= 0:
         return
-    if cfg.integrator == "gd" and cfg.lr * -lowest > 2:
+    # the flow's rate along X's lowest direction, through layer l: at most |lambda| ||W_>l||^2 ||W_<l||^2
+    gain = max(_layer_gain(weights, k) for k in range(cfg.layers))
+    lowest *= gain
+    if cfg.integrator == "gd" and cfg.layers == 1 and cfg.lr * -lowest > 2:
         raise ValueError(
             f"--lr {cfg.lr:g} is unstable for --augment-strength {cfg.augment_strength:g}: gd overshoots from "
             f"the first step (lr x |lowest eigenvalue of X at t=0| = {cfg.lr * -lowest:.3g} > 2); use --lr "
@@ -501,7 +513,8 @@ def _precheck(cfg: SimConfig) -> None:
             -lowest * cfg.total_time > EXPLICIT_ODE_STEPS:
         raise ValueError(
             f"--ode-method {cfg.ode_method} is explicit and would need ~{-lowest * cfg.total_time:.1g} steps "
-            f"(X at t=0 has eigenvalue {lowest:.3g}); use --ode-method Radau or BDF, or a smaller --time")
+            f"(the flow's rate along X's lowest direction at t=0 is up to {lowest:.3g}); use --ode-method Radau "
+            "or BDF, or a smaller --time")
 
 
 def _diagnose(cfg: SimConfig, error: DivergenceError) -> str:
@@ -515,8 +528,13 @@ def _diagnose(cfg: SimConfig, error: DivergenceError) -> str:
     weights = initial_weights(cfg, rng)
     horizon = min(cfg.total_time, 4 * t_hit + 1.0) if math.isfinite(t_hit) else cfg.total_time
     try:
-        run_ode(weights, horizon, views=_views(cfg, rng), records=2, loss=cfg.loss, temperature=cfg.temperature,
-                relu=cfg.relu)
+        run_ode(weights, horizon, views=_views(cfg, rng), records=2, max_evaluations=DIAGNOSIS_EVALUATIONS,
+                loss=cfg.loss, temperature=cfg.temperature, relu=cfg.relu)
+    except EvaluationBudgetError:
+        return (f"gd diverged at t = {t_hit:.3g} (step {round(t_hit / cfg.lr)}): the gradient flow from the same "
+                f"init is stiff (an adaptive ODE needs more than {DIAGNOSIS_EVALUATIONS} steps to follow it), so "
+                f"steps of lr {cfg.lr:g} overshoot: a step-size instability; use a much smaller --lr or "
+                "--integrator ode --ode-method BDF")
     except DivergenceError as flow:
         return (f"the weights diverged at t = {t_hit:.3g}, and the gradient flow from the same init diverges too "
                 f"(t = {getattr(flow, 'time', float('nan')):.3g}, adaptive ODE on one batch): {growth}; "

@@ -256,3 +256,12 @@ def test_run_gd_losses_are_the_loss_at_the_recorded_times():
     traj = run_gd([rng.standard_normal((3, 3))], 5, 0.1, (x, xa), record_every=1)
     at_times = [float(loss_and_gradients([w], x, xa)[0]) for w in traj.weights[0]]
     np.testing.assert_allclose(traj.losses, at_times, rtol=1e-12)
+
+
+def test_run_ode_stops_at_its_evaluation_budget():
+    from theory.dynamics import EvaluationBudgetError
+
+    rng = np.random.default_rng(30)
+    x, xa = random_views(rng, 8, 3)
+    with pytest.raises(EvaluationBudgetError):
+        run_ode([rng.standard_normal((3, 3))], 50.0, views=(x, xa), max_evaluations=10)

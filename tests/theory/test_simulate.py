@@ -247,6 +247,19 @@ def test_gd_step_size_instability_is_named(capsys):
     assert len(err) == 1 and "step-size instability" in err[0] and "--lr" in err[0] and "Theorem 3" not in err[0]
 
 
+def test_stiff_divergence_is_named_a_step_size_instability(monkeypatch, capsys):
+    """A strength of 1000 makes the flow stiff: the diagnosing ODE gives up within its budget."""
+    from theory import experiment
+
+    monkeypatch.setattr(experiment, "DIAGNOSIS_EVALUATIONS", 2000)
+    argv = ["--layers", "2", "--augment-strength", "1000", "--dim", "4", "--augmented-dims", "2", "--samples", "16"]
+    assert run_main([*argv, "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stiff" in err[0] and "step-size instability" in err[0]
+    assert run_main([*argv, "--integrator", "ode", "--quiet"]) == 2  # refused: RK45 would need ~1e7 steps
+    assert "--ode-method" in capsys.readouterr().err
+
+
 def test_same_init_stays_bounded_under_the_flow(tmp_path):
     result = run_json(tmp_path, ["--layers", "2", "--init", "5", "--integrator", "ode", "--time", "20"])
     assert result["time"] == pytest.approx(20)
