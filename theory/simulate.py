@@ -4,9 +4,10 @@
 
 Defaults reproduce paper Sec. 4 (R1): 16-d isotropic Gaussian data, additive Gaussian augmentation on the
 last 8 coordinates, one 16x16 linear layer, the paper's loss (Eqn 2), gradient descent with a fresh
-augmentation every step. The run reports, side by side, what was observed (embedding spectrum, collapsed
-dimensions) and what the theory predicts (X's negative eigen-directions at t = 0 and late in training,
-alignment, conservation law).
+augmentation every step. The run reports, side by side, what was observed (embedding spectrum and collapsed
+dimensions at t = 0 and at the end) and what the theory predicts (X's significantly negative eigen-directions
+at W -> 0, at t = 0 and at the end; whether the run has finished; alignment of adjacent layers; the
+conservation law per pair). See ``theory.experiment`` for the rules.
 """
 
 from __future__ import annotations

@@ -117,6 +117,16 @@ def test_default_init_starts_with_nothing_collapsed_at_any_depth(layers):
     assert np.all(np.diff(sv) < 0), "distinct singular values (Theorem 2's premise)"
 
 
+@pytest.mark.parametrize("dim", [16, 64])
+def test_paper_init_keeps_its_span_at_every_width(dim):
+    """exp(-0.35 k) at width 16; the decay is rescaled so that sigma_min / sigma_max = exp(-5.25) at any width."""
+    w = initial_weights(SimConfig(dim=dim, init="paper"), np.random.default_rng(0))[0]
+    sv = np.linalg.svd(w, compute_uv=False)
+    assert sv[0] == pytest.approx(1.0) and sv[-1] == pytest.approx(np.exp(-0.35 * 15))
+    if dim == 16:
+        np.testing.assert_allclose(sv, np.exp(-0.35 * np.arange(16)), rtol=1e-10)
+
+
 def test_paper_init_says_it_starts_collapsed(capsys):
     out = run_text(["--layers", "2", "--init", "paper", "--steps", "1", "--augment-strength", "0.1"], capsys)
     assert "the init starts collapsed: ranks 6-16" in out
