@@ -21,8 +21,10 @@ the seed are aggregated (mean +- standard error over seeds).
                            mini-batch noise makes the real ||G_l|| larger, so the estimate over-states q);
       AdamW                per-coordinate scaling, no scalar step: the prediction is skipped.
     Scores: Spearman (pooled, and the median within an interval) and the OLS slope of observed on
-    predicted; baseline: the previous interval's observed change (growth persists); chance: the 95th
-    percentile of Spearman with the predictions shuffled within each interval (200 draws).
+    predicted (for cosine InfoNCE also with the exact gradient's rates, ``exact_gradient_*``, which separates
+    the error of the W X form from the rest); baseline: the previous interval's observed change (growth
+    persists); chance: the 95th percentile of |Spearman| with the predictions shuffled within each interval
+    (200 draws).
 (b) Early warning (Theorem 1). At the row nearest each fraction of training (5%, 10%, and every row for the
     curve), score the end map's row-space directions v_k (right singular vectors of W = W_L ... W_1 at the
     last row) by -v_k^T X v_k, and label v_k collapsed when sigma_k^2 <= COLLAPSE_RTOL sigma_max^2 at the
@@ -228,7 +230,8 @@ def instantaneous(run: Run, rng: np.random.Generator) -> dict:
     """Prediction (a) for one run: pooled over layers, singular values and intervals."""
     lam = float(run.config.get("weight_decay", 0.0))
     last = run.rows[-1]["step"]
-    pred, obs, rank_obs, base, when, interval = [], [], [], [], [], []
+    pred, obs, rank_obs, base, when, interval, exact = [], [], [], [], [], [], []
+    has_exact = all("rate_exact" in layer for row in run.rows for layer in row["layers"])
     e2e_pred, e2e_obs = [], []
     how = None
     prev_obs: dict = {}
@@ -244,6 +247,10 @@ def instantaneous(run: Run, rng: np.random.Generator) -> dict:
             b = prev_obs.get(ell, np.full_like(o, np.nan))
             prev_obs[ell] = o
             ok = np.isfinite(o) & np.isfinite(p) & np.isfinite(ranks[ell])
+            if has_exact:
+                p_ex = steps[ell] * (np.asarray([np.nan if v is None else v for v in layer["rate_exact"]]) - lam)
+                ok &= np.isfinite(p_ex)
+                exact.append(p_ex[ok])
             pred.append(p[ok]), obs.append(o[ok]), rank_obs.append(ranks[ell][ok]), base.append(b[ok])
             when.append(np.full(ok.sum(), r0["step"] / last)), interval.append(np.full(ok.sum(), k))
         by_layer = np.asarray(r0["end_to_end"]["rate_by_layer"], dtype=np.float64)
@@ -281,6 +288,8 @@ def instantaneous(run: Run, rng: np.random.Generator) -> dict:
         "rank_matched_slope": _slope(pred, rank_obs),
         "end_to_end_spearman": _spearman(e2e_pred, e2e_obs),
         "end_to_end_slope": _slope(e2e_pred, e2e_obs),
+        "exact_gradient_spearman": _spearman(np.concatenate(exact), obs) if has_exact else None,
+        "exact_gradient_slope": _slope(np.concatenate(exact), obs) if has_exact else None,
         "better_than_chance": bool(rho is not None and rho > chance),
         "scatter": {"predicted": pred[keep], "observed": obs[keep], "time": when[keep]},
     }
@@ -374,7 +383,7 @@ def aggregate(runs: list[Run], per_run: dict) -> dict:
         entry["instantaneous"] = {m: mean_se(i[m] for i in inst) for m in (
             "spearman", "slope", "median_interval_spearman", "chance_spearman_95", "baseline_spearman",
             "baseline_slope", "rank_matched_spearman", "rank_matched_slope", "end_to_end_spearman",
-            "end_to_end_slope")}
+            "end_to_end_slope", "exact_gradient_spearman", "exact_gradient_slope")}
         early = {}
         for f in res[0]["early_warning"]["at"]:
             ats = [r["early_warning"]["at"][f] for r in res]

@@ -25,7 +25,9 @@ to every layer's rate and -lambda to every c_li (the analysis adds it; it is not
 ``cosine`` (InfoNCE on L2-normalized z, symmetrized, as the official real-network loss): the gradient is
 W X only to first order. We freeze every |z_i| at c = the RMS norm of z over both views and drop the tangent
 projection (I - u u^T): then L(W) = dot-loss(W / c) and -dL/dW = W X_dot(r; W / c, tau) / c^2, which is what
-is returned. How well that survives normalization is measured, not assumed.
+is returned. How well that survives normalization is measured, not assumed: for ``cosine`` the rows also
+carry ``rate_exact``, the same rates from the exact gradient of the normalized loss (``cosine_neg_grad``), so
+that the error of the W X form and the error of the dynamics can be told apart.
 
 X of a batch depends on the batch size N through alpha, so X is estimated as the mean of per-batch X_b over
 ``len(r1) // batch_size`` disjoint batches (use the training batch size); those X_b are the i.i.d. samples of
@@ -43,6 +45,7 @@ import numpy as np
 
 from theory.covariance import PSD_ALPHA, PSD_RTOL, contrastive_covariance, psd_check
 from theory.io import jsonable
+from theory.losses import dot_loss
 from theory.predict import adjacent_alignments
 from theory.spectrum import COLLAPSE_RTOL, embedding_spectrum
 
@@ -83,25 +86,41 @@ def contrastive_x(r1: np.ndarray, r2: np.ndarray, weight: np.ndarray, loss: str 
     return (x / c2 if c2 else x), c2
 
 
-def growth_rates(weights: list[np.ndarray], x: np.ndarray) -> tuple[list[dict], dict]:
+def cosine_neg_grad(r1: np.ndarray, r2: np.ndarray, weight: np.ndarray, temperature: float = 0.1) -> np.ndarray:
+    """Exact -dL/dW for symmetrized InfoNCE on u = z / |z| (other-view negatives, as the official loss):
+    theory's closed-form dot-loss gradients on u (``theory.losses.dot_loss``), through g_z = (I - u u^T) g_u / |z|.
+    """
+    z1, z2 = r1 @ weight.T, r2 @ weight.T
+    n1, n2 = np.linalg.norm(z1, axis=1, keepdims=True), np.linalg.norm(z2, axis=1, keepdims=True)
+    u1, u2 = z1 / n1, z2 / n2
+    _, a1, a2 = dot_loss(u1, u2, temperature)
+    _, b2, b1 = dot_loss(u2, u1, temperature)
+    g1, g2 = 0.5 * (a1 + b1), 0.5 * (a2 + b2)
+    g1 = (g1 - u1 * np.sum(u1 * g1, axis=1, keepdims=True)) / n1
+    g2 = (g2 - u2 * np.sum(u2 * g2, axis=1, keepdims=True)) / n2
+    return -(g1.T @ r1 + g2.T @ r2)
+
+
+def growth_rates(weights: list[np.ndarray], neg_grad: np.ndarray) -> tuple[list[dict], dict]:
     """Per layer {sigma, rate, u, v, weight_norm, grad_norm} and end-to-end {sigma, rate, rate_by_layer}
-    (module doc; layers ordered input side first). ``grad_norm`` is ||P_l^T W X Q_l^T||_F, the full-batch
-    gradient's norm, from which a LARS trust ratio can be estimated."""
-    d = x.shape[0]
+    (module doc; layers ordered input side first) from N = -dL/dW of the end-to-end map (W X for the Lemma-2
+    losses): -dL/dW_l = P_l^T N Q_l^T. ``grad_norm`` is that matrix's norm, the full-batch gradient's, from
+    which a LARS trust ratio can be estimated."""
+    d = neg_grad.shape[1]
     total = chain(weights, 0, len(weights), d)
     layers, contributions = [], []
     u_e, s_e, vt_e = np.linalg.svd(total, full_matrices=False)
     for ell, w in enumerate(weights):
         p = chain(weights, ell + 1, len(weights), w.shape[0])
         q = chain(weights, 0, ell, d)
-        neg_grad = p.T @ total @ x @ q.T
+        layer_grad = p.T @ neg_grad @ q.T
         u, s, vt = np.linalg.svd(w, full_matrices=False)
         with np.errstate(divide="ignore", invalid="ignore"):
-            rate = np.einsum("ki,kj,ji->i", u, neg_grad, vt.T) / s
-            flow = p @ p.T @ total @ x @ q.T @ q  # layer l's share of W'
+            rate = np.einsum("ki,kj,ji->i", u, layer_grad, vt.T) / s
+            flow = p @ layer_grad @ q  # layer l's share of W'
             contributions.append(np.einsum("ki,kj,ji->i", u_e, flow, vt_e.T) / s_e)
         layers.append({"sigma": s, "rate": rate, "u": u, "v": vt.T,
-                       "weight_norm": float(np.linalg.norm(w)), "grad_norm": float(np.linalg.norm(neg_grad))})
+                       "weight_norm": float(np.linalg.norm(w)), "grad_norm": float(np.linalg.norm(layer_grad))})
     by_layer = np.array(contributions)
     return layers, {"sigma": s_e, "rate": by_layer.sum(axis=0), "rate_by_layer": by_layer, "v": vt_e.T}
 
@@ -138,9 +157,11 @@ class MonitorResult:
             "x": {"eigenvalues": self.x_eigenvalues, "n_negative": self.x_n_negative, "is_psd": self.x_is_psd,
                   "relative_negative": self.x_relative_negative, "n_significant": self.x_n_significant,
                   "cosine_c2": self.cosine_c2},
-            "layers": [{k: layer[k] for k in ("sigma", "rate", "weight_norm", "grad_norm")}
-                       | {"shape": list(w.shape)} for layer, w in zip(self.layers, self.weights, strict=True)],
-            "end_to_end": {k: self.end_to_end[k] for k in ("sigma", "rate", "rate_by_layer")},
+            "layers": [{k: layer[k] for k in ("sigma", "rate", "rate_exact", "weight_norm", "grad_norm")
+                        if k in layer} | {"shape": list(w.shape)}
+                       for layer, w in zip(self.layers, self.weights, strict=True)],
+            "end_to_end": {k: self.end_to_end[k] for k in ("sigma", "rate", "rate_by_layer",
+                                                           "rate_exact_by_layer") if k in self.end_to_end},
             "spectrum_z": self.spectrum_z, "spectrum_r": self.spectrum_r,
             "spectra_normalized": self.spectra_normalized, "alignment": self.alignment,
             "monitor_seconds": self.seconds,
@@ -191,17 +212,24 @@ def monitor(r1, r2, weights, loss: str = "paper", temperature: float = 0.1, batc
     if not 2 <= batch_size <= n:
         raise ValueError(f"batch_size must be between 2 and the {n} pairs, got {batch_size}")
     total = chain(weights, 0, len(weights), r1.shape[1])
-    samples, c2s = [], []
+    samples, c2s, exact = [], [], []
     for b in range(n // batch_size):
         part = slice(b * batch_size, (b + 1) * batch_size)
         xb, c2 = contrastive_x(r1[part], r2[part], total, loss, temperature, symmetric)
         samples.append(xb)
         c2s.append(c2)
+        if loss == "cosine":
+            exact.append(cosine_neg_grad(r1[part], r2[part], total, temperature))
     samples = np.stack(samples)
     x = samples.mean(axis=0)
     check = psd_check(x, samples=samples, alpha=alpha)
     relative = int(np.sum(check.eigenvalues < -PSD_RTOL * np.max(np.abs(check.eigenvalues))))
-    layers, e2e = growth_rates(weights, x)
+    layers, e2e = growth_rates(weights, total @ x)
+    if exact:  # cosine: the exact gradient's rates beside the first-order X ones
+        ex_layers, ex_e2e = growth_rates(weights, np.mean(exact, axis=0))
+        for layer, ex in zip(layers, ex_layers, strict=True):
+            layer["rate_exact"] = ex["rate"]
+        e2e["rate_exact_by_layer"] = ex_e2e["rate_by_layer"]
     normalize = loss == "cosine" if normalize_spectra is None else normalize_spectra
     both = np.concatenate([r1, r2])
     alignment = []
