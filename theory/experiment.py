@@ -251,6 +251,17 @@ def collapse_verdict(cfg: SimConfig, w0: list[np.ndarray], w1: list[np.ndarray],
     return verdict, var0, var1, p1
 
 
+@dataclass
+class Unfinished:
+    """X still predicts collapse along directions that have not collapsed (module doc)."""
+
+    directions: int  # predicted directions outside the collapsed subspace
+    decades_to_go: list[float]  # [min, max] of log10(variance / (1e-3 S)) over them
+    x_eigenvalues: list[float]  # the end's X eigenvalues along the predicted directions
+    more_time_needed: float  # at the slowest predicted rate, for the largest remaining variance
+    suggested_time: float  # the run's time plus that, rounded up (a --time to rerun with)
+
+
 def time_to_collapse(variance: np.ndarray, target: float, lam: np.ndarray, layers: int) -> np.ndarray:
     """Time for an embedding variance to fall to ``target`` under fixed X with v^T X v = lam < 0.
 
@@ -347,13 +358,11 @@ def _x_predictions(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator, v
         if variances.size:
             more = float(time_to_collapse(variances.max(), threshold, rates.max(), cfg.layers))
             decades = np.log10(variances / threshold)
-            unfinished = {
-                "directions": int(pending),
-                "decades_to_go": [float(decades.min()), float(decades.max())],
-                "x_eigenvalues": rates,
-                "more_time_needed": more,
-                "suggested_time": float(_round_up(traj.times[-1] + more)),
-            }
+            unfinished = asdict(Unfinished(
+                directions=int(pending), decades_to_go=[float(decades.min()), float(decades.max())],
+                x_eigenvalues=rates.tolist(), more_time_needed=more,
+                suggested_time=float(_round_up(traj.times[-1] + more)),
+            ))
     out["unfinished"] = unfinished
     return out
 
