@@ -58,6 +58,7 @@ SETTINGS = ("dataset", "backbone", "projector", "projector_layers", "loss", "tem
             "momentum", "weight_decay", "batch_size", "epochs", "max_steps", "augment", "augment_strength")
 DEFAULT_MOMENTUM = {"sgd": 0.9, "lars": 0.9}  # empirical.optim's choice
 DEFAULT_ETA = 0.001
+ROW_KEYS = ("step", "loss", "x", "layers", "end_to_end", "spectrum_z", "alignment", "arrays")
 
 
 @dataclass
@@ -111,6 +112,10 @@ def load_run(path: str) -> Run:
                 raise UserError(f"{log_path} line {n} is not valid JSON ({e.msg})") from None
     if len(rows) < 2:
         raise UserError(f"{log_path} has {len(rows)} row(s); the bridge needs at least 2 monitor steps")
+    for n, row in enumerate(rows, 1):
+        missing = [k for k in ROW_KEYS if k not in row]
+        if missing:
+            raise UserError(f"{log_path} row {n} lacks {', '.join(missing)} (not an empirical.xmonitor row)")
     rows.sort(key=lambda r: r["step"])
     name = os.path.basename(os.path.normpath(path))
     return Run(name, path, config, rows)

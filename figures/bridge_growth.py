@@ -62,6 +62,9 @@ def draw(result: dict, out_dir=None) -> dict:
         caption = (f"Spearman {fmt(i['spearman'])}, slope {fmt(i['slope'])}\n"
                    f"chance (95%) {fmt(i['chance_spearman_95'], False)}, "
                    f"persistence {fmt(i['baseline_spearman'])}; {g['seeds']} seed(s)")
+        if i.get("exact_gradient_spearman", {}).get("mean") is not None:  # cosine: the exact-gradient rates
+            caption += (f"\nexact gradient: Spearman {fmt(i['exact_gradient_spearman'])}, "
+                        f"slope {fmt(i['exact_gradient_slope'])}")
         ax.set(title=f"{group_label(g['settings'])}\n{caption}", xlabel="predicted change of log σ_i",
                ylabel="observed change of log σ_i")
         ax.legend(loc="upper left")

@@ -153,9 +153,18 @@ def test_depth_and_alignment_and_cli(runs, tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["nowhere", "--out", "x"], "does not exist"),
     ([".", "--out", "x"], "no config.json"),
+    (["bad", "--out", "x"], "line 2 is not valid JSON"),
+    (["short", "--out", "x"], "needs at least 2 monitor steps"),
+    (["foreign", "--out", "x"], "row 1 lacks loss, x, layers"),
+    (["bad", "--out", "x", "--seed", "z"], "invalid int value"),
 ])
 def test_bad_input_one_line_exit_2(args, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    for name, text in (("bad", '{"step": 0}\n{"step": \n'), ("short", '{"step": 0}\n'),
+                       ("foreign", '{"step": 0}\n{"step": 1}\n')):
+        os.makedirs(name)
+        (tmp_path / name / "config.json").write_text("{}")
+        (tmp_path / name / "monitor.jsonl").write_text(text)
     assert bridge.main(args) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
