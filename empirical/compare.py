@@ -1,4 +1,4 @@
-"""Theory vs the trained network (issue 5): ``python -m empirical.compare --checkpoint PATH [--out DIR]``.
+"""Theory vs the trained network: ``python -m empirical.compare RUN [--out DIR] [--data-dir DIR]``.
 
 Every theoretical object comes from ``theory``; this module only feeds it real features and real weights.
 
@@ -60,7 +60,7 @@ from theory import (
     run_gd,
     subspace_overlap,
 )
-from theory.io import OneLineParser, UserError, write_json
+from theory.io import NonFiniteError, OneLineParser, UserError, run_cli, write_json
 
 X_BATCHES_MAX = 16
 LEAD = (4, 8, 16, 32)  # leading-mode counts for the alignment score
@@ -100,7 +100,7 @@ def support(r1: np.ndarray, r2: np.ndarray) -> np.ndarray:
 def x_analysis(
     r1: np.ndarray, r2: np.ndarray, z1: np.ndarray, weight: np.ndarray, batch: int, temperature: float
 ) -> dict:
-    """Item 1: X's negative directions (Theorem 1) vs the directions W collapses, for three scalings of W.
+    """X's negative directions (Theorem 1) vs the directions W collapses, for three scalings of W.
 
     All in the m-dim feature support (``support``): x = r P, W_s = W P. ``trained``: W as trained;
     ``matched``: W / (rho sqrt(tau)) (module doc); ``apriori``: W -> 0 (all alpha = 1/N). A converged W is
@@ -181,7 +181,7 @@ def frozen_experiment(
     seed: int = 0,
     records: int = 60,
 ) -> dict:
-    """Item 2: train linear projectors on real (x, x') with theory's own GD; predicted vs observed collapse.
+    """Train linear projectors on real (x, x') with theory's own GD; predicted vs observed collapse.
 
     Init, loss (Eqn 2), lr and batch are the toy figures'. Prediction for L layers: X at W -> 0 over
     ``X_BATCHES_MAX`` fresh batches (Theorem 1: its negative directions), and Theorem 3's aligned,
@@ -293,7 +293,7 @@ def pair_alignment(w1: np.ndarray, w2: np.ndarray) -> dict:
 
 
 def alignment_analysis(model: nn.Module, name: str, r: np.ndarray) -> dict:
-    """Item 3 for every pair of consecutive linear maps this model has."""
+    """Alignment (analysis 3 of the module doc) for every pair of consecutive linear maps this model has."""
     out: dict = {}
     first = None
     if name == "mlp":
@@ -349,23 +349,32 @@ def compare(
     frozen_steps: int = 5000,
     seed: int = 0,
     device: str = "cpu",
+    data_dir: str | None = None,
+    progress: bool = False,
 ) -> dict:
+    """All three analyses of the module doc for one trained run, as a JSON-ready dict."""
+    from tqdm import tqdm
+
     from empirical.evaluate import load_split, load_trained
 
     if not os.path.exists(checkpoint):
         raise UserError(f"checkpoint {checkpoint!r} not found")
-    try:
-        model, config = load_trained(checkpoint, device)
-        name = config["projector"]
-        if name not in SUPPORTED:
-            raise UserError(f"projector {name!r} has no fixed linear map for X (supported: {', '.join(SUPPORTED)})")
-        images, _ = load_split(config, split)
-    except UserError:
-        raise
+    model, config = load_trained(checkpoint, device)
+    name = config["projector"]
+    if name not in SUPPORTED:
+        raise UserError(f"projector {name!r} has no fixed linear map for X (supported: {', '.join(SUPPORTED)})")
+    images, _ = load_split({**config, "data_dir": data_dir or config.get("data_dir", "data")}, split)
     model.cpu()
+    bar = tqdm(total=4, desc="compare", disable=not progress, dynamic_ncols=True)
+    bar.set_postfix_str("features")
     pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:samples]
     t0 = time.time()
     f = view_features(model, images[pick], config, seed)
+    if not all(np.all(np.isfinite(v)) for v in f.values()):
+        bar.close()
+        raise NonFiniteError(f"the features of {checkpoint} are not finite: the run diverged")
+    bar.update()
+    bar.set_postfix_str("X from features")
     r1, r2 = f["r1"], f["r2"]
     weight, info = projector_map(model.projector, name, r1)
     z_lin = r1 @ weight.T
@@ -382,6 +391,8 @@ def compare(
         "spectra": {k: embedding_spectrum(f[k], normalize=True).to_json() for k in ("r1", "z1")},
         "x_from_features": x_analysis(r1, r2, f["z1"], weight, config["batch_size"], config["temperature"]),
     }
+    bar.update()
+    bar.set_postfix_str("frozen-feature experiment")
     if np.linalg.matrix_rank(r1 - r1.mean(axis=0)) >= frozen_dim:
         x, x_aug, pca_var = whiten(r1, r2, frozen_dim)
         result["frozen"] = {
@@ -390,8 +401,12 @@ def compare(
         }
     else:
         result["frozen"] = {"skipped": f"representation rank below --frozen-dim {frozen_dim}"}
+    bar.update()
+    bar.set_postfix_str("alignment")
     result["alignment"] = alignment_analysis(model, name, r1)
     result["seconds"] = time.time() - t0
+    bar.update()
+    bar.close()
     return result
 
 
@@ -445,38 +460,52 @@ def summary(res: dict) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m empirical.compare", description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True, help="final.pt, ckpt-*.pt or the run folder")
-    p.add_argument("--out", default=None, help="output folder for compare.json (default: beside the checkpoint)")
+    p.add_argument("run", nargs="?", default=None, help="run folder (or final.pt / ckpt-*.pt)")
+    p.add_argument("--checkpoint", default=None, help="the same as RUN")
+    p.add_argument("--out", default=None, help="output folder for compare.json (default: the run folder)")
+    p.add_argument("--data-dir", default=None, help="where the run's dataset is (default: the training --data-dir)")
     p.add_argument("--samples", type=int, default=2048, help="images (each in two views); N x N softmax memory")
     p.add_argument("--split", default="train", choices=("train", "test"))
-    p.add_argument("--frozen-dim", type=int, default=16, help="PCA components for item 2 (<= 64; toy: 16)")
-    p.add_argument("--frozen-steps", type=int, default=5000, help="GD steps per depth in item 2")
+    p.add_argument("--frozen-dim", type=int, default=16, help="PCA components of the frozen-feature experiment")
+    p.add_argument("--frozen-steps", type=int, default=5000, help="GD steps per depth in the frozen-feature experiment")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if not 8 <= args.samples <= 8192:
-            raise UserError(f"--samples {args.samples} must be between 8 and 8192 (N x N softmax memory)")
-        if not 1 <= args.frozen_dim <= 64 or args.frozen_steps < 1:
-            raise UserError("--frozen-dim must be between 1 and 64 and --frozen-steps at least 1")
-        res = compare(args.checkpoint, args.samples, args.split, args.frozen_dim, args.frozen_steps, args.seed)
-        ckpt = os.path.abspath(args.checkpoint)
-        out = args.out or (ckpt if os.path.isdir(ckpt) else os.path.dirname(ckpt))
+    target = args.run or args.checkpoint
+    if target is None:
+        raise UserError("which run? give a run folder (or final.pt / ckpt-*.pt), see --help")
+    if not 8 <= args.samples <= 8192:
+        raise UserError(f"--samples {args.samples} must be between 8 and 8192 (N x N softmax memory)")
+    if not 1 <= args.frozen_dim <= 64:
+        raise UserError(f"--frozen-dim {args.frozen_dim} must be between 1 and 64")
+    if args.frozen_steps < 1:
+        raise UserError(f"--frozen-steps {args.frozen_steps} must be at least 1")
+    ckpt = os.path.abspath(target)
+    out = args.out or (ckpt if os.path.isdir(ckpt) else os.path.dirname(ckpt))
+    try:  # before minutes of work: can --out take the result?
         os.makedirs(out, exist_ok=True)
-        path = os.path.join(out, "compare.json")
-        write_json(path, res)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        with open(os.path.join(out, f".write-test-{os.getpid()}"), "w"):
+            pass
+        os.remove(os.path.join(out, f".write-test-{os.getpid()}"))
     except OSError as e:
-        print(f"error: cannot write --out ({e.strerror or e})", file=sys.stderr)
-        return 2
+        raise UserError(f"--out {out!r} is not writable ({e.strerror or e})") from None
+    res = compare(
+        target, args.samples, args.split, args.frozen_dim, args.frozen_steps, args.seed,
+        data_dir=args.data_dir, progress=not args.no_progress,
+    )  # fmt: skip
+    path = os.path.join(out, "compare.json")
+    write_json(path, res)
     print(summary(res))
     print(f"wrote {path}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(run, argv)
 
 
 if __name__ == "__main__":

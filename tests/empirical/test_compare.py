@@ -168,8 +168,6 @@ def tiny_run(tmp_path_factory):
         "16",
         "--spectrum-every",
         "0",
-        "--spectrum-samples",
-        "64",
         "--out",
         str(out),
         "--no-progress",
@@ -224,3 +222,22 @@ def test_cli_bad_input_exits_2_with_one_line(tiny_run, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "random-subset" in err and "\n" not in err
     assert cmp.main(["--checkpoint", str(tiny_run), "--samples", "1"]) == 2
+    assert "--samples 1 must be between 8 and 8192" in capsys.readouterr().err
+
+
+def test_cli_missing_dataset_and_unwritable_out(tiny_run, tmp_path, capsys, monkeypatch):
+    """A run whose dataset is not where its config says: one line naming the folder; --data-dir fixes it.
+    --out is checked before any work, and a read error is not reported as a write error."""
+    cfg = json.load(open(tiny_run / "config.json"))
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    json.dump({**cfg, "dataset": "cifar10", "data_dir": str(tmp_path / "nowhere")}, open(moved / "config.json", "w"))
+    torch.save(torch.load(tiny_run / "final.pt"), moved / "final.pt")
+    assert cmp.main([str(moved), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "nowhere" in err and "cannot write" not in err
+    assert cmp.main([str(moved), "--data-dir", str(tmp_path / "elsewhere"), "--no-progress"]) == 2
+    assert "elsewhere" in capsys.readouterr().err
+    monkeypatch.setattr(cmp, "compare", lambda *a, **k: pytest.fail("worked before checking --out"))
+    assert cmp.main([str(tiny_run), "--out", "/proc/nope"]) == 2
+    assert "--out '/proc/nope' is not writable" in capsys.readouterr().err

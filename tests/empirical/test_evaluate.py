@@ -1,4 +1,5 @@
-"""empirical.evaluate: kNN and linear probe on toy problems, spectra through theory, frozen backbone, CLI."""
+"""empirical.evaluate: kNN and linear probe on toy problems, spectra through theory, frozen backbone, the
+official probe, the spectrum plot, CLI errors before any work."""
 
 import json
 import os
@@ -99,7 +100,7 @@ def tiny_run(tmp_path_factory):
     """A DirectCLR tiny ResNet trained for 3 steps on digits (in-process, seconds)."""
     out = str(tmp_path_factory.mktemp("run"))
     argv = ["--dataset", "digits", "--projector", "directclr", "--d0", "16", "--max-steps", "3"]
-    argv += ["--batch-size", "32", "--spectrum-samples", "64", "--threads", "1", "--out", out]
+    argv += ["--batch-size", "32", "--threads", "1", "--out", out]
     assert train.main([*argv, "--no-progress", "--no-tensorboard"]) == 0
     return out
 
@@ -134,3 +135,73 @@ def test_cli_bad_input_exit_2(tmp_path, capsys):
     assert ev.main([]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("error:") for line in err)
+    assert "not found" in err[0] and "cannot read checkpoint" in err[1] and "which run?" in err[2]
+
+
+def test_probe_does_not_amplify_a_dead_channel():
+    """A nearly dead channel (std 1e-7) that happens to carry the label must stay unreadable: the probe sees
+    the features at the network's own relative scale. Per-channel standardization would read it perfectly."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 2000)
+    x = np.stack([rng.standard_normal(2000), rng.standard_normal(2000), (y - 0.5) * 1e-7], axis=1)
+    lin = ev.linear_probe(x[:1500], y[:1500], x[1500:], y[1500:])
+    assert lin["top1"] < 0.6  # chance 0.5
+    std = x / x.std(0)  # what per-channel standardization would hand the probe
+    assert ev.linear_probe(std[:1500], y[:1500], std[1500:], y[1500:])["top1"] > 0.99
+
+
+def test_cli_run_folder_plot(tiny_run, tmp_path, capsys):
+    """python -m empirical.evaluate RUN --plot s.png: the spectra figure (PNG + PDF) and eval.json."""
+    png = tmp_path / "fig" / "s.png"
+    assert ev.main([tiny_run, "--out", str(tmp_path), "--plot", str(png), "--spectra-only"]) == 0
+    assert png.stat().st_size > 10_000 and (tmp_path / "fig" / "s.pdf").exists()
+    res = json.loads((tmp_path / "eval.json").read_text())
+    assert "knn_r" not in res and res["spectra"]["z"]["dim"] == 16
+    assert f"wrote {png}" in capsys.readouterr().out
+
+
+def test_official_probe_runs_and_reports_every_epoch(tiny_run):
+    model, cfg = ev.load_trained(tiny_run)
+    images, labels = ev.load_split(cfg, "train", 128)
+    test_images, test_labels = ev.load_split(cfg, "test")
+    fte = ev.extract_features(model, test_images, cfg)["r"]
+    yte = test_labels.numpy()
+    res = ev.official_probe(model, images, labels, fte, yte, cfg["image_size"], epochs=2, batch=64)
+    assert len(res["top1_per_epoch"]) == 2 and res["best_top1"] == max(res["top1_per_epoch"])
+    assert res["top1"] == res["top1_per_epoch"][-1] and res["epochs"] == 2
+    # lr 0: the classifier stays at its N(0, 0.01) init; its test accuracy computed here independently
+    frozen = ev.official_probe(model, images, labels, fte, yte, cfg["image_size"], epochs=1, batch=64, lr=0.0)
+    w = torch.empty(10, fte.shape[1]).normal_(0, 0.01, generator=torch.Generator().manual_seed(0))
+    expect = float(((torch.as_tensor(fte, dtype=torch.float32) @ w.T).argmax(1).numpy() == yte).mean())
+    assert frozen["top1"] == pytest.approx(expect)
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--out", "/proc/nope"], "--out '/proc/nope' is not writable"),
+        (["--max-train", "0"], "--max-train 0 must be at least 1"),
+        (["--max-train", "-5"], "--max-train -5 must be at least 1"),
+        (["--temperature", "nan"], "--temperature nan is not a finite number"),
+        (["--k", "0"], "--k 0"),
+        (["--plot", "/proc/nope/s.png"], "--plot '/proc/nope' is not writable"),
+        (["--plot", "s.jpg"], "give a .png name"),
+    ],
+)
+def test_cli_bad_input_is_one_line_before_any_work(tiny_run, capsys, monkeypatch, args, needle):
+    monkeypatch.setattr(ev, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking the input"))
+    assert ev.main([tiny_run, *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error:") and needle in err, err
+
+
+def test_diverged_run_exits_3(tiny_run, tmp_path, capsys):
+    import shutil
+
+    state = torch.load(os.path.join(tiny_run, "final.pt"))
+    state["backbone.stem.0.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, tmp_path / "final.pt")
+    shutil.copy(os.path.join(tiny_run, "config.json"), tmp_path / "config.json")
+    assert ev.main([str(tmp_path), "--spectra-only"]) == 3
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not finite" in err and "diverged" in err

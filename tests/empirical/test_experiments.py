@@ -1,4 +1,5 @@
-"""empirical.experiments: each experiment in --quick mode (2 rows, 2 steps), resume, commands, bad input."""
+"""empirical.experiments: each experiment in --quick mode (2 rows, 2 steps), resume, commands, bad input, a
+half-written final.pt."""
 
 import json
 import os
@@ -93,10 +94,12 @@ def test_gpu_commands(capsys):
 def test_bad_input_exit_2(tmp_path, capsys):
     assert ex.main(["no-such-experiment", "--out", str(tmp_path)]) == 2
     assert ex.main(["d0-sweep", "--scale", "tpu"]) == 2
+    n = 2
     if not torch.cuda.is_available():
         assert ex.main(["d0-sweep", "--scale", "gpu", "--dataset", "cifar10", "--out", str(tmp_path)]) == 2
+        n += 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err and all(line.startswith("error:") for line in err)
+    assert len(err) == n and all(line.startswith("error:") for line in err)
     assert not os.path.exists(tmp_path / "rows")
 
 
@@ -122,3 +125,15 @@ def test_figures_draw_from_committed_results(name, tmp_path):
         pytest.skip("results/ not committed yet")
     assert (tmp_path / f"{name}.png").exists() and (tmp_path / f"{name}.json").exists()
     assert data["recipe"]
+
+
+def test_half_written_final_pt_is_not_a_trained_run(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    assert not ex.trained(str(run))
+    torch.save({"w": torch.ones(3)}, run / "final.pt")
+    assert ex.trained(str(run))
+    data = (run / "final.pt").read_bytes()
+    (run / "final.pt").write_bytes(data[: len(data) // 2])  # a crash mid-write (before atomic writes)
+    assert not ex.trained(str(run))
+    assert not (run / "final.pt").exists() and (run / "final.pt.broken").exists()  # resumed or retrained
