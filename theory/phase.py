@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -132,8 +133,9 @@ def plot(data: dict, stem: str) -> list[str]:
         for j, dp in enumerate(g["depths"]):
             ax = axes[i, j]
             cell = np.where(diverged[i, j], np.nan, collapsed[i, j])
-            with np.errstate(invalid="ignore"):
-                mean = np.nanmean(np.where(np.isnan(cell), np.nan, cell), axis=-1)  # [strength, lr]
+            with warnings.catch_warnings():  # a cell where every seed diverged has no mean
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean = np.nanmean(cell, axis=-1)  # [strength, lr]
             image = ax.imshow(mean.T, origin="lower", aspect="auto", cmap="magma", vmin=0, vmax=w,
                               extent=(-0.5, len(s) - 0.5, -0.5, len(lrs) - 0.5))
             hatched = diverged[i, j].any(-1).T
@@ -143,7 +145,7 @@ def plot(data: dict, stem: str) -> list[str]:
             ax.set_yticks(range(len(lrs)), [f"{v:g}" for v in lrs])
             ax.set(xlabel="augmentation strength (noise std)", ylabel="learning rate",
                    title=f"width {w} ({g['augmented_dims'][i]} augmented), depth {dp}; "
-                         f"collapsed at t=0: {int(initial[i, j].max())}")
+                         f"collapsed at t=0: {int(initial[i, j].max())}", fontsize=8)
             fig.colorbar(image, ax=ax, label=f"collapsed dims of {w} (mean of {collapsed.shape[-1]} seeds)")
     cfg = data["config"]
     fig.suptitle(f"collapsed embedding dims after {cfg['steps']} gd steps, {cfg['loss']} loss, "
