@@ -16,8 +16,9 @@ Predictions. X is measured on ``X_BATCHES`` fresh batches of the run's data dist
 ``psd_check``. Its significantly negative directions are Theorem 1's collapse set. A run is ``unfinished``
 when some of them have not collapsed yet; the time they need at the final X follows from the one-layer
 solution (variance ~ exp(2 lambda t)) or, for L >= 2 balanced layers, from Theorem 3's sigma' = lambda
-sigma^(2L-1). Through a ReLU the last layer still obeys -dL/dW_L = W_L X(h), X(h) the contrastive
-covariance of its input features h: Theorem 1 applied to W_L.
+sigma^(2L-1): a lower bound, since X shrinks as the loss saturates and the rates keep falling. A late negative
+direction counts only if it is self-consistent (``self_consistent``). Through a ReLU the last layer still
+obeys -dL/dW_L = W_L X(h), X(h) the contrastive covariance of its input features h: Theorem 1 applied to W_L.
 """
 
 from __future__ import annotations
