@@ -68,8 +68,12 @@ def summary(result: dict) -> str:
             f"predicted collapsed dims (significantly negative eigenvalues of X; cross-fitted test at level "
             f"{test['alpha']:g} on {test['batches']} fresh batches): at W->0 "
             f"{result['predicted_collapsed_dims_apriori']}, at t=0 {result['predicted_collapsed_dims_initial']},"
-            f" at the end {result['predicted_collapsed_dims']}; X PSD at t=0: {psd['initial']}, "
-            f"at the end: {psd['final']}",
+            f" at the end {result['predicted_collapsed_dims']}"
+            + (f" (X at the end is significantly negative along {result['x_negative_dims_final']}, of which "
+               f"{result['predicted_collapsed_dims']} stay negative once W drops them; the rest are restoring "
+               "forces around a finite equilibrium)"
+               if result["x_negative_dims_final"] > result["predicted_collapsed_dims"] else "")
+            + f"; X PSD at t=0: {psd['initial']}, at the end: {psd['final']}",
             "overlap of predicted and observed collapsed subspaces: " + _overlap(result["collapsed_subspace_overlap"])
             + (" (X predicts none: this collapse is not Theorem 1's)"
                if result["predicted_collapsed_dims"] == 0 and result["collapsed_dims"] > 0 else ""),
