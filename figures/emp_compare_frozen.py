@@ -1,7 +1,8 @@
-"""Theory vs the trained network, item 2: 1-3 layer linear projectors trained by ``theory.run_gd`` on frozen,
+"""Theory vs the trained network: 1-3 layer linear projectors trained by ``theory.run_gd`` on frozen,
 PCA-whitened features of a trained backbone (real data, real augmentation), as the toy Fig. 6 / Fig. 11.
 
-Reads ``results/compare/*/compare.json`` (never trains). Per checkpoint: the embedding variances over training
+Reads ``results/compare/*/compare.json`` (never trains), or the compare.json of the folder given as argument.
+Per checkpoint: the embedding variances over training
 for each depth (Fig. 6c style) and the collapsed-dimension count vs depth, observed against Theorem 1
 (negative eigenvalues of X at W -> 0) and Theorem 3's closed form (fixed X, aligned and balanced layers).
 """
@@ -16,13 +17,16 @@ from figures.emp_compare_x import load_results, title
 NAME = "emp_compare_frozen"
 
 
-def main(quick: bool = False, out_dir=None) -> dict:
-    runs = {k: v for k, v in load_results().items() if "depths" in v["frozen"]}
+def main(quick: bool = False, out_dir=None, results=None) -> dict:
+    runs = {k: v for k, v in load_results(results).items() if "depths" in v["frozen"]}
     if not runs:
         raise style.MissingResults("no compare.json with a frozen-feature experiment")
     data: dict = {"claim": "more linear layers collapse more dimensions of real frozen features", "runs": {}}
-    fig, axes = style.plt.subplots(len(runs), 4, figsize=(14, 3.3 * len(runs)), squeeze=False)
-    for row, (name, res) in enumerate(runs.items()):
+    fig = style.plt.figure(figsize=(14, 4.4 * len(runs)))
+    subs = fig.subfigures(len(runs), 1, squeeze=False)[:, 0]
+    for sub, (name, res) in zip(subs, runs.items(), strict=True):
+        axes = sub.subplots(1, 4, squeeze=False)
+        row = 0
         fr = res["frozen"]
         depths = sorted(fr["depths"], key=int)
         counts = {"observed": [], "theorem1": [], "theorem3": [], "late_x": []}
@@ -60,22 +64,35 @@ def main(quick: bool = False, out_dir=None) -> dict:
             )
         ):
             ys = [np.nan if v is None else v for v in counts[key]]
-            ax.bar(xs + (i - 1.5) * 0.2, ys, 0.2, color=color, label=label)
-        ax.set(xticks=xs, xlabel="linear layers", ylabel=f"collapsed dims of {fr['dim']}", title="depth")
-        ax.legend(fontsize=7)
-        axes[row, 0].annotate(
-            title(name, res), (0, 1.18), xycoords="axes fraction", fontsize=8, fontweight="bold"
-        )
+            bars = ax.bar(xs + (i - 1.5) * 0.2, ys, 0.2, color=color, edgecolor="black", lw=0.4, label=label)
+            # every count printed, so a zero (no bar) is still visible
+            ax.bar_label(bars, labels=["n/a" if v is None else str(v) for v in counts[key]], fontsize=6.5)
+        top = max([v for c in counts.values() for v in c if v is not None] + [1])
+        ax.set(xticks=xs, xlabel="linear layers", ylabel=f"collapsed dims of {fr['dim']}", ylim=(0, 1.15 * top))
+        ax.set_title("collapsed dimensions by depth", fontsize=9)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=7, frameon=False)
+        sub.suptitle(title(name, res), fontsize=9)
         data["runs"][name] = {
             "dim": fr["dim"],
             "depths": [int(v) for v in depths],
             **counts,
             "apriori_eigenvalues": fr["apriori_eigenvalues"],
         }
-    style.claim(fig, "Frozen real features, theory's own GD: collapse grows with depth (Thm 3 / Cor. 2)")
+    obs = {n: d["observed"] for n, d in data["runs"].items()}
+    grows = all(
+        all(b is not None and a is not None and b >= a for a, b in zip(o, o[1:], strict=False)) for o in obs.values()
+    )
+    counts = "; ".join(" -> ".join("n/a" if v is None else str(v) for v in o) for o in obs.values())
+    style.claim(
+        fig,
+        f"Frozen real features, theory's own GD: collapsed dimensions by depth 1 -> 3: {counts} "
+        f"({'grows with depth, as Thm 3 / Cor. 2 predict' if grows else 'does not grow monotonically'})",
+    )
     style.save(fig, NAME, data, out_dir)
     return data
 
 
 if __name__ == "__main__":
-    style.cli(main, __doc__.splitlines()[0])
+    from figures import emp_results as er
+
+    er.cli(main, __doc__.splitlines()[0])

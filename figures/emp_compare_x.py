@@ -1,6 +1,7 @@
-"""Theory vs the trained network, item 1: X = Sigma0 - Sigma1 (Lemma 2) from real frozen features.
+"""Theory vs the trained network: X = Sigma0 - Sigma1 (Lemma 2) from real frozen features.
 
-Reads ``results/compare/*/compare.json`` written by ``python -m empirical.compare`` (never trains). One row per
+Reads ``results/compare/*/compare.json`` written by ``python -m empirical.compare`` (never trains), or the
+compare.json of the folder given as argument. One row per
 checkpoint: (a) X's eigenvalues (normalized by max|eigenvalue|) for the trained map W, W rescaled to the real
 loss's softmax sharpness (``matched``) and W -> 0 (``apriori``); (b) the embedding gain |W v_k|^2 along each
 eigen-direction v_k against its eigenvalue: Theorem 1 says W shrinks where X < 0; (c) W's singular values in
@@ -22,9 +23,14 @@ RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 VARIANTS = (("trained", "#1f77b4"), ("matched", "#ff7f0e"), ("apriori", "#2ca02c"))
 
 
-def load_results(root: str = RESULTS) -> dict[str, dict]:
-    """{run name: compare.json} for every run under ``root``; MissingResults when there is none."""
-    paths = sorted(glob.glob(os.path.join(root, "*", "compare.json")))
+def load_results(root: str | None = None) -> dict[str, dict]:
+    """{run name: compare.json} for a folder holding compare.json, or every one under ``root`` (default
+    results/compare); MissingResults when there is none."""
+    root = RESULTS if root is None else str(root)
+    if os.path.isfile(os.path.join(root, "compare.json")):
+        paths = [os.path.join(root, "compare.json")]
+    else:
+        paths = sorted(glob.glob(os.path.join(root, "*", "compare.json")))
     if not paths:
         raise style.MissingResults(
             f"no {root}/*/compare.json; run python -m empirical.compare --out {root}/NAME"
@@ -39,16 +45,17 @@ def title(name: str, res: dict) -> str:
     return f"{head}, step {steps} of {c.get('total_steps')}"
 
 
-def main(quick: bool = False, out_dir=None) -> dict:
-    runs = load_results()
+def main(quick: bool = False, out_dir=None, results=None) -> dict:
+    runs = load_results(results)
     data: dict = {
         "claim": "Theorem 1 on real features: W shrinks along X's negative eigen-directions",
         "runs": {},
     }
-    fig, axes = style.plt.subplots(len(runs), 3, figsize=(12, 3.4 * len(runs)), squeeze=False)
-    for row, (name, res) in enumerate(runs.items()):
+    fig = style.plt.figure(figsize=(12, 4.3 * len(runs)))
+    rows = fig.subfigures(len(runs), 1, squeeze=False)[:, 0]
+    for sub, (name, res) in zip(rows, runs.items(), strict=True):
         xf = res["x_from_features"]
-        ax_e, ax_g, ax_w = axes[row]
+        ax_e, ax_g, ax_w = sub.subplots(1, 3)
         summary = {"support_dim": xf["support_dim"], "weight_collapsed": xf["weight_collapsed"]}
         for variant, color in VARIANTS:
             d = xf[variant]
@@ -81,14 +88,14 @@ def main(quick: bool = False, out_dir=None) -> dict:
             ylabel="eigenvalue / max|eigenvalue|",
             title=f"X in the {xf['support_dim']}-dim feature support",
         )
-        ax_e.legend()
+        ax_e.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, frameon=False)
         ax_g.axvline(0, color="k", lw=0.7)
         ax_g.set(
             xlabel="eigenvalue of X / max|eigenvalue|",
             ylabel="log10 |W v_k|²",
             title="gain of the trained map along X's eigen-directions",
         )
-        ax_g.legend()
+        ax_g.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, frameon=False)
         s2 = np.asarray(xf["weight_singular_values"]) ** 2
         ax_w.plot(style.log10(s2 / s2.max(), 1e-30), color=style.CLEAN)
         ax_w.axhline(np.log10(1e-3), color=style.PREDICTION, ls="--", label="collapse threshold 1e-3")
@@ -97,8 +104,8 @@ def main(quick: bool = False, out_dir=None) -> dict:
             ylabel="log10 σ_k² / σ_1²",
             title=f"end-to-end W in the support: {xf['weight_collapsed']} collapsed",
         )
-        ax_w.legend()
-        ax_e.annotate(title(name, res), (0, 1.18), xycoords="axes fraction", fontsize=8, fontweight="bold")
+        ax_w.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+        sub.suptitle(title(name, res), fontsize=9)
         data["runs"][name] = summary
     style.claim(
         fig, "X from real features (Lemma 2, paper loss): where is X negative, and does W shrink there?"
@@ -108,4 +115,6 @@ def main(quick: bool = False, out_dir=None) -> dict:
 
 
 if __name__ == "__main__":
-    style.cli(main, __doc__.splitlines()[0])
+    from figures import emp_results as er
+
+    er.cli(main, __doc__.splitlines()[0])

@@ -16,8 +16,8 @@ from figures import style
 NAME = "emp_fig12_d0_sweep"
 
 
-def main(quick: bool = False, out_dir=None) -> dict:
-    data = er.load("d0-sweep")
+def main(quick: bool = False, out_dir=None, results=None) -> dict:
+    data = er.load("d0-sweep", results)
     rows = sorted((r for r in data["rows"] if not r.get("failed")), key=lambda r: r["d0"])
     if not rows:
         raise style.MissingResults("no finished d0-sweep row")
@@ -40,7 +40,7 @@ def main(quick: bool = False, out_dir=None) -> dict:
                 title="(b) representation spectrum per d0")  # fmt: skip
     axes[1].legend(loc="lower left")
     best = int(d0[np.argmax(lin)])
-    style.claim(fig, f"Fig. 12 ({er.short(data)}): DirectCLR d0 sweep, best linear top-1 at d0={best}")
+    er.claim(fig, f"Fig. 12 ({er.short(data)}): DirectCLR d0 sweep, best linear top-1 at d0={best}")
     out = {
         "claim": "DirectCLR accuracy vs d0 (paper: inverted U, best d0 ~ 18% of the width)",
         "recipe": er.recipe_text(data),
@@ -55,4 +55,4 @@ def main(quick: bool = False, out_dir=None) -> dict:
 
 
 if __name__ == "__main__":
-    style.cli(main, __doc__.splitlines()[0])
+    er.cli(main, __doc__.splitlines()[0])

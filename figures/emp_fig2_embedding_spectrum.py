@@ -15,8 +15,8 @@ from figures import style
 NAME = "emp_fig2_embedding_spectrum"
 
 
-def main(quick: bool = False, out_dir=None) -> dict:
-    data = er.load("projector-ablation")
+def main(quick: bool = False, out_dir=None, results=None) -> dict:
+    data = er.load("projector-ablation", results)
     mlp = er.need(er.row(data, "mlp"), "mlp")
     lin = er.row(data, "linear")
     fig, ax = plt.subplots(figsize=(6.6, 3.9))
@@ -26,7 +26,7 @@ def main(quick: bool = False, out_dir=None) -> dict:
     ax.set(xlabel="singular value rank index", ylabel="log10 singular value of C (embedding z)")
     ax.legend(loc="lower left")
     s = mlp["spectra"]["z"]
-    style.claim(
+    er.claim(
         fig,
         f"Fig. 2 ({er.short(data)}): SimCLR + MLP projector embedding, "
         f"{s['n_collapsed']}/{s['dim']} dims collapsed",
@@ -42,4 +42,4 @@ def main(quick: bool = False, out_dir=None) -> dict:
 
 
 if __name__ == "__main__":
-    style.cli(main, __doc__.splitlines()[0])
+    er.cli(main, __doc__.splitlines()[0])

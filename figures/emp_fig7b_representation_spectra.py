@@ -15,8 +15,8 @@ from figures import style
 NAME = "emp_fig7b_representation_spectra"
 
 
-def main(quick: bool = False, out_dir=None) -> dict:
-    data = er.load("projector-ablation")
+def main(quick: bool = False, out_dir=None, results=None) -> dict:
+    data = er.load("projector-ablation", results)
     mlp = er.need(er.row(data, "mlp"), "mlp")
     none = er.need(er.row(data, "none"), "none")
     fig, ax = plt.subplots(figsize=(6.6, 3.9))
@@ -25,7 +25,7 @@ def main(quick: bool = False, out_dir=None) -> dict:
     ax.set(xlabel="singular value rank index", ylabel="log10 singular value of C (representation r)")
     ax.legend(loc="lower left")
     a, b = mlp["spectra"]["r"], none["spectra"]["r"]
-    style.claim(
+    er.claim(
         fig,
         f"Fig. 7b ({er.short(data)}): collapsed dims of r, "
         f"{a['n_collapsed']} with projector vs {b['n_collapsed']} without",
@@ -42,4 +42,4 @@ def main(quick: bool = False, out_dir=None) -> dict:
 
 
 if __name__ == "__main__":
-    style.cli(main, __doc__.splitlines()[0])
+    er.cli(main, __doc__.splitlines()[0])

@@ -20,8 +20,8 @@ OTHERS = (
 )
 
 
-def main(quick: bool = False, out_dir=None) -> dict:
-    data = er.load("projector-ablation")
+def main(quick: bool = False, out_dir=None, results=None) -> dict:
+    data = er.load("projector-ablation", results)
     dclr = er.need(er.row(data, "directclr"), "directclr")
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), sharey=True)
     out = {"claim": "DirectCLR's representation collapses no more than SimCLR's with a projector",
@@ -38,7 +38,7 @@ def main(quick: bool = False, out_dir=None) -> dict:
         ax.legend(loc="lower left")
     axes[0].set_ylabel("log10 singular value of C (representation r)")
     s = dclr["spectra"]["r"]
-    style.claim(
+    er.claim(
         fig,
         f"Fig. 9 ({er.short(data)}): DirectCLR (d0={dclr['d0']}) representation: "
         f"{s['n_collapsed']}/{s['dim']} collapsed, eff. rank {s['effective_rank']:.1f}",
@@ -48,4 +48,4 @@ def main(quick: bool = False, out_dir=None) -> dict:
 
 
 if __name__ == "__main__":
-    style.cli(main, __doc__.splitlines()[0])
+    er.cli(main, __doc__.splitlines()[0])

@@ -1,37 +1,51 @@
-"""Shared loader for the empirical figures (emp_fig*.py): they read saved results only, never train.
+"""Shared loader and command line for the empirical figures (emp_*.py): they read saved results, never train.
 
 Results come from ``python -m empirical.experiments NAME --dataset D --scale S``, which writes
 ``results/<NAME>-<D>-<S>/table.json`` (committed for the CPU-scale mnist5k runs). Spectra there are the
 paper's protocol through ``theory.spectrum``: L2-normalized features, covariance singular values, log10.
+Every figure takes a results folder as its argument (``python -m figures.emp_fig2_embedding_spectrum
+results/projector-ablation-mnist5k-gpu-60ep``); without one it draws the committed CPU results.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 
 from figures import style
 
-RESULTS = Path(os.environ.get("DIMCOLLAPSE_RESULTS", Path(__file__).resolve().parent.parent / "results"))
+RESULTS = Path(__file__).resolve().parent.parent / "results"
 DATASET, SCALE = "mnist5k", "cpu"
+# committed CPU results, preferred first: the corrected recipe and probe, then the earlier 10- and 3-epoch runs
+SUFFIXES = ("-3ep-corrected", "", "-3ep")
 COLLAPSE_DECADES = 3.0  # theory.spectrum.COLLAPSE_RTOL = 1e-3: collapsed when 3 decades below the top
 SHOWN_DECADES = 10.0  # dead channels sit at ~1e-35 (float64 floor); show the top 10 decades only
 
 
-def load(experiment: str, dataset: str = DATASET, scale: str = SCALE) -> dict:
-    """table.json of one experiment (the 3-epoch run if the default recipe's is absent); the recipe goes
-    into each figure's title. ``style.MissingResults`` when neither has been run."""
-    path = RESULTS / f"{experiment}-{dataset}-{scale}" / "table.json"
-    if not path.is_file():
-        path = RESULTS / f"{experiment}-{dataset}-{scale}-3ep" / "table.json"
-    if not path.is_file():
-        raise style.MissingResults(
-            f"{path} missing: run python -m empirical.experiments {experiment} --dataset {dataset} --scale {scale}"
-        )
-    return json.loads(path.read_text())
+def load(experiment: str, results: str | Path | None = None) -> dict:
+    """table.json of one experiment: from ``results`` (a folder holding table.json) if given, else the first
+    committed ``results/<experiment>-mnist5k-cpu<suffix>`` of ``SUFFIXES``; the recipe goes into each
+    figure's title. ``style.MissingResults`` when there is none, or it holds another experiment."""
+    if results is not None:
+        path = Path(results) / "table.json"
+        if not path.is_file():
+            raise style.MissingResults(f"no table.json in {results} (a folder written by empirical.experiments)")
+    else:
+        tried = [RESULTS / f"{experiment}-{DATASET}-{SCALE}{sfx}" / "table.json" for sfx in SUFFIXES]
+        path = next((t for t in tried if t.is_file()), tried[0])
+        if not path.is_file():
+            raise style.MissingResults(
+                f"{path} missing: run python -m empirical.experiments {experiment} --dataset {DATASET}"
+            )
+    data = json.loads(path.read_text())
+    if data["meta"]["experiment"] != experiment:
+        raise style.MissingResults(f"{path} holds {data['meta']['experiment']}, this figure draws {experiment}")
+    data["meta"]["folder"] = str(path.parent)
+    return data
 
 
 def row(data: dict, projector: str, d0: int | None = None) -> dict | None:
@@ -75,7 +89,7 @@ def draw_spectrum(ax, r: dict, space: str, color, name: str | None = None, **kw)
 
 def recipe_text(data: dict) -> str:
     m = data["meta"]
-    return f"{m['dataset']}, {' '.join(m['recipe'])}"
+    return f"{m.get('folder', '?')}: {m['dataset']}, {' '.join(m['recipe'])}"
 
 
 def short(data: dict) -> str:
@@ -86,4 +100,30 @@ def short(data: dict) -> str:
         at = [i for i, a in enumerate(rec[:-1]) if a == flag]
         return rec[at[-1] + 1] if at else default
 
-    return f"{data['meta']['dataset']}, {last('--backbone', 'tiny')} ResNet, {last('--epochs', '?')} ep"
+    return f"{data['meta']['dataset']}, {last('--backbone', 'tiny')} ResNet, {last('--epochs', '?')} epochs"
+
+
+def claim(fig, text: str, width: int = 75) -> None:
+    """``style.claim`` wrapped to lines of ``width`` characters, so that it fits the figure."""
+    style.claim(fig, "\n".join(textwrap.wrap(text, width)))
+
+
+def cli(main, description: str) -> None:
+    """``python -m figures.<name> [RESULTS] [--out DIR]``: one line and exit 2 when the results are missing."""
+    from theory.io import OneLineParser, UserError, run_cli
+
+    parser = OneLineParser(description=description)
+    parser.add_argument("results", nargs="?", default=None, help="results folder (default: committed CPU results)")
+    parser.add_argument("--out", default=None, help=f"output folder (default {style.OUT_DIR})")
+    parser.add_argument("--quick", action="store_true", help="accepted for make_all; these figures are fast")
+
+    def run(argv: list[str] | None) -> int:
+        args = parser.parse_args(argv)
+        try:
+            main(quick=args.quick, out_dir=args.out, results=args.results)
+        except style.MissingResults as e:
+            raise UserError(str(e)) from None
+        print(f"wrote {Path(args.out or style.OUT_DIR)}")
+        return 0
+
+    sys.exit(run_cli(run))

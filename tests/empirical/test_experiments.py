@@ -137,3 +137,21 @@ def test_half_written_final_pt_is_not_a_trained_run(tmp_path):
     (run / "final.pt").write_bytes(data[: len(data) // 2])  # a crash mid-write (before atomic writes)
     assert not ex.trained(str(run))
     assert not (run / "final.pt").exists() and (run / "final.pt.broken").exists()  # resumed or retrained
+
+
+def test_figures_take_a_results_folder(tmp_path, capsys):
+    """An empirical figure draws the folder it is given (here the committed GPU table), or says it is missing."""
+    import subprocess
+    import sys
+
+    from figures import emp_fig2_embedding_spectrum as fig2
+
+    gpu = os.path.join(os.path.dirname(ex.__file__), "..", "results", "projector-ablation-mnist5k-gpu-60ep")
+    if not os.path.isdir(gpu):
+        pytest.skip("GPU results not committed")
+    data = fig2.main(out_dir=tmp_path, results=gpu)
+    assert data["mlp_z"]["dim"] == 128 and "resnet18" in data["recipe"]
+    assert (tmp_path / "emp_fig2_embedding_spectrum.png").exists()
+    cmd = [sys.executable, "-m", "figures.emp_fig2_embedding_spectrum", str(tmp_path / "nowhere")]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.dirname(gpu) + "/..")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "no table.json" in r.stderr
