@@ -22,12 +22,15 @@ from .dynamics import (
 from .experiment import SimConfig, analyse, integrate, run_experiment
 from .losses import LOSSES, contrastive_loss, dot_loss, ntxent_loss, paper_loss, paper_weights
 from .predict import (
+    Alignment,
+    adjacent_alignments,
     alignment_matrix,
     alignment_score,
     blowup_time,
     collapsed_input_subspace,
     conservation_drift,
     conserved_quantities,
+    layer_alignment,
     negative_subspace,
     predicted_collapsed_modes,
     sigma_trajectory,
@@ -55,6 +58,6 @@ __all__ = [
     "n_collapsed", "negative_subspace", "ntxent_loss", "paper_init", "paper_loss", "paper_weights",
     "predicted_collapsed_modes", "psd_check", "rankme", "run_gd", "run_ode", "scaled_init",
     "orthogonal_init", "run_experiment", "sigma_trajectory", "singular_values", "subspace_overlap", "sweep",
-    "toy_views",
+    "toy_views", "Alignment", "adjacent_alignments", "layer_alignment",
     "analyse", "integrate", "train_batched", "theorem3_check",
 ]
