@@ -14,7 +14,8 @@ from empirical.models import BACKBONES, PROJECTORS, WIDTH, default_d0
 from empirical.optim import OPTIMIZERS
 from theory.io import OneLineParser, UserError, check_finite
 
-LOSSES = ("infonce", "ntxent")
+LOSSES = ("info_nce", "nt_xent")  # named as the functions in empirical.losses
+LOSS_ALIASES = {"infonce": "info_nce", "ntxent": "nt_xent"}  # earlier spellings, still accepted
 PRECISIONS = ("bf16", "fp16", "fp32")
 
 EXAMPLES = """\
@@ -94,9 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("loss and optimization")
     g.add_argument(
         "--loss",
-        default="infonce",
+        default="info_nce",
+        type=lambda v: LOSS_ALIASES.get(v, v),
         choices=LOSSES,
-        help="infonce: official (other-view negatives, symmetrized); ntxent: SimCLR's 2N-2 negatives",
+        help="info_nce: official (other-view negatives, symmetrized); nt_xent: SimCLR's 2N-2 negatives "
+        "(infonce / ntxent also accepted)",
     )
     g.add_argument("--temperature", type=float, default=0.1)
     g.add_argument("--epochs", type=int, default=10)

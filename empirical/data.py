@@ -1,4 +1,4 @@
-"""Datasets for the real-network experiments (paper.md 2: Fig. 2/7/9, Tables 1-2 at small scale; 4 R5-R6).
+"""Datasets for the real-network experiments (the paper's Fig. 2/7/9 and Tables 1-2 at small scale).
 
 Small sets live on the training device as uint8 tensors (N, 3, S, S) at the backbone's input size S, so no
 DataLoader limits speed; ``imagefolder`` (ImageNet, ImageNet-100) decodes and crops in DataLoader workers and

@@ -1,4 +1,4 @@
-"""Contrastive losses of the paper (Sec. 6.2 and official code, paper.md 3.1).
+"""Contrastive losses of the paper (Sec. 6.2 and the official DirectCLR code).
 
 Both losses L2-normalize their inputs and return the mean over anchors. They compute in float32 at least:
 bf16/fp16 inputs are upcast (fp16 inside ``F.normalize`` is a known source of NaNs), float64 stays float64.

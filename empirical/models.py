@@ -1,4 +1,4 @@
-"""Backbones and the projectors of the paper's Tables 1-2 and App. F (paper.md 1.12, 2, 3.1).
+"""Backbones and the projectors of the paper's Tables 1-2 and appendix F.
 
 r = backbone(x) is the representation (2048-d for ResNet-50), z = projector(r) the embedding fed to the
 loss. Projectors (``--projector``):

@@ -1,4 +1,4 @@
-"""Spectrum monitoring during training (paper.md 1.1, 3.3; Fig. 2 / 7b / 9).
+"""Spectrum monitoring during training (the paper's Fig. 2 / 7b / 9).
 
 On a fixed held-out batch (no augmentation, eval mode): representation r and embedding z, each
 L2-normalized, covariance C = (1/N) sum (z - zbar)(z - zbar)^T, its singular values, the number of collapsed

@@ -1,4 +1,4 @@
-"""Synchronized batch norm for CPU/gloo runs (paper.md 3.1: the official model is wrapped in SyncBatchNorm).
+"""Synchronized batch norm for CPU/gloo runs (the official model is wrapped in SyncBatchNorm).
 
 ``torch.nn.SyncBatchNorm`` only runs on accelerators, so CPU DDP (and its tests) use this autograd-aware
 version: batch statistics are sums all-reduced over ranks with ``torch.distributed.nn.functional.all_reduce``,

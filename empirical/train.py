@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from empirical import checkpoint
 from empirical.augment import augment, recipe, view_params
-from empirical.config import TRAJECTORY_KEYS, build_parser, check_out_dir, resolve
+from empirical.config import LOSS_ALIASES, TRAJECTORY_KEYS, build_parser, check_out_dir, resolve
 from empirical.data import FolderPairs, folder_batches, folder_heldout, load_memory_dataset, memory_batches
 from empirical.losses import all_gather_with_grad, info_nce, nt_xent
 from empirical.models import SSLModel
@@ -43,7 +43,7 @@ LOGS = ("metrics.jsonl", "spectra.jsonl")
 def step_loss(model, x1, x2, labels, loss: str, temperature: float, gather=None):
     """(contrastive loss, probe loss, probe correct, probe count) of one step; minimize loss + probe."""
     r1, z1, r2, z2, logits = model(x1, x2)
-    fn = info_nce if loss == "infonce" else nt_xent
+    fn = nt_xent if LOSS_ALIASES.get(loss, loss) == "nt_xent" else info_nce
     ssl = fn(z1, z2, temperature, gather=gather)
     known = labels >= 0  # stl10's unlabeled images carry -1
     ce = F.cross_entropy(logits.float(), labels.clamp(min=0), reduction="none")
@@ -206,7 +206,8 @@ def run(argv: list[str] | None = None) -> int:
         print(f"no checkpoint in {args.out}: starting from scratch", file=sys.stderr)
     if found is not None:
         path, ckpt = found
-        old = ckpt["config"]
+        old = {**ckpt["config"]}
+        old["loss"] = LOSS_ALIASES.get(old.get("loss"), old.get("loss"))  # runs saved with the earlier spelling
         diff = [k for k in TRAJECTORY_KEYS if k in old and old[k] != config[k]]
         if diff:
             raise UserError(

@@ -1,4 +1,4 @@
-"""empirical.compare (issue 5, theory vs the trained network): every path against theory on synthetic inputs,
+"""empirical.compare (theory vs the trained network): every path against theory on synthetic inputs,
 then the CLI end to end on a 4-step checkpoint."""
 
 import json
@@ -212,7 +212,7 @@ def test_cli_bad_input_exits_2_with_one_line(tiny_run, tmp_path, capsys):
     assert cmp.main(["--checkpoint", str(tmp_path / "missing.pt")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "not found" in err and "\n" not in err
-    # a random-subset run has no fixed projector map for item 1
+    # a random-subset run has no fixed projector map for X
     cfg = json.load(open(tiny_run / "config.json"))
     bad = tmp_path / "rs"
     bad.mkdir()

@@ -1,4 +1,4 @@
-"""info_nce / nt_xent (paper.md 1.12, 3.1) against explicit loops in numpy float64."""
+"""info_nce / nt_xent against explicit loops in numpy float64."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Datasets (issue 4 "--dataset"): offline sets, fixed splits, data order, clear errors, image folders."""
+"""Datasets: offline sets, fixed splits, data order, clear errors, image folders."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""DDP equivalence (issue 4 "Distributed"): 2 gloo processes with SyncBatchNorm and gathered negatives give
+"""DDP equivalence: 2 gloo processes with SyncBatchNorm and gathered negatives give
 the loss and gradients of 1 process on the same global batch (float64, so the match is to ~1e-12)."""
 
 import os

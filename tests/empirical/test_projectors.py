@@ -1,4 +1,4 @@
-"""Backbones and every projector of Tables 1-2 / App. F (paper.md 1.12, 2): shapes and rank behaviour."""
+"""Backbones and every projector of Tables 1-2 / appendix F: shapes and rank behaviour."""
 
 import numpy as np
 import pytest
