@@ -20,9 +20,9 @@ from figures.common import SimConfig
 from theory import sweep
 
 NAME = "phase_diagram"
-# 0 to 4 in steps of 0.2, plus the a-priori threshold sqrt(2)
-STRENGTHS = tuple(sorted({*np.round(np.linspace(0.0, 4.0, 21), 10).tolist(), float(np.sqrt(2.0))}))
-SEEDS = 5
+# 0 to 4 in steps of 0.25, plus the a-priori threshold sqrt(2)
+STRENGTHS = tuple(sorted({*np.linspace(0.0, 4.0, 17).tolist(), float(np.sqrt(2.0))}))
+SEEDS = 4
 DTYPE = "float32"
 QUICK_STRENGTHS = (0.5, 3.0)
 
@@ -138,6 +138,8 @@ def draw(data: dict, out_dir=None) -> None:
             marker,
         )
     axes[2].axhline(-3, color="grey", ls=":", lw=1, label="collapse rule (1e-3)")
+    if data["dtype"] == "float32":
+        axes[2].plot([], [], " ", label="float32 weights: floor near -17")
     axes[2].axvline(np.sqrt(2), color="grey", ls="--", lw=1)
     axes[2].set(
         xlabel="augmentation strength s (noise std)",
@@ -150,8 +152,9 @@ def draw(data: dict, out_dir=None) -> None:
     style.claim(
         fig,
         f"Collapse phase diagram: one noisy view, observed onset s = {style.fmt(one['observed_onset'])}, X's "
-        f"a-priori onset s = {style.fmt(one['apriori_onset'])} (s* = √2); {len(s)} strengths × {data['seeds']} "
-        f"seeds, {cfg['steps']} GD steps, lr {cfg['lr']}: {data['networks']} networks in {data['seconds']:.0f} s",
+        f"a-priori onset s = {style.fmt(one['apriori_onset'])} (s* = √2)\n{len(s)} strengths × {data['seeds']} "
+        f"seeds × 2 conventions, {cfg['steps']} GD steps, lr {cfg['lr']}: {data['networks']} networks "
+        f"trained and analysed in {data['seconds']:.0f} s ({data['dtype']})",
     )
     style.save(fig, NAME, data, out_dir)
 
