@@ -20,15 +20,15 @@ PRECISIONS = ("bf16", "fp16", "fp32")
 
 EXAMPLES = """\
 examples:
-  CPU smoke run (~20 s):     python -m empirical.train --dataset digits --epochs 1
-  CPU run (a few minutes):   python -m empirical.train --dataset mnist5k --epochs 10
-  DirectCLR, CIFAR-10, GPU:  python -m empirical.train --dataset cifar10 --backbone resnet18 \\
-                               --projector directclr --channels-last --out runs/c10-directclr
-  8 GPUs:                    torchrun --nproc_per_node 8 -m empirical.train --dataset imagefolder \\
-                               --data-dir /data/imagenet --backbone resnet50 --batch-size 4096 --epochs 100
-  resume after a crash:      add --resume (same flags, same --out)
-  a long run in chunks:      add --stop-at 5000, later --resume --stop-at 10000, ... (same schedule)
-  plot the spectra:          python -m empirical.evaluate runs/digits-mlp-s0 --plot spectrum.png
+  CPU smoke run (~15 s):      python -m empirical.train --dataset digits --epochs 1
+  CPU run (~10 min, 2 cores): python -m empirical.train --dataset mnist5k --epochs 10
+  DirectCLR, CIFAR-10, GPU:   python -m empirical.train --dataset cifar10 --backbone resnet18 \\
+                                --projector directclr --channels-last --out runs/c10-directclr
+  8 GPUs:                     torchrun --nproc_per_node 8 -m empirical.train --dataset imagefolder \\
+                                --data-dir /data/imagenet --backbone resnet50 --batch-size 4096 --epochs 100
+  resume after a crash:       add --resume (same flags, same --out)
+  a long run in chunks:       add --stop-at 5000, later --resume --stop-at 10000, ... (same schedule)
+  plot the spectra:           python -m empirical.evaluate runs/digits-mlp-s0 --plot spectrum.png
 """
 
 

@@ -500,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--probe",
         default="fast",
         choices=("fast", "official"),
-        help="fast: L-BFGS on centred features, seconds (default); official: also the official SGD linear "
+        help="fast: L-BFGS on centred features (default); official: also the official SGD linear "
         "evaluation with crop + flip (minutes on a CPU)",
     )
     p.add_argument("--probe-epochs", type=int, default=100, help="epochs of --probe official (default 100)")
