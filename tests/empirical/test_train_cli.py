@@ -204,3 +204,29 @@ def test_imagefolder_run_with_loader_workers(tmp_path):
     rows = _rows(out)
     assert [r["step"] for r in rows] == [2, 3, 4] and rows[-1]["dim_z"] == 128  # epoch end at step 3
     assert rows[-1]["collapsed_z"] >= 128 - 22  # fixed rank-d0 projector: at most d0 live dimensions
+
+
+def test_run_cli_maps_every_user_causable_failure_to_one_line(capsys):
+    """theory.io.run_cli, which every command line uses: exit status and a single 'error:' line each."""
+    from theory.io import NonFiniteError, UserError, run_cli
+
+    def raises(exc):
+        def fn(argv):
+            raise exc
+
+        return fn
+
+    cases = [
+        (UserError("--lr nan is not a finite number"), 2, "error: --lr nan is not a finite number"),
+        (NonFiniteError("non-finite loss at step 3"), 3, "error: non-finite loss at step 3"),
+        (FileNotFoundError(2, "No such file or directory", "/nope/x.json"), 2, "error: cannot access '/nope/x.json'"),
+        (KeyboardInterrupt(), 130, "interrupted; rerun the same command"),
+        (SystemExit(2), 2, ""),
+    ]
+    for exc, code, line in cases:
+        assert run_cli(raises(exc)) == code
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith(line), err
+    assert run_cli(lambda argv: 0) == 0
+    with pytest.raises(ZeroDivisionError):  # a bug is not a user error: its traceback is kept
+        run_cli(raises(ZeroDivisionError()))
