@@ -85,6 +85,22 @@ def matmul_rate(dtype: str, threads: int, size: int = 1024, repeats: int = 3) ->
     return threads * repeats * 2 * size**3 / best / 1e9
 
 
+def small_matmul_rate(dtype: str, configs: int = 40, n: int = 128, d: int = 16, repeats: int = 20) -> float:
+    """GFLOP/s of the kernel's own product shape, (n x d)(d x n) batched over configurations, one thread."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((configs, n, d)).astype(dtype)
+    b = rng.standard_normal((configs, d, n)).astype(dtype)
+    out = np.empty((configs, n, n), dtype)
+    best = np.inf
+    with threadpool_limits(limits=1, user_api="blas"):
+        for _ in range(3):
+            start = time.perf_counter()
+            for _ in range(repeats):
+                np.matmul(a, b, out=out)
+            best = min(best, time.perf_counter() - start)
+    return repeats * configs * 2 * n * n * d / best / 1e9
+
+
 def bench_kernel(steps: int, configs: tuple[int, int] = (8, 5), rounds: int = 2) -> dict:
     """Training-loop GFLOP/s at N = 128, d = 16, 40 configurations, per thread mode and dtype."""
     base = SimConfig(**{**SETUP, "steps": steps})
@@ -98,6 +114,7 @@ def bench_kernel(steps: int, configs: tuple[int, int] = (8, 5), rounds: int = 2)
                  "flops_per_configuration_step": flops_per_config_step(), "modes": {}}
     for dtype in ("float64", "float32"):
         rate = {t: matmul_rate(dtype, t) for t in (1, 2)}
+        out[f"{dtype}_matmul_gflops_kernel_shape_1_thread"] = small_matmul_rate(dtype)
         for name, kw in modes.items():
             times = []
             for _ in range(rounds):  # best of several: the machine is shared
