@@ -28,7 +28,7 @@ ARGS = [
     "--projector",
     "mlp",
     "--loss",
-    "ntxent",
+    "nt_xent",
     "--optimizer",
     "sgd",
     "--lr",

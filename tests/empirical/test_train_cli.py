@@ -155,7 +155,7 @@ def test_too_few_spectrum_samples_are_raised_with_a_note(tmp_path, capsys):
 def test_nonfinite_loss_stops_with_step_and_keeps_checkpoint(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("DIMCOLLAPSE_NAN_AT_STEP", "7")
     out = tmp_path / "nan"
-    args = [*TINY_RUN, "--ckpt-every", "4", "--spectrum-every", "0", "--out", str(out), *FAST]
+    args = [*TINY_RUN, "--checkpoint-every-steps", "4", "--spectrum-every", "0", "--out", str(out), *FAST]
     assert main(args) == 3
     err = capsys.readouterr().err
     assert "non-finite loss at step 7" in err and "ckpt-000000004.pt" in err
@@ -230,3 +230,12 @@ def test_run_cli_maps_every_user_causable_failure_to_one_line(capsys):
     assert run_cli(lambda argv: 0) == 0
     with pytest.raises(ZeroDivisionError):  # a bug is not a user error: its traceback is kept
         run_cli(raises(ZeroDivisionError()))
+
+
+def test_loss_names_are_the_function_names_and_old_spellings_still_work():
+    from empirical.config import build_parser
+
+    parse = build_parser().parse_args
+    assert parse([]).loss == "info_nce"
+    assert parse(["--loss", "ntxent"]).loss == "nt_xent" and parse(["--loss", "infonce"]).loss == "info_nce"
+    assert parse(["--ckpt-every", "5"]).checkpoint_every_steps == 5  # the earlier flag name
