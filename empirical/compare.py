@@ -484,6 +484,8 @@ def run(argv: list[str] | None = None) -> int:
         raise UserError(f"--frozen-dim {args.frozen_dim} must be between 1 and 64")
     if args.frozen_steps < 1:
         raise UserError(f"--frozen-steps {args.frozen_steps} must be at least 1")
+    if args.seed < 0:
+        raise UserError(f"--seed {args.seed} must be at least 0")
     ckpt = os.path.abspath(target)
     out = args.out or (ckpt if os.path.isdir(ckpt) else os.path.dirname(ckpt))
     try:  # before minutes of work: can --out take the result?
