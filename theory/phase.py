@@ -143,8 +143,8 @@ def plot(data: dict, stem: str) -> list[str]:
                 ax.add_patch(plt.Rectangle((si - 0.5, li - 0.5), 1, 1, fill=False, hatch="xx", color="grey"))
             ax.set_xticks(range(len(s)), [f"{v:g}" for v in s], rotation=90 if len(s) > 8 else 0)
             ax.set_yticks(range(len(lrs)), [f"{v:g}" for v in lrs])
-            ax.set(xlabel="augmentation strength (noise std)", ylabel="learning rate",
-                   title=f"width {w} ({g['augmented_dims'][i]} augmented), depth {dp}; "
+            ax.set(xlabel="augmentation strength (noise std)", ylabel="learning rate")
+            ax.set_title(f"width {w} ({g['augmented_dims'][i]} augmented), depth {dp}; "
                          f"collapsed at t=0: {int(initial[i, j].max())}", fontsize=8)
             fig.colorbar(image, ax=ax, label=f"collapsed dims of {w} (mean of {collapsed.shape[-1]} seeds)")
     cfg = data["config"]
