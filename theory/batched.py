@@ -15,7 +15,9 @@ Kernel, per step, for a block of configurations (leading axis c) with views X = 
 * ``paper`` (Eqn 2): the logits come from one product [z, 1] [z, -|z|^2/2]^T with the positives
   written on the diagonal; e [z, 1] and e^T [z / t, 1 / t] give alpha z, alpha^T z and the column sums
   (``losses.paper_loss``, Eqn 4);
-* backward ``dL/dW_l = delta_l^T h_{l-1}``, ``delta_{l-1} = delta_l W_l`` (Eqn 8-9), then W_l -= lr dL/dW_l.
+* backward ``dL/dW_l = delta_l^T h_{l-1}``, ``delta_{l-1} = delta_l W_l`` (Eqn 8-9), then W_l -= lr dL/dW_l;
+  for one layer and the dot loss the weight gradient needs a single N x N product after the logits
+  (``Kernel._dot_one_layer``).
 
 Every array is allocated once per block and reused (``out=``, in-place exp), the N x N block of a few
 configurations stays in cache, and blocks run on worker threads (numpy releases the GIL in matmul and
@@ -130,6 +132,7 @@ class Kernel:
         self.sq = np.empty((c, 2 * n), f)
         self.delta = [np.empty((c, 2 * n, d), f) for _ in range(2)]
         self.grads = [np.empty_like(w) for w in weights]
+        self.small = np.empty((3, c, d, d), f)  # d x d products of the one-layer dot gradient
         self.wabs = np.empty_like(weights[0])
         self.wmax = np.empty(c)
         self.diverged = np.full(c, -1, dtype=np.int64)
@@ -189,6 +192,40 @@ class Kernel:
             value = np.mean(lse - np.einsum("cnd,cnd->cn", z1, z2) / self.tau, axis=-1)
         return delta, value
 
+    def _dot_one_layer(self, want_loss: bool) -> np.ndarray | None:
+        """dL/dW of the dot loss for one layer with one N x N product after the logits (up to step_scale).
+
+        With z = x W^T and Q = p x' (p = softmax(s)): p z' = Q W^T and z^T p x' = z^T Q, so
+        dL/dW = (p z' - z')^T x + (p^T z - z)^T x' = W Q^T x - z'^T x + z^T (Q - x').
+        """
+        n, d = self.layout.samples, self.layout.dim
+        x1, x2 = self.h[0][:, :n], self.h[0][:, n:]
+        z = self.h[-1]
+        z1, z2 = z[:, :n], z[:, n:]
+        np.einsum("cnd,cnd->cn", z, z, out=self.sq)
+        bound = math.sqrt(float(self.sq[:, :n].max()) * float(self.sq[:, n:].max())) / self.tau
+        np.multiply(z1, 1.0 / self.tau, out=self.tmp)
+        s = np.matmul(self.tmp, np.swapaxes(z2, -1, -2), out=self.s)
+        top = None
+        if not bound < self.limit:
+            top = np.max(s, axis=-1, out=self.vec[3])
+            s -= top[..., None]
+        np.exp(s, out=s)
+        self.one[..., :d] = x2
+        prod = np.matmul(s, self.one, out=self.prod)  # [e x', t]
+        inv = np.reciprocal(prod[..., d], out=self.vec[0])
+        q = np.multiply(prod[..., :d], inv[..., None], out=self.tmp)  # Q = p x'
+        small = self.small
+        np.matmul(np.swapaxes(q, -1, -2), x1, out=small[0])  # Q^T x
+        grad = np.matmul(self.w[0], small[0], out=self.grads[0])
+        grad -= np.matmul(np.swapaxes(z2, -1, -2), x1, out=small[1])
+        q -= x2
+        grad += np.matmul(np.swapaxes(z1, -1, -2), q, out=small[2])
+        if not want_loss:
+            return None
+        lse = np.log(prod[..., d]) + (0.0 if top is None else top)
+        return np.mean(lse - np.einsum("cnd,cnd->cn", z1, z2) / self.tau, axis=-1)
+
     def _paper(self, want_loss: bool) -> tuple[np.ndarray, np.ndarray | None]:
         n, d = self.layout.samples, self.layout.dim
         z = self.h[-1]
@@ -240,6 +277,15 @@ class Kernel:
         loss before the step."""
         self.load(raw_step)
         self.forward()
+        if self.loss == "dot" and len(self.w) == 1:
+            value = self._dot_one_layer(record is not None)
+            if record is not None:
+                record(self, step, value)
+            if update:
+                self.grads[0] *= self.step_scale
+                self.w[0] -= self.grads[0]
+                self._check(step + 1)
+            return
         delta, value = self.loss_gradient(record is not None)
         if record is not None:
             record(self, step, value)
