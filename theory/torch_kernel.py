@@ -116,17 +116,35 @@ def train_torch(weights, strengths, lrs, groups, rngs, layout, base, times, reco
         g_aug.mul_(1.0 - a_pos)
         return (prod[..., d].log() + top[..., 0] - half - pos).mean(-1)
 
+    def dot_one_layer() -> torch.Tensor:
+        """dL/dW = W Q^T x - z'^T x + z^T (Q - x'), Q = p x' (numpy ``Kernel._dot_one_layer``) into grads[0]."""
+        x1, x2 = h[0][:, :n], h[0][:, n:]
+        z1, z2 = h[1][:, :n], h[1][:, n:]
+        torch.bmm(z1, _t(z2), out=s)
+        s.mul_(1.0 / tau)
+        torch.amax(s, dim=-1, keepdim=True, out=top)
+        s.sub_(top).exp_()
+        one[..., :d].copy_(x2)
+        torch.bmm(s, one, out=prod)
+        torch.mul(prod[..., :d], prod[..., d:].reciprocal(), out=tmp)  # Q
+        g = grads[0]
+        torch.bmm(w[0], torch.bmm(_t(tmp), x1), out=g)
+        g.sub_(torch.bmm(_t(z2), x1)).add_(torch.bmm(_t(z1), tmp.sub_(x2)))
+        lse = prod[..., d].log() + top[..., 0]
+        return (lse - (z1 * z2).sum(-1) / tau).mean(-1)
+
     def step(raw_step: torch.Tensor, number: int) -> None:
         load(raw_step)
         for layer, a in enumerate(w):
             torch.matmul(h[layer], _t(a), out=h[layer + 1])
-        value = loss_gradient()
+        one_layer = loss == "dot" and len(w) == 1
+        value = dot_one_layer() if one_layer else loss_gradient()
         if number == steps or number % record_every == 0:
             record(number, value)
         if number == steps:
             return
         dl, spare = delta
-        for layer in range(len(w) - 1, -1, -1):
+        for layer in range(len(w) - 1, -1, -1) if not one_layer else ():
             torch.bmm(_t(dl), h[layer], out=grads[layer])
             if layer > 0:
                 torch.bmm(dl, w[layer], out=spare)
