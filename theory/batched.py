@@ -132,7 +132,8 @@ class Kernel:
         self.sq = np.empty((c, 2 * n), f)
         self.delta = [np.empty((c, 2 * n, d), f) for _ in range(2)]
         self.grads = [np.empty_like(w) for w in weights]
-        self.small = np.empty((3, c, d, d), f)  # d x d products of the one-layer dot gradient
+        self.small = np.empty((4, c, d, d), f)  # d x d products of the one-layer gradients
+        self.col = np.empty((c, n, 1), f)
         self.wabs = np.empty_like(weights[0])
         self.wmax = np.empty(c)
         self.diverged = np.full(c, -1, dtype=np.int64)
@@ -226,21 +227,21 @@ class Kernel:
         lse = np.log(prod[..., d]) + (0.0 if top is None else top)
         return np.mean(lse - np.einsum("cnd,cnd->cn", z1, z2) / self.tau, axis=-1)
 
-    def _paper(self, want_loss: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    def _paper_logits(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """exp of Eqn 2's logits in self.s (rows shifted, see ``losses._paper_exp_rows``); returns
+        (e, its diagonal, the row shift, the positives' log-weights)."""
         n, d = self.layout.samples, self.layout.dim
-        z = self.h[-1]
-        z1, z2 = z[:, :n], z[:, n:]
+        z1, z2 = self.h[-1][:, :n], self.h[-1][:, n:]
         sq, pos, half = self.vec[0], self.vec[1], self.vec[2]
         np.einsum("cnd,cnd->cn", z1, z1, out=sq)
         np.subtract(z1, z2, out=self.tmp)
         np.einsum("cnd,cnd->cn", self.tmp, self.tmp, out=pos)
         pos *= -0.5  # log-weight of the positive, -|z_i - z_i'|^2 / 2
         np.multiply(sq, 0.5, out=half)  # the row term |z_i|^2 / 2, which cancels in the softmax
-        one, rhs = self.one, self.rhs
-        one[..., :d] = z1
-        rhs[..., :d] = z1
-        np.multiply(sq, -0.5, out=rhs[..., d])
-        s = np.matmul(one, np.swapaxes(rhs, -1, -2), out=self.s)  # z_i.z_j - |z_j|^2 / 2
+        self.one[..., :d] = z1
+        self.rhs[..., :d] = z1
+        np.multiply(sq, -0.5, out=self.rhs[..., d])
+        s = np.matmul(self.one, np.swapaxes(self.rhs, -1, -2), out=self.s)  # z_i.z_j - |z_j|^2 / 2
         diag = s.reshape(len(s), n * n)[:, :: n + 1]
         np.add(pos, half, out=diag)
         shift = half
@@ -249,6 +250,50 @@ class Kernel:
             s -= top[..., None]
             shift = half - top
         np.exp(s, out=s)
+        return s, diag, shift, pos
+
+    def _paper_one_layer(self, want_loss: bool) -> np.ndarray | None:
+        """dL/dW of Eqn 2 for one layer with one N x N product and one N x N matrix-vector product after the
+        logits (up to step_scale). With z = x W^T and alpha x = (e x) / t, Eqn 4 gives
+
+        dL/dW = W (alpha x)^T x + z^T (alpha x) - (c z + r z')^T x + (r (z' - z))^T x'
+
+        with r_i = 1 - alpha_ii and c_i = alpha_ii + sum_j alpha_ji (row-wise factors).
+        """
+        n, d = self.layout.samples, self.layout.dim
+        x1, x2 = self.h[0][:, :n], self.h[0][:, n:]
+        z1, z2 = self.h[-1][:, :n], self.h[-1][:, n:]
+        s, diag, shift, pos = self._paper_logits()
+        self.one[..., :d] = x1
+        prod = np.matmul(s, self.one, out=self.prod)  # [e x, t]
+        inv = np.reciprocal(prod[..., d], out=self.vec[4])
+        a_pos = np.multiply(diag, inv, out=self.vec[5])
+        col = np.matmul(np.swapaxes(s, -1, -2), inv[..., None], out=self.col)[..., 0]  # sum_j alpha_ji
+        ax = np.multiply(prod[..., :d], inv[..., None], out=self.tmp)  # alpha x
+        coef = np.add(col, a_pos, out=col)
+        row = np.subtract(1.0, a_pos, out=a_pos)
+        u, v = self.delta[0][:, :n], self.delta[0][:, n:]
+        np.multiply(z1, coef[..., None], out=u)
+        np.multiply(z2, row[..., None], out=v)
+        u += v  # c z + r z'
+        np.subtract(z2, z1, out=v)
+        v *= row[..., None]  # r (z' - z)
+        small, grad = self.small, self.grads[0]
+        np.matmul(np.swapaxes(ax, -1, -2), x1, out=small[0])
+        np.matmul(self.w[0], small[0], out=grad)
+        grad += np.matmul(np.swapaxes(z1, -1, -2), ax, out=small[1])
+        grad -= np.matmul(np.swapaxes(u, -1, -2), x1, out=small[2])
+        grad += np.matmul(np.swapaxes(v, -1, -2), x2, out=small[3])
+        if not want_loss:
+            return None
+        return np.mean(np.log(prod[..., d]) - shift - pos, axis=-1)
+
+    def _paper(self, want_loss: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        n, d = self.layout.samples, self.layout.dim
+        z = self.h[-1]
+        z1, z2 = z[:, :n], z[:, n:]
+        s, diag, shift, pos = self._paper_logits()
+        one, rhs = self.one, self.rhs  # one = [z, 1]
         prod = np.matmul(s, one, out=self.prod)  # [e z, t]
         inv = np.reciprocal(prod[..., d], out=self.vec[4])
         a_pos = np.multiply(diag, inv, out=self.vec[5])
@@ -277,8 +322,9 @@ class Kernel:
         loss before the step."""
         self.load(raw_step)
         self.forward()
-        if self.loss == "dot" and len(self.w) == 1:
-            value = self._dot_one_layer(record is not None)
+        if len(self.w) == 1:
+            one_layer = self._dot_one_layer if self.loss == "dot" else self._paper_one_layer
+            value = one_layer(record is not None)
             if record is not None:
                 record(self, step, value)
             if update:
