@@ -202,6 +202,12 @@ def run(argv: list[str] | None = None) -> int:
     }
     start, resume_acc = 0, None
     found = choose_checkpoint(args.out, rank, world) if args.resume else None
+    if args.resume and found is None and os.path.exists(os.path.join(args.out, "final.pt")):
+        if main_rank:  # checkpoints removed by hand: the finished weights are not overwritten
+            print(f"{args.out} holds a finished run (final.pt, no checkpoint): nothing to do")
+        if world > 1:
+            dist.destroy_process_group()
+        return 0
     if args.resume and found is None and main_rank:
         print(f"no checkpoint in {args.out}: starting from scratch", file=sys.stderr)
     if found is not None:

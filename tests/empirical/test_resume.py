@@ -100,6 +100,11 @@ def test_stop_at_chunks_equal_one_run_and_finished_run_is_left_alone(tmp_path, c
     assert {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in chunks.iterdir()} == stamps
     assert main([*base, "--out", str(chunks)]) == 2  # without --resume: refuses to start over it
     assert "already holds a run" in capsys.readouterr().err
+    for p in chunks.glob("ckpt-*.pt"):  # checkpoints removed by hand: final.pt is still not overwritten
+        p.unlink()
+    final = (chunks / "final.pt").stat().st_mtime_ns
+    assert main([*base, "--out", str(chunks), "--resume"]) == 0
+    assert "finished run" in capsys.readouterr().out and (chunks / "final.pt").stat().st_mtime_ns == final
 
 
 def test_truncate_log_keeps_rows_up_to_the_step_and_drops_a_torn_line(tmp_path):
