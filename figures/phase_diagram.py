@@ -139,7 +139,8 @@ def draw(data: dict, out_dir=None) -> None:
         )
     axes[2].axhline(-3, color="grey", ls=":", lw=1, label="collapse rule (1e-3)")
     if data["dtype"] == "float32":
-        axes[2].plot([], [], " ", label="float32 weights: floor near -17")
+        floor = min(np.min(np.mean(v["log10_variance_gap"], 1)) for v in data["views"].values())
+        axes[2].plot([], [], " ", label=f"float32 weights: floor near {floor:.0f}")
     axes[2].axvline(np.sqrt(2), color="grey", ls="--", lw=1)
     axes[2].set(
         xlabel="augmentation strength s (noise std)",
