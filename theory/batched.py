@@ -119,8 +119,9 @@ class Kernel:
         scale = 1.0 / (self.tau * n) if loss == "dot" else 1.0 / n
         self.step_scale = (np.asarray(lrs, dtype=np.float64) * scale).astype(self.dtype)[:, None, None]
         f, layers = self.dtype, len(weights)
-        self.raw = np.empty((c, layout.per_step))
+        self.clean = None if self.dtype == np.float64 else np.empty((c, n, d))
         self.noise = np.empty((c, n, k))
+        self.scale = self.strengths[:, None, None]
         self.h = [np.empty((c, 2 * n, d), f) for _ in range(layers + 1)]  # h[0] = [x; x'], h[L] = z
         self.s = np.empty((c, n, n), f)
         self.one = np.ones((c, n, d + 1), f)  # [., 1]: the last column is never overwritten
@@ -139,19 +140,21 @@ class Kernel:
         self.diverged = np.full(c, -1, dtype=np.int64)
 
     def load(self, raw_step: np.ndarray) -> None:
-        """Build [x; x'] from one step of the seeds' streams, raw_step (G, per_step)."""
-        np.take(raw_step, self.groups, axis=0, out=self.raw)
-        clean, first, second = self.layout.split(self.raw)
+        """Build [x; x'] from one step of the seeds' streams, raw_step (G, per_step); bitwise ``toy_views``."""
+        clean, first, second = self.layout.split(raw_step)
         n, lo = self.layout.samples, self.layout.dim - self.layout.augmented_dims
         x, x_aug = self.h[0][:, :n], self.h[0][:, n:]
-        scale = self.strengths[:, None, None]
-        np.copyto(x_aug, clean, casting="same_kind")
-        np.multiply(scale, first, out=self.noise)
-        np.add(x_aug[..., lo:], self.noise, out=x_aug[..., lo:], casting="same_kind")
-        np.copyto(x, clean, casting="same_kind")
-        if second is not None:
-            np.multiply(scale, second, out=self.noise)
-            np.add(x[..., lo:], self.noise, out=x[..., lo:], casting="same_kind")
+        if self.clean is None:
+            np.take(clean, self.groups, axis=0, out=x_aug, mode="clip")
+        else:  # float32: gather in float64, then round
+            np.take(clean, self.groups, axis=0, out=self.clean, mode="clip")
+            np.copyto(x_aug, self.clean, casting="same_kind")
+        np.copyto(x, x_aug)
+        for noise, view in ((first, x_aug), (second, x)):
+            if noise is not None:
+                np.take(noise, self.groups, axis=0, out=self.noise, mode="clip")
+                self.noise *= self.scale
+                np.add(view[..., lo:], self.noise, out=view[..., lo:], casting="same_kind")
 
     def forward(self) -> np.ndarray:
         for layer, w in enumerate(self.w):
