@@ -14,7 +14,9 @@ from empirical.models import BACKBONES, PROJECTORS, WIDTH, default_d0
 from empirical.optim import OPTIMIZERS
 from theory.io import OneLineParser, UserError, check_finite
 
-LOSSES = ("info_nce", "nt_xent")  # named as the functions in empirical.losses
+# info_nce / nt_xent: named as the functions in empirical.losses; paper / dot: the theory's unnormalized forms
+# (empirical.losses.paper_loss / dot_loss, twins of theory.losses)
+LOSSES = ("info_nce", "nt_xent", "paper", "dot")
 LOSS_ALIASES = {"infonce": "info_nce", "ntxent": "nt_xent"}  # earlier spellings, still accepted
 PRECISIONS = ("bf16", "fp16", "fp32")
 
@@ -29,6 +31,9 @@ examples:
   resume after a crash:       add --resume (same flags, same --out)
   a long run in chunks:       add --stop-at 5000, later --resume --stop-at 10000, ... (same schedule)
   plot the spectra:           python -m empirical.evaluate runs/digits-mlp-s0 --plot spectrum.png
+  the theory during training: python -m empirical.train --dataset mnist5k --loss paper --projector linear \
+                                --optimizer sgd --momentum 0 --lr 0.05 --monitor-every 5 --out runs/b; \
+                              python -m empirical.bridge runs/b --out results/b
 """
 
 
@@ -87,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--projector", default="mlp", choices=PROJECTORS, help="see empirical/models.py (default mlp)"
     )
     g.add_argument(
+        "--projector-layers",
+        type=int,
+        default=1,
+        help="linear projector only: L bias-free layers, width -> 128 -> ... -> 128 (default 1)",
+    )
+    g.add_argument(
         "--d0",
         type=int,
         default=None,
@@ -99,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=lambda v: LOSS_ALIASES.get(v, v),
         choices=LOSSES,
         help="info_nce: official (other-view negatives, symmetrized); nt_xent: SimCLR's 2N-2 negatives "
-        "(infonce / ntxent also accepted)",
+        "(infonce / ntxent also accepted); paper: Eqn 2 on unnormalized z; dot: z1.z2/t on unnormalized z "
+        "(the forms of the theory, where -dL/dW = W X for a linear projector)",
     )
     g.add_argument("--temperature", type=float, default=0.1)
     g.add_argument("--epochs", type=int, default=10)
@@ -109,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr", type=float, default=4.8, help="base learning rate, not scaled by batch (official: 4.8)"
     )
     g.add_argument("--weight-decay", type=float, default=1e-6)
+    g.add_argument("--momentum", type=float, default=0.9, help="sgd and lars momentum (default 0.9)")
+    g.add_argument("--eta", type=float, default=0.001, help="LARS trust coefficient (default 0.001)")
     g.add_argument(
         "--warmup-epochs",
         type=float,
@@ -150,6 +164,19 @@ def build_parser() -> argparse.ArgumentParser:
         "covariance is not rank-deficient by construction)",
     )
     g.add_argument("--log-every", type=int, default=10, help="steps between metrics.jsonl rows")
+    g.add_argument(
+        "--monitor-every",
+        type=int,
+        default=0,
+        help="steps between collapse-monitor rows (monitor.jsonl: X, singular values and growth rates of a "
+        "linear projector; read by python -m empirical.bridge); 0: off (default)",
+    )
+    g.add_argument(
+        "--monitor-pairs",
+        type=int,
+        default=None,
+        help="held-out augmented pairs the monitor uses, the same at every call (default 8 x --batch-size)",
+    )
     g.add_argument(
         "--checkpoint-every-steps",
         "--ckpt-every",
@@ -206,7 +233,15 @@ def resolve(args: argparse.Namespace, world: int = 1) -> argparse.Namespace:
         raise UserError(
             "--batch-size per rank must be at least 2 for the BatchNorm layers of the mlp projector"
         )
-    lows = {"epochs": 1, "log_every": 1, "spectrum_every": 0, "checkpoint_every_steps": 0, "seed": 0}
+    lows = {
+        "epochs": 1,
+        "log_every": 1,
+        "spectrum_every": 0,
+        "checkpoint_every_steps": 0,
+        "seed": 0,
+        "projector_layers": 1,
+        "monitor_every": 0,
+    }
     for flag, low in lows.items():
         _at_least("--" + flag.replace("_", "-"), getattr(args, flag), low)
     for flag in ("max_steps", "stop_at", "threads"):
@@ -216,6 +251,23 @@ def resolve(args: argparse.Namespace, world: int = 1) -> argparse.Namespace:
     check_finite("--temperature", args.temperature, 1e-4, 100.0)
     check_finite("--lr", args.lr, 0.0)  # no upper bound: a too-high lr is caught as divergence (exit 3)
     check_finite("--weight-decay", args.weight_decay, 0.0, 1.0)
+    check_finite("--momentum", args.momentum, 0.0, 0.999)
+    check_finite("--eta", args.eta, 0.0)
+    if args.projector_layers > 1 and args.projector != "linear":
+        raise UserError(f"--projector-layers {args.projector_layers} needs --projector linear")
+    if args.monitor_pairs is None:
+        args.monitor_pairs = 8 * args.batch_size
+    if args.monitor_every:
+        if args.loss == "nt_xent" or args.projector != "linear":
+            raise UserError(
+                f"--monitor-every needs --projector linear and --loss paper, dot or info_nce (X is not defined "
+                f"for --projector {args.projector} / --loss {args.loss})"
+            )
+        if args.monitor_pairs < args.batch_size:
+            raise UserError(
+                f"--monitor-pairs {args.monitor_pairs} must be at least the batch size {args.batch_size} "
+                "(X is estimated on batches of the training size; 4 or more batches calibrate the PSD test)"
+            )
     check_finite("--augment-strength", args.augment_strength, 0.0, 10.0)
     check_finite("--checkpoint-every-minutes", args.checkpoint_every_minutes, 0.0)
     try:
@@ -274,6 +326,11 @@ TRAJECTORY_KEYS = (
     "optimizer",
     "lr",
     "weight_decay",
+    "momentum",
+    "eta",
+    "projector_layers",
+    "monitor_every",
+    "monitor_pairs",
     "seed",
     "n_train",
     "steps_per_epoch",

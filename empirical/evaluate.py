@@ -97,6 +97,7 @@ def load_trained(checkpoint: str, device: str = "cpu") -> tuple[torch.nn.Module,
         config["cifar_stem"],
         num_classes,
         config.get("seed", 0),
+        config.get("projector_layers", 1),
     )
     try:
         model.load_state_dict(state)

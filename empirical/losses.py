@@ -11,6 +11,12 @@ bf16/fp16 inputs are upcast (fp16 inside ``F.normalize`` is a known source of Na
 ``nt_xent`` is SimCLR's NT-Xent: each of the 2N embeddings is an anchor against the other 2N-1
 (one positive, 2N-2 negatives); L is the mean over the 2N anchors.
 
+``paper_loss`` and ``dot_loss`` are the theory's forms on **unnormalized** z, one direction, batch mean: the
+torch twins of ``theory.losses.paper_loss`` (Eqn 2: logits -|z_i - z_j|^2/2, negatives z1_j from the same view,
+positive z2_i) and ``theory.losses.dot_loss`` (logits z1_i . z2_j / t). For a linear projector z = W r their
+weight gradient is -W X(r) with X from ``theory.covariance.contrastive_covariance`` (Lemma 2), which is what
+``empirical.xmonitor`` reads.
+
 Distributed training: pass ``gather``, a callable ``x -> (x_all, offset)`` that concatenates ``x`` over ranks
 (with gradients) and says where this rank's rows start. Anchors stay local, keys are global, so that the
 mean of the per-rank losses equals the single-process loss on the global batch (see ``all_gather_with_grad``).
@@ -68,6 +74,40 @@ def info_nce(
     """Symmetrized InfoNCE with negatives from the other view (official code): l(z1,z2)/2 + l(z2,z1)/2."""
     a, b, a_all, b_all, offset = _normalized_views("info_nce", z1, z2, gather)
     return _one_way(a, b_all, offset, temperature) / 2 + _one_way(b, a_all, offset, temperature) / 2
+
+
+def _unnormalized(name: str, z: torch.Tensor) -> torch.Tensor:
+    if z.ndim != 2:
+        raise ValueError(f"{name} needs (N, d) tensors, got {tuple(z.shape)}")
+    return z if z.dtype in (torch.float32, torch.float64) else z.float()
+
+
+def paper_loss(z1: torch.Tensor, z2: torch.Tensor, gather: Gather | None = None) -> torch.Tensor:
+    """Eqn 2, batch mean: -1/N sum_i log softmax over {z2_i} U {z1_j, j != i} of -|z1_i - k|^2/2 at z2_i.
+
+    The anchor's own term -|z1_i|^2/2 is common to its row and cancels in the softmax, so the logit of key k
+    is z1_i . k - |k|^2/2 (as ``theory.losses``): one N x N product, no pairwise differences.
+    """
+    if z1.shape != z2.shape:
+        raise ValueError(f"paper_loss needs two views of one shape, got {tuple(z1.shape)}, {tuple(z2.shape)}")
+    a, b = _unnormalized("paper_loss", z1), _unnormalized("paper_loss", z2)
+    a_all, offset = (gather or _no_gather)(a)
+    logits = a @ a_all.T - 0.5 * (a_all * a_all).sum(1)
+    rows = torch.arange(a.shape[0], device=a.device)
+    positive = (a * b).sum(1) - 0.5 * (b * b).sum(1)
+    logits = logits.index_put((rows, rows + offset), positive)  # the positive replaces the anchor itself
+    return F.cross_entropy(logits, rows + offset)
+
+
+def dot_loss(
+    z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, gather: Gather | None = None
+) -> torch.Tensor:
+    """The official toy code's loss: -1/N sum_i log softmax_j(z1_i . z2_j / t)[i], unnormalized, one way."""
+    if z1.shape != z2.shape:
+        raise ValueError(f"dot_loss needs two views of one shape, got {tuple(z1.shape)}, {tuple(z2.shape)}")
+    a, b = _unnormalized("dot_loss", z1), _unnormalized("dot_loss", z2)
+    b_all, offset = (gather or _no_gather)(b)
+    return _one_way(a, b_all, offset, temperature)
 
 
 def nt_xent(

@@ -8,6 +8,7 @@ name            z =                                               paper
 =============== ================================================= ======================================
 none            r                                                 "no projector" (51.5)
 linear          W r, W: Linear(width, 128, bias=False)            "1-layer linear" / code "single" (61.1)
+                (``layers`` L > 1: W_L ... W_1 r, then 128 x 128)   deep linear (Sec. 5, Theorem 3)
 mlp             BN(W2 ReLU(BN(W1 r))), 128-d, hidden = width      "2-layer nonlinear" (66.5)
 diagonal        diag(w) r, w trainable (init 1)                   trainable diagonal (60.2)
 orthogonal      Q r, Q orthogonal (matrix-exp parametrization)    orthogonal (52.2)
@@ -169,15 +170,22 @@ class RandomSubset(nn.Module):
         return r.index_select(1, self.index) if self.training else r
 
 
-def build_projector(name: str, width: int, d0: int, seed: int = 0) -> nn.Module:
+def build_projector(name: str, width: int, d0: int, seed: int = 0, layers: int = 1) -> nn.Module:
+    """``layers`` only concerns ``linear``: a chain of bias-free Linear layers, width -> 128 -> ... -> 128
+    (one layer: the plain ``nn.Linear``, as before)."""
     if name not in PROJECTORS:
         raise ValueError(f"unknown projector {name!r} (choose {', '.join(PROJECTORS)})")
     if name in ("fixed-lowrank", "directclr", "random-subset") and not 1 <= d0 <= width:
         raise ValueError(f"--d0 {d0} must be between 1 and the representation width {width}")
     if name == "none":
         return nn.Identity()
+    if layers < 1 or (layers > 1 and name != "linear"):
+        raise ValueError(f"projector layers {layers}: only the linear projector takes more than 1 (at least 1)")
     if name == "linear":
-        return nn.Linear(width, EMBED_DIM, bias=False)
+        if layers == 1:
+            return nn.Linear(width, EMBED_DIM, bias=False)
+        dims = [width] + [EMBED_DIM] * layers
+        return nn.Sequential(*(nn.Linear(i, o, bias=False) for i, o in zip(dims[:-1], dims[1:], strict=True)))
     if name == "mlp":
         return nn.Sequential(
             nn.Linear(width, width, bias=False),
@@ -208,12 +216,21 @@ class SSLModel(nn.Module):
         cifar_stem: bool = True,
         num_classes: int = 10,
         seed: int = 0,
+        projector_layers: int = 1,
     ):
         super().__init__()
         self.backbone, self.width = build_backbone(backbone, cifar_stem)
         self.d0 = default_d0(self.width) if d0 is None else d0
-        self.projector = build_projector(projector, self.width, self.d0, seed)
+        self.projector = build_projector(projector, self.width, self.d0, seed, projector_layers)
         self.probe = nn.Linear(self.width, max(num_classes, 1))
+
+    def projector_weights(self) -> list[torch.Tensor]:
+        """The linear projector's weights, input side first (z = W_L ... W_1 r); what the monitor reads."""
+        proj = self.projector
+        layers = [proj] if isinstance(proj, nn.Linear) else list(proj) if isinstance(proj, nn.Sequential) else []
+        if not layers or not all(isinstance(m, nn.Linear) and m.bias is None for m in layers):
+            raise ValueError("projector_weights needs the linear projector (bias-free Linear layers)")
+        return [m.weight for m in layers]
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(r, z) of one batch."""

@@ -147,16 +147,23 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(
-    name: str, model: nn.Module, lr: float, weight_decay: float, foreach: bool | None = None
+    name: str,
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    foreach: bool | None = None,
+    momentum: float = 0.9,
+    eta: float = 0.001,
 ) -> torch.optim.Optimizer:
-    """``foreach`` only concerns LARS (True: vectorized, False: the per-parameter loop, None: by device)."""
+    """``foreach`` only concerns LARS (True: vectorized, False: the per-parameter loop, None: by device);
+    ``momentum`` sgd and LARS, ``eta`` (trust coefficient) LARS only."""
     groups = param_groups(model, weight_decay)
     if name == "lars":
-        return LARS(groups, lr=lr, weight_decay=weight_decay, foreach=foreach)
+        return LARS(groups, lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta, foreach=foreach)
     for g in groups:
         g.pop("lars_exclude")
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=0.9)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
     raise ValueError(f"unknown optimizer {name!r} (choose {', '.join(OPTIMIZERS)})")

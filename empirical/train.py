@@ -6,8 +6,9 @@
 Each step: per-sample augmentation of the global batch (this rank's slice), both views through the
 backbone, projector, contrastive loss with negatives gathered over ranks, plus the online linear probe on the
 detached representation (monitor only). Outputs in --out: config.json, metrics.jsonl, spectra.jsonl,
-ckpt-*.pt (last 2), final.pt (model weights), all written atomically. Exit status: 0 done (or stopped at
---stop-at), 2 bad input, 3 diverged (non-finite loss or weights), 130 interrupted.
+ckpt-*.pt (last 2), final.pt (model weights), all written atomically; with --monitor-every, monitor.jsonl and
+monitor/*.npz (``empirical.xmonitor``: X and the projector's growth rates, read by ``empirical.bridge``).
+Exit status: 0 done (or stopped at --stop-at), 2 bad input, 3 diverged (non-finite loss or weights), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -29,22 +30,32 @@ from empirical import checkpoint
 from empirical.augment import augment, recipe, view_params
 from empirical.config import LOSS_ALIASES, TRAJECTORY_KEYS, build_parser, check_out_dir, resolve
 from empirical.data import FolderPairs, folder_batches, folder_heldout, load_memory_dataset, memory_batches
-from empirical.losses import all_gather_with_grad, info_nce, nt_xent
+from empirical.losses import all_gather_with_grad, dot_loss, info_nce, nt_xent, paper_loss
 from empirical.models import SSLModel
 from empirical.monitor import spectrum_metrics
 from empirical.optim import build_optimizer, lr_at, set_lr
 from empirical.syncbn import convert_sync_batchnorm
+from empirical.xmonitor import MonitorLog, monitor
 from theory.io import NonFiniteError, UserError, jsonable, run_cli, write_json
 
 AMP = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 LOGS = ("metrics.jsonl", "spectra.jsonl")
+MONITOR_LOSS = {"paper": "paper", "dot": "dot", "info_nce": "cosine"}  # the trainer's loss -> X's form
+MONITOR_SEED = 20_221_011  # the held-out pairs: one fixed draw for every run, seed and resume
+
+
+def contrastive(loss: str, z1, z2, temperature: float, gather=None):
+    loss = LOSS_ALIASES.get(loss, loss)
+    if loss == "paper":
+        return paper_loss(z1, z2, gather=gather)
+    fn = {"nt_xent": nt_xent, "dot": dot_loss}.get(loss, info_nce)
+    return fn(z1, z2, temperature, gather=gather)
 
 
 def step_loss(model, x1, x2, labels, loss: str, temperature: float, gather=None):
     """(contrastive loss, probe loss, probe correct, probe count) of one step; minimize loss + probe."""
     r1, z1, r2, z2, logits = model(x1, x2)
-    fn = nt_xent if LOSS_ALIASES.get(loss, loss) == "nt_xent" else info_nce
-    ssl = fn(z1, z2, temperature, gather=gather)
+    ssl = contrastive(loss, z1, z2, temperature, gather)
     known = labels >= 0  # stl10's unlabeled images carry -1
     ce = F.cross_entropy(logits.float(), labels.clamp(min=0), reduction="none")
     count = known.sum()
@@ -61,6 +72,61 @@ def make_views(batch, recipes, size: int, seed: int, global_batch: int, offset: 
         v = augment(x, p, size, crop=not batch.cropped)
         views.append(v.contiguous(memory_format=torch.channels_last) if channels_last else v)
     return views
+
+
+def monitor_pairs(images: torch.Tensor, recipes, size: int, n: int, chunk: int = 512) -> tuple[torch.Tensor, ...]:
+    """The monitor's fixed held-out pairs: ``n`` augmented pairs of ``images`` (cycled when fewer), drawn once
+    from ``MONITOR_SEED`` so that every call, seed and resume sees the same pairs."""
+    idx = torch.arange(n, device=images.device) % len(images)
+    views = ([], [])
+    for lo in range(0, n, chunk):
+        m = min(chunk, n - lo)
+        params = view_params(recipes, MONITOR_SEED, 0, n, lo, m)
+        x = images.index_select(0, idx[lo : lo + m])
+        for out, p in zip(views, params, strict=True):
+            out.append(augment(x, p, size, crop=True))
+    return torch.cat(views[0]), torch.cat(views[1])
+
+
+@torch.no_grad()
+def monitor_features(model: SSLModel, v1: torch.Tensor, v2: torch.Tensor, chunk: int, amp=None):
+    """Representations r1, r2 of the pairs as training sees them: BatchNorm in train mode on chunks of the
+    global batch, one view at a time (per-view batch statistics, as a training step), as plain BatchNorm
+    (synchronized BN would wait for the other ranks), with the running statistics restored afterwards so the
+    monitor leaves no trace on the run. Eval mode would use running statistics that lag the weights early in
+    training, i.e. other features than the ones whose gradient Lemma 2 describes."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [[b.clone() for b in m.buffers()] for m in bns]
+    was_training = model.training
+    plain = torch.nn.modules.batchnorm._BatchNorm.forward
+    try:
+        model.train()
+        for m in bns:
+            m.forward = plain.__get__(m)
+        out = []
+        for v in (v1, v2):
+            parts = []
+            for lo in range(0, len(v) - chunk + 1, chunk):
+                with torch.autocast(v.device.type, dtype=amp, enabled=amp is not None):
+                    parts.append(model.backbone(v[lo : lo + chunk]).float())
+            out.append(torch.cat(parts))
+    finally:
+        for m, bufs in zip(bns, saved, strict=True):
+            m.__dict__.pop("forward", None)
+            for b, old in zip(m.buffers(), bufs, strict=True):
+                b.copy_(old)
+        model.train(was_training)
+    return out[0], out[1]
+
+
+def lars_trust_ratios(weights: list[torch.Tensor], eta: float, weight_decay: float) -> torch.Tensor:
+    """q_l = eta ||W_l|| / ||G_l + wd W_l|| of the update about to be taken (empirical.optim.LARS), on the device."""
+    out = []
+    for w in weights:
+        p_norm, g_norm = w.detach().norm(), (w.grad + weight_decay * w.detach()).norm()
+        one = torch.ones_like(p_norm)
+        out.append(torch.where((p_norm > 0) & (g_norm > 0), eta * p_norm / torch.where(g_norm > 0, g_norm, one), one))
+    return torch.stack(out)
 
 
 def _dist_env() -> tuple[int, int, int]:
@@ -163,6 +229,7 @@ def run(argv: list[str] | None = None) -> int:
         train.images, train.labels = train.images.to(device), train.labels.to(device)
         heldout = test
         n_train = len(train.images)
+    monitor_images = heldout.images  # the monitor's pairs: every held-out image, cycled
     heldout.images = heldout.images[: args.spectrum_samples]
     heldout.labels = heldout.labels[: args.spectrum_samples]
     if len(heldout.images) < args.spectrum_samples and main_rank:
@@ -181,14 +248,16 @@ def run(argv: list[str] | None = None) -> int:
     stop = total if args.stop_at is None else min(args.stop_at, total)
 
     # ---- model, optimizer ----
-    model = SSLModel(args.backbone, args.projector, args.d0, args.cifar_stem, num_classes, args.seed).to(
-        device
-    )
+    model = SSLModel(
+        args.backbone, args.projector, args.d0, args.cifar_stem, num_classes, args.seed, args.projector_layers
+    ).to(device)
     if world > 1:
         model = convert_sync_batchnorm(model, device.type)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(args.optimizer, model, args.lr, args.weight_decay)
+    optimizer = build_optimizer(
+        args.optimizer, model, args.lr, args.weight_decay, momentum=args.momentum, eta=args.eta
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
     config = {
         **vars(args),
@@ -283,6 +352,35 @@ def run(argv: list[str] | None = None) -> int:
         spectra_f.flush()
         return scalars
 
+    mlog, pairs = None, None
+    if main_rank and args.monitor_every:
+        mlog = MonitorLog(args.out, resume_step=start if found is not None else -1)
+        recipes_m = recipe(args.augment, args.augment_strength, args.image_size)
+        pairs = monitor_pairs(monitor_images.to(device), recipes_m, args.image_size, args.monitor_pairs)
+        if args.channels_last:
+            pairs = tuple(v.contiguous(memory_format=torch.channels_last) for v in pairs)
+    want_trust = args.optimizer == "lars" and args.precision != "fp16"  # fp16 grads are loss-scaled
+
+    def monitor_row(step: int, trust: torch.Tensor | None) -> None:
+        """One monitor.jsonl row; a failure is reported and logged but never stops the training."""
+        try:
+            r1, r2 = monitor_features(raw, *pairs, args.batch_size, amp)
+            res = monitor(
+                r1,
+                r2,
+                [w.detach() for w in raw.projector_weights()],
+                loss=MONITOR_LOSS[args.loss],
+                temperature=args.temperature,
+                batch_size=args.batch_size,
+                symmetric=args.loss == "info_nce",
+            )
+            extra = {} if trust is None else {"trust_ratio": trust.tolist()}
+            mlog.write(step, res, lr=lr_at(step, args.lr, warmup, total), **extra)
+        except Exception as e:  # the monitor must not cost the run (any error: shapes, memory, linalg)
+            msg = f"{type(e).__name__}: {e}".splitlines()[0]
+            print(f"warning: monitor at step {step} failed ({msg}); training continues", file=sys.stderr)
+            log({"step": step, "epoch": step / steps_per_epoch, "monitor_error": msg})
+
     saver = checkpoint.AsyncSaver()
 
     def save(step: int) -> None:
@@ -328,6 +426,8 @@ def run(argv: list[str] | None = None) -> int:
         last_log_step = resume_acc[1]
     kill_at, nan_at = _fault("DIMCOLLAPSE_SIGKILL_AT_STEP"), _fault("DIMCOLLAPSE_NAN_AT_STEP")
     fwd.train()
+    if mlog is not None and start == 0:
+        monitor_row(0, None)
 
     def check_finite(step_done: int) -> None:
         """Raise NonFiniteError if the loss or the weights went non-finite (one host sync, at log/save time)."""
@@ -364,14 +464,20 @@ def run(argv: list[str] | None = None) -> int:
         bad_loss = torch.where(~finite & (bad_loss < 0), torch.full_like(bad_loss, step), bad_loss)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(ssl + probe).backward()
+        done = step + 1
+        monitor_now = mlog is not None and (done % args.monitor_every == 0 or done == total)
+        trust = None
+        if monitor_now and want_trust:  # the update's own trust ratios, before it is taken
+            trust = lars_trust_ratios(raw.projector_weights(), args.eta, args.weight_decay)
         scaler.step(optimizer)
         scaler.update()
         # sum of the parameter norms: inf/NaN iff some weight is (or overflows); no host sync here
         w_ok = torch.isfinite(torch.stack(torch._foreach_norm(params)).sum())
         bad_weights = torch.where(~w_ok & (bad_weights < 0), torch.full_like(bad_weights, step), bad_weights)
         acc_sum += torch.stack([ssl.detach().float(), correct.float(), count.float()])
-        done = step + 1
         bar.update(1)
+        if monitor_now:
+            monitor_row(done, trust)
         if done % args.log_every == 0 or done == total or done % steps_per_epoch == 0:
             check_finite(done)
             if main_rank:
@@ -444,6 +550,8 @@ def summary(args, start: int, stop: int, total: int, last: dict, seconds: float)
     elif "spectrum_error" in last:
         parts.append(f"The final spectrum failed ({last['spectrum_error']}).")
     files = "config.json, metrics.jsonl, spectra.jsonl, ckpt-*.pt" + (", final.pt" if stop == total else "")
+    if args.monitor_every:
+        files += ", monitor.jsonl"
     parts.append(f"Wrote {files} to {args.out}.")
     if stop == total:
         parts.append(

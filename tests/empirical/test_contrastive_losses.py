@@ -120,3 +120,60 @@ def test_shape_errors():
         info_nce(torch.zeros(3, 2), torch.zeros(4, 2))
     with pytest.raises(ValueError, match="equal shape"):
         nt_xent(torch.zeros(3), torch.zeros(3))
+
+
+# ---- the theory's forms on unnormalized z: paper (Eqn 2) and dot ------------------------------------------------
+
+
+@pytest.mark.parametrize("n,d,t", [(2, 3, 0.1), (9, 4, 0.5), (32, 16, 0.2)])
+def test_paper_and_dot_equal_theory_losses(n, d, t):
+    """empirical.losses.paper_loss / dot_loss are theory.losses' paper_loss / dot_loss in float64."""
+    from empirical.losses import dot_loss, paper_loss
+    from theory import losses as tl
+
+    rng = np.random.default_rng(10 * n + d)
+    z1, z2 = 1.5 * rng.normal(size=(n, d)), 1.5 * rng.normal(size=(n, d))
+    assert paper_loss(torch.tensor(z1), torch.tensor(z2)).item() == pytest.approx(
+        float(tl.paper_loss(z1, z2)[0]), rel=1e-10, abs=1e-10
+    )
+    assert dot_loss(torch.tensor(z1), torch.tensor(z2), t).item() == pytest.approx(
+        float(tl.dot_loss(z1, z2, t)[0]), rel=1e-10, abs=1e-10
+    )
+
+
+@pytest.mark.parametrize("form", ["paper", "dot"])
+def test_linear_projector_gradient_is_minus_w_x(form):
+    """Lemma 2 through autograd: for z = W r, dL/dW = -W X(r; W) with X from theory.contrastive_covariance."""
+    from empirical.losses import dot_loss, paper_loss
+    from theory.covariance import contrastive_covariance
+
+    rng = np.random.default_rng(5)
+    r1 = rng.normal(size=(24, 6))
+    r2 = r1 + 0.7 * rng.normal(size=r1.shape)
+    w0 = 0.5 * rng.normal(size=(4, 6))
+    w = torch.tensor(w0, requires_grad=True)
+    z1, z2 = torch.tensor(r1) @ w.T, torch.tensor(r2) @ w.T
+    loss = paper_loss(z1, z2) if form == "paper" else dot_loss(z1, z2, 0.3)
+    loss.backward()
+    x = contrastive_covariance(r1, r2, w0, form, 0.3)[0]
+    np.testing.assert_allclose(w.grad.numpy(), -w0 @ x, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["paper", "dot"])
+def test_paper_and_dot_gather_mean_over_ranks_equals_global_loss(name):
+    from empirical.losses import dot_loss, paper_loss
+
+    fn = paper_loss if name == "paper" else (lambda a, b, gather=None: dot_loss(a, b, 0.2, gather=gather))
+    g = torch.Generator().manual_seed(4)
+    z1, z2 = (torch.randn(8, 5, generator=g, dtype=torch.float64) for _ in range(2))
+    key = z1 if name == "paper" else z2  # paper: negatives from the anchors' own view; dot: the other view
+    losses = []
+    for rank in range(4):
+        sl = slice(2 * rank, 2 * rank + 2)
+
+        def fake_gather(x, sl=sl):
+            assert torch.equal(key[sl], x)
+            return key, sl.start
+
+        losses.append(fn(z1[sl], z2[sl], gather=fake_gather))
+    assert torch.stack(losses).mean().item() == pytest.approx(fn(z1, z2).item(), rel=1e-12)

@@ -137,3 +137,25 @@ def test_ssl_model_outputs_and_detached_probe():
     assert all(p.grad is None for p in m.backbone.parameters())
     assert m.probe.weight.grad is not None
     assert np.isfinite(z2.detach().numpy()).all()
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_deep_linear_projector_and_its_weights(layers):
+    """L bias-free layers width -> 128 -> ... -> 128; projector_weights() input side first, z = W_L ... W_1 r."""
+    m = SSLModel("tiny", "linear", None, True, num_classes=3, projector_layers=layers).double()
+    ws = m.projector_weights()
+    assert [tuple(w.shape) for w in ws] == [(EMBED_DIM, 128)] + [(EMBED_DIM, EMBED_DIM)] * (layers - 1)
+    r = torch.randn(5, 128, dtype=torch.float64)
+    total = ws[0]
+    for w in ws[1:]:
+        total = w @ total
+    torch.testing.assert_close(m.projector(r), r @ total.T, rtol=1e-12, atol=1e-12)
+    if layers == 1:  # the one-layer projector is the plain Linear, as before (same checkpoint keys)
+        assert "projector.weight" in m.state_dict()
+
+
+def test_projector_layers_only_for_linear():
+    with pytest.raises(ValueError, match="only the linear projector"):
+        build_projector("mlp", W, D0, layers=2)
+    with pytest.raises(ValueError, match="linear projector"):
+        SSLModel("tiny", "mlp").projector_weights()

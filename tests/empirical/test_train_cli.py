@@ -91,6 +91,13 @@ def test_mnist5k_smoke_run_loss_falls(tmp_path):
         (["--epochs", "0"], "--epochs 0"),
         (["--image-size", "5000"], "too large"),
         (["--workers", "-1"], "--workers -1"),
+        (["--monitor-every", "5", "--projector", "mlp"], "--monitor-every needs --projector linear"),
+        (["--monitor-every", "5", "--projector", "linear", "--loss", "ntxent"], "--loss nt_xent"),
+        (["--monitor-every", "5", "--projector", "linear", "--monitor-pairs", "8"], "--monitor-pairs 8"),
+        (["--projector-layers", "2"], "--projector-layers 2 needs --projector linear"),
+        (["--projector-layers", "0"], "--projector-layers 0 must be at least 1"),
+        (["--momentum", "1"], "--momentum 1 is outside"),
+        (["--monitor-every", "-1"], "--monitor-every -1"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, needle):
