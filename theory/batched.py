@@ -16,8 +16,8 @@ Kernel, per step, for a block of configurations (leading axis c) with views X = 
   written on the diagonal; e [z, 1] and e^T [z / t, 1 / t] give alpha z, alpha^T z and the column sums
   (``losses.paper_loss``, Eqn 4);
 * backward ``dL/dW_l = delta_l^T h_{l-1}``, ``delta_{l-1} = delta_l W_l`` (Eqn 8-9), then W_l -= lr dL/dW_l;
-  for one layer and the dot loss the weight gradient needs a single N x N product after the logits
-  (``Kernel._dot_one_layer``).
+  for one layer the weight gradient needs a single N x N product after the logits (dot loss,
+  ``Kernel._dot_one_layer``) or one product and one matrix-vector product (Eqn 2, ``Kernel._paper_one_layer``).
 
 Every array is allocated once per block and reused (``out=``, in-place exp), the N x N block of a few
 configurations stays in cache, and blocks run on worker threads (numpy releases the GIL in matmul and
