@@ -324,7 +324,10 @@ def main() -> None:
                      "quick": args.quick, "load_average_start": os.getloadavg()}
     if args.device:
         configs, steps = (16, 50) if args.quick else (args.gpu_configs, args.gpu_steps)
-        results["gpu"] = bench_gpu(args.device, configs, steps, args.gpu_dtype)
+        try:
+            results["gpu"] = bench_gpu(args.device, configs, steps, args.gpu_dtype)
+        except RuntimeError as err:  # no such device here
+            p.error(str(err))
         print(json.dumps(results["gpu"], indent=1))
     else:
         print("1/4 the 40-configuration workload, whole processes ...", flush=True)
