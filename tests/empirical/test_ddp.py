@@ -36,7 +36,7 @@ def _loss_and_grads(model, x, labels, loss, offset, gather):
     return ssl.detach()
 
 
-CASES = [("mlp", "info_nce"), ("directclr", "nt_xent")]
+CASES = [("mlp", "info_nce"), ("directclr", "nt_xent"), ("linear", "paper"), ("fixed-lowrank", "dot")]
 
 
 def _worker(rank, world, init_file, out_file):
