@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The CPU bridge study: mnist5k at 16 px, tiny ResNet, batch 128, 10 epochs (310 steps), a monitor row every
+# 5 steps on 1024 fixed held-out pairs (8 x the batch). Two runs at a time; each run logs to runs/bridge/NAME.log.
+set -u
+cd "$(dirname "$0")/../.."
+COMMON=(--dataset mnist5k --image-size 16 --backbone tiny --batch-size 128 --epochs 10 --warmup-epochs 1
+  --projector linear --monitor-every 5 --spectrum-every 0 --no-progress --threads 1 --no-tensorboard)
+PAPER=(--loss paper --optimizer sgd --momentum 0 --weight-decay 0 --lr 0.2)
+COSINE=(--loss info_nce --optimizer lars)  # the official recipe: lr 4.8, momentum 0.9, weight decay 1e-6
+mkdir -p runs/bridge
+
+train() {  # NAME FLAGS...
+  local name=$1
+  shift
+  OMP_NUM_THREADS=1 .venv/bin/python -m empirical.train "${COMMON[@]}" "$@" --out "runs/bridge/$name" \
+    > "runs/bridge/$name.log" 2>&1
+  echo "$name exit $?"
+}
+
+for s in 0 1 2; do
+  train "paper-sgd-L1-s$s" "${PAPER[@]}" --seed "$s" &
+  train "cos-lars-L1-s$s" "${COSINE[@]}" --seed "$s" &
+  wait
+done
+train paper-sgd-L2-s0 "${PAPER[@]}" --projector-layers 2 --seed 0 &
+train paper-sgd-L3-s0 "${PAPER[@]}" --projector-layers 3 --seed 0 &
+wait
