@@ -19,6 +19,7 @@ from theory.io import OneLineParser, UserError, check_finite
 LOSSES = ("info_nce", "nt_xent", "paper", "dot")
 LOSS_ALIASES = {"infonce": "info_nce", "ntxent": "nt_xent"}  # earlier spellings, still accepted
 PRECISIONS = ("bf16", "fp16", "fp32")
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")  # none: eager
 
 EXAMPLES = """\
 examples:
@@ -145,8 +146,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g = p.add_argument_group("speed")
     g.add_argument("--precision", default=None, choices=PRECISIONS, help="default: bf16 on CUDA, fp32 on CPU")
-    g.add_argument("--channels-last", action="store_true")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model (opt-in)")
+    g.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="channels-last memory format (default: on for CUDA, off for CPU)",
+    )
+    g.add_argument(
+        "--compile-mode",
+        default=None,
+        choices=COMPILE_MODES,
+        help="torch.compile mode of the model (default none: eager; reduce-overhead / max-autotune capture "
+        "CUDA graphs); if compiling fails, the run warns and continues in eager mode",
+    )
+    g.add_argument("--compile", action="store_true", help="shorthand for --compile-mode default")
+    g.add_argument(
+        "--prefetch",
+        action="store_true",
+        help="draw the next steps' augmentation parameters in a background thread (same views as without)",
+    )
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     g = p.add_argument_group("run")
@@ -209,6 +227,12 @@ def resolve(args: argparse.Namespace, world: int = 1) -> argparse.Namespace:
         raise UserError(f"--device {args.device}: CUDA is not available on this machine")
     if args.precision is None:
         args.precision = "bf16" if args.device.startswith("cuda") else "fp32"
+    if args.channels_last is None:
+        args.channels_last = args.device.startswith("cuda")
+    if args.compile_mode is None:
+        args.compile_mode = "default" if args.compile else "none"
+    elif args.compile and args.compile_mode == "none":
+        raise UserError("--compile contradicts --compile-mode none: give one of them")
     if args.image_size is None:
         args.image_size = NATIVE_SIZE[args.dataset]
     _at_least("--image-size", args.image_size, 8)

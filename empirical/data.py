@@ -345,7 +345,8 @@ def folder_batches(
     )
     for step, (x1, x2, y) in zip(range(start, total), loader, strict=False):
         nb = device.type == "cuda"
-        yield Batch(step, x1.to(device, non_blocking=nb), x2.to(device, non_blocking=nb), y.to(device), True)
+        x1, x2, y = (t.to(device, non_blocking=nb) for t in (x1, x2, y))
+        yield Batch(step, x1, x2, y, True)
 
 
 def folder_heldout(root: str, size: int, n: int) -> Split:

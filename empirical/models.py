@@ -164,7 +164,11 @@ class RandomSubset(nn.Module):
 
     def set_step(self, step: int) -> None:
         g = torch.Generator().manual_seed((self.seed * 7919 + step) % (2**63))
-        self.index = torch.randperm(self.width, generator=g)[: self.d0].to(self.index.device)
+        index = torch.randperm(self.width, generator=g)[: self.d0]
+        if self.index.device.type == "cuda":  # pinned + asynchronous: no host sync in the training step
+            self.index.copy_(index.pin_memory(), non_blocking=True)
+        else:
+            self.index.copy_(index)
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
         return r.index_select(1, self.index) if self.training else r

@@ -27,7 +27,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from empirical import checkpoint
-from empirical.augment import augment, recipe, view_params
+from empirical.augment import Prefetcher, augment, augment_packed, recipe, view_params
 from empirical.config import LOSS_ALIASES, TRAJECTORY_KEYS, build_parser, check_out_dir, resolve
 from empirical.data import FolderPairs, folder_batches, folder_heldout, load_memory_dataset, memory_batches
 from empirical.losses import all_gather_with_grad, dot_loss, info_nce, nt_xent, paper_loss
@@ -64,14 +64,58 @@ def step_loss(model, x1, x2, labels, loss: str, temperature: float, gather=None)
     return ssl, probe, correct, count
 
 
-def make_views(batch, recipes, size: int, seed: int, global_batch: int, offset: int, channels_last: bool):
-    """Both augmented views; parameters drawn for the global batch, this rank keeps [offset, offset+n)."""
-    params = view_params(recipes, seed, batch.step, global_batch, offset, len(batch.x1))
-    views = []
-    for p, x in zip(params, (batch.x1, batch.x2), strict=True):
-        v = augment(x, p, size, crop=not batch.cropped)
-        views.append(v.contiguous(memory_format=torch.channels_last) if channels_last else v)
-    return views
+def make_views(
+    batch, recipes, size: int, seed: int, global_batch: int, offset: int, channels_last: bool, pre=None
+):
+    """Both augmented views; parameters drawn for the global batch, this rank keeps [offset, offset+n).
+
+    ``pre``: an ``empirical.augment.Prefetcher`` that drew this step's packed parameters ahead (same views)."""
+    crop = not batch.cropped
+    if pre is None:
+        params = view_params(recipes, seed, batch.step, global_batch, offset, len(batch.x1))
+        views = [augment(x, p, size, crop=crop) for p, x in zip(params, (batch.x1, batch.x2), strict=True)]
+    else:
+        packed = pre.get(batch.step)
+        views = [augment_packed(x, q, size, crop=crop) for q, x in zip(packed, (batch.x1, batch.x2), strict=True)]
+    return [v.contiguous(memory_format=torch.channels_last) if channels_last else v for v in views]
+
+
+class CompiledOrEager:
+    """``torch.compile(model, mode=mode)``, falling back to the eager model with a warning when compiling
+    fails on the first call (no C compiler, an unsupported operator, ...): a run is never lost to the
+    compiler. ``mode`` "none" is the eager model itself."""
+
+    def __init__(self, model: torch.nn.Module, mode: str):
+        self.eager, self.mode = model, mode
+        self.fn = model if mode == "none" else torch.compile(model, mode=mode)
+        self.checked = mode == "none"
+
+    def __call__(self, *args):
+        if self.checked:
+            return self.fn(*args)
+        try:
+            out = self.fn(*args)
+        except Exception as e:  # compilation happens here, on the first call
+            msg = f"{type(e).__name__}: {e}".splitlines()[0]
+            warn = f"warning: torch.compile (mode {self.mode}) failed ({msg}); continuing in eager mode"
+            print(warn, file=sys.stderr)
+            self.fn = self.eager
+            out = self.fn(*args)
+        self.checked = True
+        return out
+
+    def train(self, mode: bool = True):
+        self.eager.train(mode)
+        return self
+
+
+def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """DDP without the buffer broadcast before every forward: under DDP every BatchNorm is synchronized, so
+    the running statistics are the global batch's on every rank, and the other buffers (the fixed low-rank
+    matrix, the random subset's index) are equal on every rank by construction (same seed, same step)."""
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+    )
 
 
 def monitor_pairs(images: torch.Tensor, recipes, size: int, n: int, chunk: int = 512) -> tuple[torch.Tensor, ...]:
@@ -204,6 +248,10 @@ def run(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if device.type == "cuda":  # as bench/train_throughput.py: autotuned convolutions, TF32 for fp32 matmuls
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     if world > 1:
         if device.type == "cuda":
             device = torch.device("cuda", local_rank)
@@ -305,12 +353,13 @@ def run(argv: list[str] | None = None) -> int:
         found, ckpt = path, None  # drop the loaded state
         if main_rank:
             print(f"resumed from {path} at step {start}", file=sys.stderr)
+    if args.optimizer == "lars":  # a 0-d device tensor, filled in place by set_lr: a captured step can read it
+        for g in optimizer.param_groups:
+            g["lr"] = torch.tensor(float(g["lr"]), device=device)
     raw = model
     if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    fwd = torch.compile(model) if args.compile else model
+        model = wrap_ddp(model, device)
+    fwd = CompiledOrEager(model, args.compile_mode)
 
     # ---- logging ----
     writer = None
@@ -408,6 +457,12 @@ def run(argv: list[str] | None = None) -> int:
         )
     else:
         batches = memory_batches(train, start, stop, args.batch_size, rank, world, args.seed)
+    pre = None
+    if args.prefetch:  # every batch has the same rows (drop-last epochs), as the prefetcher needs
+        folder_input = args.dataset == "imagefolder"
+        src_hw = (args.image_size, args.image_size) if folder_input else tuple(train.images.shape[-2:])
+        pre = Prefetcher(recipes, args.seed, args.batch_size, rank * local, local, src_hw, not folder_input,
+                         device, start)
     bar = tqdm(
         total=stop,
         initial=start,
@@ -452,7 +507,7 @@ def run(argv: list[str] | None = None) -> int:
         if args.projector == "random-subset":
             raw.projector.set_step(step)
         v1, v2 = make_views(
-            batch, recipes, args.image_size, args.seed, args.batch_size, rank * local, args.channels_last
+            batch, recipes, args.image_size, args.seed, args.batch_size, rank * local, args.channels_last, pre
         )
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             ssl, probe, correct, count = step_loss(
@@ -513,6 +568,8 @@ def run(argv: list[str] | None = None) -> int:
             saver.wait()  # the simulated crash comes after the checkpoint is on disk
             os.kill(os.getpid(), signal.SIGKILL)
     bar.close()
+    if pre is not None:
+        pre.close()
     check_finite(stop)
     saver.wait()
     if main_rank:

@@ -14,7 +14,7 @@ from empirical.data import Batch  # noqa: E402
 from empirical.losses import all_gather_with_grad  # noqa: E402
 from empirical.models import SSLModel  # noqa: E402
 from empirical.syncbn import convert_sync_batchnorm  # noqa: E402
-from empirical.train import make_views, step_loss  # noqa: E402
+from empirical.train import make_views, step_loss, wrap_ddp  # noqa: E402
 
 B, SIZE = 8, 16
 
@@ -46,7 +46,7 @@ def _worker(rank, world, init_file, out_file):
     for projector, loss in CASES:
         model, x, labels = _setup(projector)
         model = convert_sync_batchnorm(model, "cpu")
-        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        ddp = wrap_ddp(model, torch.device("cpu"))  # the trainer's DDP: no buffer broadcast
         local = B // world
         sl = slice(rank * local, (rank + 1) * local)
         ssl = _loss_and_grads(ddp, x[sl], labels[sl], loss, rank * local, all_gather_with_grad)
@@ -54,8 +54,7 @@ def _worker(rank, world, init_file, out_file):
         grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
         bufs = {n: b.clone() for n, b in model.named_buffers()}
         results.append({"loss": ssl / world, "grads": grads, "buffers": bufs})
-    if rank == 0:
-        torch.save(results, out_file)
+    torch.save(results, f"{out_file}.{rank}")
     dist.destroy_process_group()
 
 
@@ -63,7 +62,9 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
     out = tmp_path / "rank0.pt"
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
-    for (projector, loss), got in zip(CASES, torch.load(out), strict=True):
+    by_rank = [torch.load(f"{out}.{rank}") for rank in range(2)]
+    for k, (projector, loss) in enumerate(CASES):
+        got, other = by_rank[0][k], by_rank[1][k]
         model, x, labels = _setup(projector)
         ref_loss = _loss_and_grads(model, x, labels, loss, 0, None)
         ref = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
@@ -73,7 +74,8 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
             torch.testing.assert_close(
                 got["grads"][name], g, rtol=1e-9, atol=1e-12, msg=f"{projector} {name}"
             )
-        for name, b in model.named_buffers():  # SyncBN running statistics: the global batch's
-            torch.testing.assert_close(
-                got["buffers"][name], b, rtol=1e-9, atol=1e-12, msg=f"{projector} {name}"
-            )
+        for name, b in model.named_buffers():  # SyncBN running statistics: the global batch's, on every rank
+            for res in (got, other):  # without the buffer broadcast, rank 1 keeps its own buffers
+                torch.testing.assert_close(
+                    res["buffers"][name], b, rtol=1e-9, atol=1e-12, msg=f"{projector} {name}"
+                )

@@ -98,6 +98,8 @@ def test_mnist5k_smoke_run_loss_falls(tmp_path):
         (["--projector-layers", "0"], "--projector-layers 0 must be at least 1"),
         (["--momentum", "1"], "--momentum 1 is outside"),
         (["--monitor-every", "-1"], "--monitor-every -1"),
+        (["--compile", "--compile-mode", "none"], "--compile contradicts"),
+        (["--compile-mode", "fast"], "invalid choice"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, needle):
@@ -246,3 +248,49 @@ def test_loss_names_are_the_function_names_and_old_spellings_still_work():
     assert parse([]).loss == "info_nce"
     assert parse(["--loss", "ntxent"]).loss == "nt_xent" and parse(["--loss", "infonce"]).loss == "info_nce"
     assert parse(["--ckpt-every", "5"]).checkpoint_every_steps == 5  # the earlier flag name
+
+
+def _final(out):
+    return torch.load(out / "final.pt", weights_only=True)
+
+
+def test_compile_failure_falls_back_to_eager_with_the_same_result(tmp_path, capsys, monkeypatch):
+    """--compile-mode: a compiler that fails on the first call costs a warning, never the run; the result is
+    the eager run's, bit for bit."""
+    import empirical.train as tr
+
+    def failing_compile(model, mode=None):
+        assert mode == "max-autotune"
+
+        def fn(*a):
+            raise RuntimeError("InductorError: no working C++ compiler")
+
+        return fn
+
+    args = [*TINY_RUN, "--max-steps", "4", "--spectrum-every", "0", *FAST]
+    assert main([*args, "--out", str(tmp_path / "eager")]) == 0
+    monkeypatch.setattr(tr.torch, "compile", failing_compile)
+    assert main([*args, "--compile-mode", "max-autotune", "--out", str(tmp_path / "c")]) == 0
+    assert "torch.compile (mode max-autotune) failed (RuntimeError: InductorError" in capsys.readouterr().err
+    eager, compiled = _final(tmp_path / "eager"), _final(tmp_path / "c")
+    assert all(torch.equal(eager[k], compiled[k]) for k in eager)
+    assert json.load(open(tmp_path / "c" / "config.json"))["compile_mode"] == "max-autotune"
+
+
+def test_prefetch_gives_the_same_views_and_weights(tmp_path):
+    """--prefetch draws the parameters ahead in a thread: same views, so the same weights bit for bit, also
+    across a resume (the thread restarts from the checkpoint's step)."""
+    args = [*TINY_RUN, "--max-steps", "6", "--spectrum-every", "0", *FAST]
+    assert main([*args, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*args, "--prefetch", "--out", str(tmp_path / "pre"), "--stop-at", "3"]) == 0
+    assert main([*args, "--prefetch", "--out", str(tmp_path / "pre"), "--resume"]) == 0
+    plain, pre = _final(tmp_path / "plain"), _final(tmp_path / "pre")
+    assert all(torch.equal(plain[k], pre[k]) for k in plain)
+
+
+def test_channels_last_and_compile_defaults():
+    from empirical.config import build_parser, resolve
+
+    cpu = resolve(build_parser().parse_args(["--device", "cpu"]))
+    assert cpu.channels_last is False and cpu.compile_mode == "none"
+    assert resolve(build_parser().parse_args(["--device", "cpu", "--compile"])).compile_mode == "default"
