@@ -22,6 +22,25 @@ for s in 0 1 2; do
   train "cos-lars-L1-s$s" "${COSINE[@]}" --seed "$s" &
   wait
 done
-train paper-sgd-L2-s0 "${PAPER[@]}" --projector-layers 2 --seed 0 &
-train paper-sgd-L3-s0 "${PAPER[@]}" --projector-layers 3 --seed 0 &
+for s in 0 1 2; do
+  train "paper-sgd-L2-s$s" "${PAPER[@]}" --projector-layers 2 --seed "$s" &
+  train "paper-sgd-L3-s$s" "${PAPER[@]}" --projector-layers 3 --seed "$s" &
+  wait
+done
+.venv/bin/python -m empirical.bridge runs/bridge/*-s? --out results/bridge
+
+# one seed each, to separate the loss from the optimizer: cosine InfoNCE with plain SGD, Eqn 2 with momentum
+EXTRA=(--seed 0)
+train() {  # the same, into runs/bridge-extra
+  local name=$1
+  shift
+  mkdir -p runs/bridge-extra
+  OMP_NUM_THREADS=1 .venv/bin/python -m empirical.train "${COMMON[@]}" "$@" --out "runs/bridge-extra/$name" \
+    > "runs/bridge-extra/$name.log" 2>&1
+  echo "$name exit $?"
+}
+train cos-sgd-L1-s0 --loss info_nce --optimizer sgd --momentum 0 --weight-decay 0 --lr 0.5 "${EXTRA[@]}" &
+train paper-sgdm-L1-s0 "${PAPER[@]:0:4}" --momentum 0.9 --weight-decay 0 --lr 0.02 "${EXTRA[@]}" &
 wait
+.venv/bin/python -m empirical.bridge runs/bridge-extra/cos-sgd-L1-s0 runs/bridge-extra/paper-sgdm-L1-s0 \
+  --out results/bridge-extra
