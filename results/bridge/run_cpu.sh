@@ -44,3 +44,15 @@ train paper-sgdm-L1-s0 "${PAPER[@]:0:4}" --momentum 0.9 --weight-decay 0 --lr 0.
 wait
 .venv/bin/python -m empirical.bridge runs/bridge-extra/cos-sgd-L1-s0 runs/bridge-extra/paper-sgdm-L1-s0 \
   --out results/bridge-extra
+
+# what limits the one-layer Eqn-2 prediction (seed 0): 4x the held-out pairs, and rows 4x further apart
+# (the two runs are one group for the bridge but differ in their monitor settings: read them per run)
+P0=(--loss paper --optimizer sgd --momentum 0 --weight-decay 0 --lr 0.2 --seed 0)
+mkdir -p runs/bridge-noise
+OMP_NUM_THREADS=1 .venv/bin/python -m empirical.train "${COMMON[@]}" "${P0[@]}" --monitor-pairs 4096 \
+  --out runs/bridge-noise/paper-sgd-L1-s0-pairs4096 > runs/bridge-noise/pairs4096.log 2>&1 &
+OMP_NUM_THREADS=1 .venv/bin/python -m empirical.train "${COMMON[@]}" "${P0[@]}" --monitor-every 20 \
+  --out runs/bridge-noise/paper-sgd-L1-s0-every20 > runs/bridge-noise/every20.log 2>&1 &
+wait
+.venv/bin/python -m empirical.bridge runs/bridge-noise/paper-sgd-L1-s0-pairs4096 runs/bridge-noise/paper-sgd-L1-s0-every20 \
+  --out results/bridge-noise
