@@ -127,3 +127,16 @@ def test_monitor_features_leave_the_model_untouched_and_match_a_training_forward
     model.train()
     with torch.no_grad():
         torch.testing.assert_close(r2[8:], model.backbone(v2[8:]), rtol=1e-6, atol=1e-6)
+
+
+def test_the_monitor_leaves_no_trace_on_the_run(monitored_run, tmp_path):
+    """Same flags without --monitor-every: the same weights and BatchNorm statistics, bit for bit."""
+    args = list(MONITORED)
+    i = args.index("--monitor-every")
+    del args[i : i + 2]
+    out = tmp_path / "plain"
+    assert main([*args, "--out", str(out)]) == 0
+    plain = torch.load(out / "final.pt", weights_only=True)
+    monitored = torch.load(monitored_run / "final.pt", weights_only=True)
+    assert all(torch.equal(plain[k], monitored[k]) for k in plain)
+    assert not (out / "monitor.jsonl").exists()
