@@ -20,8 +20,8 @@ from figures import style
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 DATASET, SCALE = "mnist5k", "cpu"
-# committed CPU results, preferred first: the corrected recipe and probe, then the earlier 10- and 3-epoch runs
-SUFFIXES = ("-3ep-corrected", "", "-3ep")
+# committed CPU results, preferred first: the corrected recipe and probe (10, then 3 epochs), then the earlier runs
+SUFFIXES = ("-10ep-corrected", "-3ep-corrected", "", "-3ep")
 COLLAPSE_DECADES = 3.0  # theory.spectrum.COLLAPSE_RTOL = 1e-3: collapsed when 3 decades below the top
 SHOWN_DECADES = 10.0  # dead channels sit at ~1e-35 (float64 floor); show the top 10 decades only
 
