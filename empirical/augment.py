@@ -1,4 +1,4 @@
-"""Batched augmentation with per-sample random parameters (paper.md 3.1, "Augmentations"; App. D).
+"""Batched augmentation with per-sample random parameters (paper App. D; official DirectCLR code).
 
 torchvision draws one parameter set per call, i.e. per batch, which is wrong for contrastive learning; here
 every sample of a batch gets its own crop, flip, colour jitter (values and order), grayscale, blur and

@@ -1,4 +1,4 @@
-"""Optimizers and the learning-rate schedule of the official recipe (paper.md 3.1, App. D).
+"""Optimizers and the learning-rate schedule of the official recipe (paper App. D; official DirectCLR code).
 
 LARS (You et al. 2017) as in the official code, per parameter p with gradient g::
 

@@ -1,4 +1,4 @@
-"""Paper Fig. 11 (R4): embedding spectra for 1-4 layers, linear and with ReLU between layers.
+"""Paper Fig. 11: embedding spectra for 1-4 layers, linear and with ReLU between layers.
 
 Every layer 16x16 with the paper's init (sigma_k = exp(-0.35 k), random orthogonal factors), weak isotropic
 augmentation (noise std 0.001), lr 0.01, 10,000 GD steps, and the official toy code's loss (dot-product logits
@@ -28,7 +28,7 @@ from theory import COLLAPSE_RTOL, embedding_spectrum
 
 NAME = "fig11_depth"
 DEPTHS = (1, 2, 3, 4)
-# paper.md R4, an independent numpy re-implementation (not the paper's numbers): collapsed dims of 16
+# an independent numpy re-implementation of this setting (not the paper's numbers, which exist only in a plot): collapsed dims of 16
 REFERENCE = {"linear": {1: 0, 2: 3, 3: 9, 4: 12}, "relu": {2: 1, 3: 4}}
 
 
@@ -153,7 +153,7 @@ def draw(data: dict, out_dir=None) -> None:
             ms=8,
             mew=2,
             color=color,
-            label=f"{kind}: ref. (paper.md R4)",
+            label=f"{kind}: independent re-implementation",
         )
     ax.set(
         xlabel="number of layers L",

@@ -1,4 +1,4 @@
-"""Paper Fig. 3 (R1): strong augmentation collapses the augmented directions of a single linear layer.
+"""Paper Fig. 3: strong augmentation collapses the augmented directions of a single linear layer.
 
 One 16x16 layer, isotropic data, additive noise of std s on the last 8 coordinates of one view, the paper's
 loss (Eqn 2), gradient descent with a fresh augmentation every step. All strengths train in one batched

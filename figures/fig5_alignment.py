@@ -1,4 +1,4 @@
-"""Paper Fig. 5 (R2): alignment matrix |A| = |V2^T U1| of a two-layer linear network, at init and trained.
+"""Paper Fig. 5: alignment matrix |A| = |V2^T U1| of a two-layer linear network, at init and trained.
 
 Two 16x16 linear layers, weak isotropic augmentation (noise std 0.001 on all 16 dims), the paper's loss,
 lr 0.01, 10,000 GD steps (the official case_2.py settings). Two inits: the paper's non-degenerate one

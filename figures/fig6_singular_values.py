@@ -1,4 +1,4 @@
-"""Paper Fig. 6 (R3): singular values of W1, W2 and of the embedding covariance in training; Theorem 3 over.
+"""Paper Fig. 6: singular values of W1, W2 and of the embedding covariance in training; Theorem 3 over.
 
 Top row: the InfoNCE simulation (two 16x16 linear layers, paper init sigma_k = exp(-0.35 k), isotropic noise
 std 0.001, lr 0.01, 10,000 GD steps as in case_2.py): the smallest singular values of both layers stay

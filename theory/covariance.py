@@ -3,7 +3,7 @@
 For a linear network with end-to-end matrix W (z = W x), the gradient of the batch-mean loss is
 -dL/dW = W X (Eqn 5, G = -W X), so a single layer follows W' = W X (Lemma 1).
 
-``paper`` loss (Eqn 2), Lemma 2 with the sign of App. B.2 (paper.md 1.4; the main text's leading minus
+``paper`` loss (Eqn 2), Lemma 2 with the sign of App. B.2 (the main text's leading minus
 is a typo), divided by N because our loss is the batch mean:
 
     X = Sigma0 - Sigma1

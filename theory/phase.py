@@ -21,7 +21,7 @@ import numpy as np
 
 from .batched import BACKENDS, DTYPES, SWEEP_LOSSES, sweep
 from .experiment import SimConfig
-from .io import OneLineParser, write_json
+from .io import OneLineParser, UserError, run_cli, write_json
 
 
 def grid(text: str) -> list[float]:
@@ -160,7 +160,7 @@ def plot(data: dict, stem: str) -> list[str]:
     return paths
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
     if args.seeds < 1:
         parser().error(f"--seeds must be >= 1, got {args.seeds}")
@@ -168,12 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         parser().error(f"--augmented-fraction must be between 0 and 1, got {args.augmented_fraction}")
     if args.device is not None and args.backend != "torch":
         parser().error("--device needs --backend torch")
+    os.makedirs(args.out, exist_ok=True)  # before the sweep: an unwritable --out fails at once
     try:
         data = run(args)
     except ValueError as err:  # a configuration the toy rejects, named in one line
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    os.makedirs(args.out, exist_ok=True)
+        raise UserError(str(err)) from None
     write_json(os.path.join(args.out, "phase.json"), data)
     written = [os.path.join(args.out, "phase.json")]
     if not args.no_plot:
@@ -183,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{mean.min():.0f}-{mean.max():.0f} (at t=0: {np.max(data['collapsed_dims_initial'])} at most), "
           f"diverged {int(np.sum(data['diverged']))}; wrote {', '.join(written)}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

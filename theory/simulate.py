@@ -2,7 +2,7 @@
 
     python -m theory.simulate --augment-strength 2.0
 
-Defaults reproduce paper Sec. 4 (R1): 16-d isotropic Gaussian data, additive Gaussian augmentation on the
+Defaults reproduce paper Sec. 4 (Fig. 3): 16-d isotropic Gaussian data, additive Gaussian augmentation on the
 last 8 coordinates, one 16x16 linear layer, the paper's loss (Eqn 2), gradient descent with a fresh
 augmentation every step. The run reports, side by side, what was observed (embedding spectrum and collapsed
 dimensions at t = 0 and at the end) and what the theory predicts (X's significantly negative eigen-directions
@@ -20,7 +20,7 @@ import numpy as np
 
 from .dynamics import ODE_METHODS, DivergenceError
 from .experiment import INITS, SimConfig, run_experiment
-from .io import OneLineParser, write_json
+from .io import NonFiniteError, OneLineParser, UserError, run_cli, write_json
 from .losses import LOSSES
 
 
@@ -219,7 +219,7 @@ def _writable(path: str, suffixes: tuple[str, ...] | None = None) -> None:
         raise ValueError(f"cannot write {path!r}: folder {folder!r} does not exist or is not writable")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     fields = {k: v for k, v in vars(args).items() if k not in ("json", "plot", "quiet")}
@@ -232,10 +232,9 @@ def main(argv: list[str] | None = None) -> int:
             _writable(args.plot, (".png", ".pdf"))
         result = run_experiment(cfg, progress=not args.quiet)
     except ValueError as err:
-        parser.error(str(err))
+        raise UserError(str(err)) from None
     except DivergenceError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        raise NonFiniteError(str(err)) from None
     if args.json:
         write_json(args.json, result)
     if not args.quiet:
@@ -243,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         plot_trajectory(result, args.plot)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit status as every command of the project: 2 bad input (one line), 3 a diverged run."""
+    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

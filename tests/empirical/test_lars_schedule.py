@@ -1,4 +1,4 @@
-"""LARS and the warm-up + cosine schedule of the official recipe (paper.md 3.1) against hand computations."""
+"""LARS and the warm-up + cosine schedule of the official recipe (paper App. D) against hand computations."""
 
 import math
 

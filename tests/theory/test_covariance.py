@@ -1,4 +1,4 @@
-"""Contrastive covariance X (Lemma 1-2, Eqn 5-7 with the sign of paper.md 1.4) and the PSD check."""
+"""Contrastive covariance X (Lemma 1-2, Eqn 5-7 with the sign of App. B.2) and the PSD check."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def dot_loss_value(w: np.ndarray, x: np.ndarray, xa: np.ndarray) -> float:
 
 
 def eqn6_loop(x: np.ndarray, xa: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Eqn 6 in the form of paper.md 1.4 (App. B.2 sign), summed over i as printed (not divided by N)."""
+    """Eqn 6 with the App. B.2 sign, summed over i as printed (not divided by N)."""
     n, d = x.shape
     out = np.zeros((d, d))
     for i in range(n):
@@ -139,7 +139,7 @@ def test_x_at_zero_weight_exact_uniform_alpha_formula():
 
 @pytest.mark.parametrize("strength", [1.0, np.sqrt(3.0)])
 def test_x_at_zero_one_noisy_view_is_two_cov_minus_noise_cov(strength):
-    """Population value: X(W -> 0) -> 2 I - diag(0, s^2) (paper.md Sec. 5), statistical tolerance."""
+    """Population value: X(W -> 0) -> 2 I - diag(0, s^2) (paper Sec. 5), statistical tolerance."""
     rng = np.random.default_rng(4)
     x, xa = toy_views(rng, 2000, dim=4, augmented_dims=2, strength=strength, noisy_views=1)
     cov = apriori_covariance(x, xa)

@@ -252,7 +252,7 @@ def test_relu_last_layer_prediction(tmp_path, capsys):
 
 
 def test_gd_step_size_instability_is_named(capsys):
-    assert run_main(["--layers", "2", "--init", "5", "--lr", "0.1", "--steps", "200", "--quiet"]) == 1
+    assert run_main(["--layers", "2", "--init", "5", "--lr", "0.1", "--steps", "200", "--quiet"]) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "step-size instability" in err[0] and "--lr" in err[0] and "Theorem 3" not in err[0]
 
@@ -263,7 +263,7 @@ def test_stiff_divergence_is_named_a_step_size_instability(monkeypatch, capsys):
 
     monkeypatch.setattr(experiment, "DIAGNOSIS_EVALUATIONS", 2000)
     argv = ["--layers", "2", "--augment-strength", "1000", "--dim", "4", "--augmented-dims", "2", "--samples", "16"]
-    assert run_main([*argv, "--quiet"]) == 1
+    assert run_main([*argv, "--quiet"]) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "stiff" in err[0] and "step-size instability" in err[0]
     assert run_main([*argv, "--integrator", "ode", "--quiet"]) == 2  # refused: RK45 would need ~1e7 steps
@@ -391,9 +391,9 @@ def test_cli_subprocess_absurd_strength_is_one_line_without_warnings(strength):
     assert "Warning" not in proc.stderr
 
 
-def test_cli_subprocess_divergence_exits_1():
+def test_cli_subprocess_divergence_exits_3():
     proc = cli("--layers", "2", "--init", "5", "--lr", "0.1", "--steps", "200", "--quiet")
-    assert proc.returncode == 1
+    assert proc.returncode == 3
     assert "Traceback" not in proc.stderr and "step-size" in proc.stderr.strip().splitlines()[-1]
     assert proc.stdout == ""
 

@@ -52,7 +52,7 @@ def test_lemma1_embedding_gradients_from_sympy_diff(lemma1_gradients, seed):
 
 @pytest.fixture(scope="module")
 def one_layer_identity():
-    """-dL/dW by sympy.diff of Eqn 2 with z = W x, and X of Eqn 6 (paper.md 1.4 sign) with symbolic alpha."""
+    """-dL/dW by sympy.diff of Eqn 2 with z = W x, and X of Eqn 6 (App. B.2 sign) with symbolic alpha."""
     rng = np.random.default_rng(42)
     x = sp.Matrix(np.round(rng.standard_normal((N, D)), 3).tolist()).applyfunc(sp.nsimplify)
     xa = sp.Matrix(np.round(rng.standard_normal((N, D)), 3).tolist()).applyfunc(sp.nsimplify)
