@@ -579,14 +579,14 @@ def run(argv: list[str] | None = None) -> int:
         spectra_f.close()
         if writer is not None:
             writer.close()
-        print(summary(args, start, stop, total, last, time.time() - t_start))
+        print(summary(args, start, stop, total, last, time.time() - t_start, num_classes))
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
     return 0
 
 
-def summary(args, start: int, stop: int, total: int, last: dict, seconds: float) -> str:
+def summary(args, start: int, stop: int, total: int, last: dict, seconds: float, num_classes: int) -> str:
     """The closing paragraph: what ran, where it wrote, the final numbers, what to do next."""
     what = (
         f"trained {args.projector} / {args.backbone} on {args.dataset}: steps {start}-{stop} of {total}"
@@ -597,7 +597,8 @@ def summary(args, start: int, stop: int, total: int, last: dict, seconds: float)
         probe = "" if last.get("probe_acc") is None else f", online probe {100 * last['probe_acc']:.1f}% (train)"
         held = last.get("probe_acc_heldout")
         held = "" if held is None else f", {100 * held:.1f}% (held-out)"
-        parts.append(f"Final loss {last['loss']:.4f}{probe}{held}.")
+        chance = f" (chance {100 / num_classes:.1f}%)" if probe else ""
+        parts.append(f"Final loss {last['loss']:.4f}{probe}{held}{chance}.")
     if "collapsed_z" in last:
         parts.append(
             f"Collapsed dimensions (singular value <= 1e-3 x largest, {args.spectrum_samples} held-out images): "
