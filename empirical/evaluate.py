@@ -40,8 +40,9 @@ import torch
 import torch.nn.functional as F
 
 from empirical import checkpoint as ckpt_io
-from empirical.augment import ViewRecipe, augment, normalize_images, sample_params
+from empirical.augment import ViewRecipe, augment, sample_params
 from empirical.data import DATASETS, folder_heldout, load_memory_dataset
+from empirical.features import encode_images
 from empirical.models import SSLModel
 from theory.io import NonFiniteError, OneLineParser, UserError, check_finite, run_cli, write_json
 from theory.spectrum import embedding_spectrum
@@ -141,20 +142,9 @@ def extract_features(
 
     For directclr also "r_rest" = r[:, d0:]. The model's train/eval mode and weights are left unchanged.
     """
-    was_training = model.training
-    model.eval()
-    dev = torch.device(device)
-    model.to(dev)
-    rs, zs = [], []
-    try:
-        for lo in range(0, len(images_uint8), batch_size):
-            x = normalize_images(images_uint8[lo : lo + batch_size].to(dev))
-            r, z = model.encode(x)
-            rs.append(r.double().cpu())
-            zs.append(z.double().cpu())
-    finally:
-        model.train(was_training)
-    out = {"r": torch.cat(rs).numpy(), "z": torch.cat(zs).numpy()}
+    model.to(torch.device(device))
+    r, z = encode_images(model, images_uint8, batch_size, dtype=torch.float64)
+    out = {"r": r.numpy(), "z": z.numpy()}
     if config.get("projector") == "directclr" and config["d0"] < out["r"].shape[1]:
         out["r_rest"] = out["r"][:, config["d0"] :]
     return out

@@ -11,33 +11,15 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from empirical.augment import normalize_images
+from empirical.features import encode_images
 from theory.spectrum import embedding_spectrum
 
 
-@torch.no_grad()
 def embed(
     model: nn.Module, images: torch.Tensor, batch: int = 512, amp_dtype=None, channels_last: bool = False
 ):
-    """(r, z, probe logits) for uint8 images, in eval mode; restores the previous train/eval mode."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    rs, zs, logits = [], [], []
-    try:
-        for lo in range(0, len(images), batch):
-            x = normalize_images(images[lo : lo + batch].to(device))
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                r, z = model.encode(x)
-                lg = model.probe(r)
-            rs.append(r.float().cpu())
-            zs.append(z.float().cpu())
-            logits.append(lg.float().cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(rs), torch.cat(zs), torch.cat(logits)
+    """(r, z, probe logits) for uint8 images, in eval mode (``empirical.features.encode_images``)."""
+    return encode_images(model, images, batch, amp_dtype, channels_last, probe=True)
 
 
 def spectrum_metrics(
