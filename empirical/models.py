@@ -212,6 +212,8 @@ def build_projector(name: str, width: int, d0: int, seed: int = 0, layers: int =
 class SSLModel(nn.Module):
     """Backbone + projector + online linear probe on the detached representation (a monitor only)."""
 
+    one_call = False  # both views in one backbone call (set by empirical.viewwise.stack_views)
+
     def __init__(
         self,
         backbone: str = "tiny",
@@ -244,8 +246,15 @@ class SSLModel(nn.Module):
     def forward(self, x1: torch.Tensor, x2: torch.Tensor):
         """(r1, z1, r2, z2, probe logits on r1.detach()) in one call, so that DDP sees one forward per step.
 
-        The views go through the backbone separately (per-view BatchNorm statistics, as the official code).
+        The views go through the backbone separately (per-view BatchNorm statistics, as the official code),
+        or, after ``empirical.viewwise.stack_views``, stacked in one call with view-wise BatchNorm (the same
+        statistics).
         """
-        r1, z1 = self.encode(x1)
-        r2, z2 = self.encode(x2)
+        if self.one_call:
+            n = len(x1)
+            r, z = self.encode(torch.cat([x1, x2]))
+            r1, r2, z1, z2 = r[:n], r[n:], z[:n], z[n:]
+        else:
+            r1, z1 = self.encode(x1)
+            r2, z2 = self.encode(x2)
         return r1, z1, r2, z2, self.probe(r1.detach())

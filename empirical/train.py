@@ -4,7 +4,8 @@
     torchrun --nproc_per_node K -m empirical.train ...      (DDP, SyncBatchNorm, gathered negatives)
 
 Each step: per-sample augmentation of the global batch (this rank's slice), both views through the
-backbone, projector, contrastive loss with negatives gathered over ranks, plus the online linear probe on the
+backbone and projector in one call (view-wise BatchNorm: each view's batch normalized alone, as the
+official code), contrastive loss with negatives gathered over ranks, plus the online linear probe on the
 detached representation (monitor only). Outputs in --out: config.json, metrics.jsonl, spectra.jsonl,
 ckpt-*.pt (last 2), final.pt (model weights), all written atomically; with --monitor-every, monitor.jsonl and
 monitor/*.npz (``empirical.xmonitor``: X and the projector's growth rates, read by ``empirical.bridge``).
@@ -35,6 +36,7 @@ from empirical.models import SSLModel
 from empirical.monitor import spectrum_metrics
 from empirical.optim import build_optimizer, lr_at, set_lr
 from empirical.syncbn import convert_sync_batchnorm
+from empirical.viewwise import stack_views
 from empirical.xmonitor import MonitorLog, monitor
 from theory.io import NonFiniteError, UserError, jsonable, run_cli, write_json
 
@@ -301,6 +303,7 @@ def run(argv: list[str] | None = None) -> int:
     ).to(device)
     if world > 1:
         model = convert_sync_batchnorm(model, device.type)
+    stack_views(model)  # both views in one call, each view's batch normalized alone (the official statistics)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(
