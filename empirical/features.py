@@ -2,15 +2,16 @@
 
 uint8 images -> the ImageNet-mean/std normalization the training uses -> ``model.encode`` (r, z) and, on
 request, the online probe's logits; in chunks, without gradients, in eval mode (BatchNorm running statistics),
-with the model's previous train/eval mode restored.
+with the model's previous train/eval mode restored. ``view_features`` does the same for two augmented views.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 
-from empirical.augment import normalize_images
+from empirical.augment import augment, normalize_images, recipe, view_params
 
 
 @torch.no_grad()
@@ -44,3 +45,21 @@ def encode_images(
     finally:
         model.train(was_training)
     return tuple(torch.cat(acc) for acc in out)
+
+
+def view_features(model: nn.Module, images: torch.Tensor, config: dict, seed: int, chunk: int = 512) -> dict:
+    """{"r1", "z1", "r2", "z2"} (float64 numpy) of two augmented views of uint8 ``images``, drawn with the run's
+    recipe (``config``: augment, augment_strength, image_size) and per-sample parameters keyed by ``seed``.
+
+    The views are quantized back to uint8 before ``encode_images`` (error <= 1/510 per pixel).
+    """
+    recipes = recipe(config["augment"], config["augment_strength"], config["image_size"])
+    feats: dict = {"r1": [], "z1": [], "r2": [], "z2": []}
+    for step, lo in enumerate(range(0, len(images), chunk)):
+        x = images[lo : lo + chunk]
+        for view, p in enumerate(view_params(recipes, seed, step, len(x), 0, len(x)), start=1):
+            v = augment(x, p, config["image_size"], crop=True, normalize=False)
+            r, z = encode_images(model, (v * 255).round().clamp(0, 255).to(torch.uint8), dtype=torch.float64)
+            feats[f"r{view}"].append(r.numpy())
+            feats[f"z{view}"].append(z.numpy())
+    return {k: np.concatenate(v) for k, v in feats.items()}
