@@ -156,8 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile-mode",
         default=None,
         choices=COMPILE_MODES,
-        help="torch.compile mode of the model (default none: eager; reduce-overhead / max-autotune capture "
-        "CUDA graphs); if compiling fails, the run warns and continues in eager mode",
+        help="torch.compile mode of the whole training step (default none: eager; reduce-overhead / "
+        "max-autotune capture CUDA graphs); if compiling fails, the run warns and continues in eager mode",
     )
     g.add_argument("--compile", action="store_true", help="shorthand for --compile-mode default")
     g.add_argument(

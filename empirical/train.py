@@ -14,6 +14,8 @@ Exit status: 0 done (or stopped at --stop-at), 2 bad input, 3 diverged (non-fini
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import os
 import random
@@ -82,33 +84,54 @@ def make_views(
     return [v.contiguous(memory_format=torch.channels_last) if channels_last else v for v in views]
 
 
-class CompiledOrEager:
-    """``torch.compile(model, mode=mode)``, falling back to the eager model with a warning when compiling
-    fails on the first call (no C compiler, an unsupported operator, ...): a run is never lost to the
-    compiler. ``mode`` "none" is the eager model itself."""
+def train_step(model, optimizer, scaler, loss: str, temperature: float, gather, amp, v1, v2, labels,
+               poison: bool = False, before_update=None):
+    """The whole step: both views' forward, loss + probe, backward, optimizer update (LARS reads its learning
+    rate from a 0-d tensor, so a captured step follows the schedule). No host sync: the capturable unit.
 
-    def __init__(self, model: torch.nn.Module, mode: str):
-        self.eager, self.mode = model, mode
-        self.fn = model if mode == "none" else torch.compile(model, mode=mode)
+    Returns (ssl, probe, correct, count, seen). The eager-only extras: ``poison`` makes the loss NaN (fault
+    injection); ``seen = before_update()`` is called between backward and update (the monitor's trust ratios).
+    """
+    with torch.autocast(v1.device.type, dtype=amp, enabled=amp is not None):
+        ssl, probe, correct, count = step_loss(model, v1, v2, labels, loss, temperature, gather)
+    if poison:
+        ssl = ssl * float("nan")
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(ssl + probe).backward()
+    seen = None if before_update is None else before_update()
+    scaler.step(optimizer)
+    scaler.update()
+    return ssl, probe, correct, count, seen
+
+
+class CompiledOrEager:
+    """``torch.compile(fn, mode=mode)``, falling back to eager ``fn`` with a warning when compiling fails on
+    the first call (no C compiler, an unsupported operator, ...): a run is never lost to the compiler. The
+    first call is all or nothing: the state of ``restore`` (objects with ``state_dict``: model, optimizer,
+    scaler) is saved before it and put back if it fails halfway, so the eager retry starts from the same state.
+    ``mode`` "none" is ``fn`` itself."""
+
+    def __init__(self, fn, mode: str, restore: tuple = ()):
+        self.eager, self.mode, self.restore = fn, mode, restore
+        self.fn = fn if mode == "none" else torch.compile(fn, mode=mode)
         self.checked = mode == "none"
 
     def __call__(self, *args):
         if self.checked:
             return self.fn(*args)
+        saved = [copy.deepcopy(o.state_dict()) for o in self.restore]
         try:
             out = self.fn(*args)
         except Exception as e:  # compilation happens here, on the first call
             msg = f"{type(e).__name__}: {e}".splitlines()[0]
             warn = f"warning: torch.compile (mode {self.mode}) failed ({msg}); continuing in eager mode"
             print(warn, file=sys.stderr)
+            for o, state in zip(self.restore, saved, strict=True):
+                o.load_state_dict(state)
             self.fn = self.eager
             out = self.fn(*args)
         self.checked = True
         return out
-
-    def train(self, mode: bool = True):
-        self.eager.train(mode)
-        return self
 
 
 def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -362,7 +385,12 @@ def run(argv: list[str] | None = None) -> int:
     raw = model
     if world > 1:
         model = wrap_ddp(model, device)
-    fwd = CompiledOrEager(model, args.compile_mode)
+    gather = all_gather_with_grad if world > 1 else None
+    amp = AMP[args.precision]
+    eager_step = functools.partial(
+        train_step, model, optimizer, scaler, args.loss, args.temperature, gather, amp
+    )
+    step_fn = CompiledOrEager(eager_step, args.compile_mode, restore=(raw, optimizer, scaler))
 
     # ---- logging ----
     writer = None
@@ -380,7 +408,6 @@ def run(argv: list[str] | None = None) -> int:
                 pass
     metrics_f = open(os.path.join(args.out, "metrics.jsonl"), "a") if main_rank else None
     spectra_f = open(os.path.join(args.out, "spectra.jsonl"), "a") if main_rank else None
-    amp = AMP[args.precision]
     last: dict = {}  # the latest metrics row and spectrum scalars, for the closing summary
 
     def log(row: dict) -> None:
@@ -453,7 +480,6 @@ def run(argv: list[str] | None = None) -> int:
 
     recipes = recipe(args.augment, args.augment_strength, args.image_size)
     local = args.batch_size // world
-    gather = all_gather_with_grad if world > 1 else None
     if args.dataset == "imagefolder":
         batches = folder_batches(
             folder, start, stop, args.batch_size, rank, world, args.seed, args.workers, device
@@ -483,7 +509,7 @@ def run(argv: list[str] | None = None) -> int:
         acc_sum.copy_(resume_acc[0])
         last_log_step = resume_acc[1]
     kill_at, nan_at = _fault("DIMCOLLAPSE_SIGKILL_AT_STEP"), _fault("DIMCOLLAPSE_NAN_AT_STEP")
-    fwd.train()
+    model.train()
     if mlog is not None and start == 0:
         monitor_row(0, None)
 
@@ -512,23 +538,19 @@ def run(argv: list[str] | None = None) -> int:
         v1, v2 = make_views(
             batch, recipes, args.image_size, args.seed, args.batch_size, rank * local, args.channels_last, pre
         )
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            ssl, probe, correct, count = step_loss(
-                fwd, v1, v2, batch.labels, args.loss, args.temperature, gather
-            )
-        if step == nan_at:
-            ssl = ssl * float("nan")
-        finite = torch.isfinite(ssl.detach()) & torch.isfinite(probe.detach())
-        bad_loss = torch.where(~finite & (bad_loss < 0), torch.full_like(bad_loss, step), bad_loss)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(ssl + probe).backward()
         done = step + 1
         monitor_now = mlog is not None and (done % args.monitor_every == 0 or done == total)
-        trust = None
-        if monitor_now and want_trust:  # the update's own trust ratios, before it is taken
-            trust = lars_trust_ratios(raw.projector_weights(), args.eta, args.weight_decay)
-        scaler.step(optimizer)
-        scaler.update()
+        if (monitor_now and want_trust) or step == nan_at:  # eager: trust ratios of the update before it
+            def trust_now():
+                return lars_trust_ratios(raw.projector_weights(), args.eta, args.weight_decay)
+
+            ssl, probe, correct, count, trust = eager_step(
+                v1, v2, batch.labels, step == nan_at, trust_now if monitor_now and want_trust else None
+            )
+        else:
+            ssl, probe, correct, count, trust = step_fn(v1, v2, batch.labels)
+        finite = torch.isfinite(ssl.detach()) & torch.isfinite(probe.detach())
+        bad_loss = torch.where(~finite & (bad_loss < 0), torch.full_like(bad_loss, step), bad_loss)
         # sum of the parameter norms: inf/NaN iff some weight is (or overflows); no host sync here
         w_ok = torch.isfinite(torch.stack(torch._foreach_norm(params)).sum())
         bad_weights = torch.where(~w_ok & (bad_weights < 0), torch.full_like(bad_weights, step), bad_weights)
