@@ -1,7 +1,10 @@
 """Training throughput of ``empirical``: the full step (per-sample augmentation included) vs the model alone.
 
-All measured in one run on the same model, interleaved: "full" = uint8 batch on the device -> two augmented
-views -> forward/backward/LARS step; "full_prefetch" (with --prefetch) = the same with the per-sample
+All measured in one run on the same model, interleaved, with the training step of ``empirical.train`` itself
+(``train_step``: both views in one call with view-wise BatchNorm, loss, backward, LARS with a 0-d learning-rate
+tensor; compiled as a unit with --compile-mode, eager fallback) and its CUDA settings (cudnn.benchmark, TF32
+for fp32; channels-last by default on CUDA): "full" = uint8 batch on the device -> two augmented views -> the
+step; "full_prefetch" (with --prefetch) = the same with the per-sample
 parameters drawn ahead in a background thread; "model" = the same step on pre-augmented views (what the step
 would cost with free data); "augment" = the two views alone. Then the LARS step alone, vectorized
 (``optimizer_ms``) and the per-parameter reference loop (``optimizer_loop_ms``), on the same parameters and
@@ -11,7 +14,7 @@ rate of a large matmul at the run's precision measured in the same run (so there
 CPU's matmul rate); null with a reason when neither is known (--peak-tflops sets it).
 
     python bench/train_throughput.py --backbone tiny --batch-size 64 --device cpu --threads 2    (CPU, ~1 min)
-    python bench/train_throughput.py --backbone resnet18 --batch-size 512 --precision bf16 --channels-last \
+    python bench/train_throughput.py --backbone resnet18 --batch-size 512 --precision bf16 \
         [--compile-mode default|reduce-overhead|max-autotune] [--prefetch]
 
 Images/s count source images (each gives 2 views); views/s = 2 x images/s. Peak memory: CUDA allocator peak
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import resource
@@ -36,7 +40,16 @@ from empirical.augment import Prefetcher, augment_packed, recipe  # noqa: E402
 from empirical.data import Batch  # noqa: E402
 from empirical.models import SSLModel  # noqa: E402
 from empirical.optim import build_optimizer  # noqa: E402
-from empirical.train import AMP, make_views, step_loss  # noqa: E402
+from empirical.train import (  # noqa: E402
+    AMP,
+    CompiledOrEager,
+    cuda_settings,
+    lr_tensor,
+    make_views,
+    step_loss,
+    train_step,
+)
+from empirical.viewwise import stack_views  # noqa: E402
 
 # Vendor dense peaks in TFLOP/s (bf16/fp16 tensor cores; tf32 is half). First match of the device name wins.
 GPU_PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("A100", 312.0))
@@ -97,8 +110,13 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--precision", default=None, choices=("bf16", "fp16", "fp32"))
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (mode: --compile-mode)")
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="channels-last memory format (default: on for CUDA, off for CPU, as training)",
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile the training step (mode: --compile-mode)")
     p.add_argument(
         "--compile-mode",
         default=None,
@@ -125,19 +143,23 @@ def main() -> None:
     precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
     if args.threads:
         torch.set_num_threads(args.threads)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    if args.channels_last is None:
+        args.channels_last = device.type == "cuda"
+    cuda_settings(device)
     torch.manual_seed(0)
     b, s = args.batch_size, args.image_size
-    model = SSLModel(args.backbone, args.projector, None, s <= 64, num_classes=10).to(device)
+    model = stack_views(SSLModel(args.backbone, args.projector, None, s <= 64, num_classes=10).to(device))
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = build_optimizer("lars", model, 0.1, 1e-6)
-    fwd = torch.compile(model, mode=compile_mode) if compile_mode else model
+    lr_tensor(opt, device)
     amp = AMP[precision]
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    step_fn = CompiledOrEager(
+        functools.partial(train_step, model, opt, scaler, "info_nce", 0.1, None, amp),
+        compile_mode or "none",
+        restore=(model, opt, scaler),
+    )
     recipes = recipe(args.augment, 1.0, s)
     # A uint8 "dataset" already on the device, as the in-memory datasets are during training.
     data = torch.randint(0, 256, (4 * b, 3, s, s), dtype=torch.uint8, device=device)
@@ -154,15 +176,6 @@ def main() -> None:
         out = [augment_packed(x, q, s, crop=True) for q in pre.get(step)]
         return [v.contiguous(memory_format=torch.channels_last) for v in out] if args.channels_last else out
 
-    def train_step(v1, v2, y):
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            ssl, probe, _, _ = step_loss(fwd, v1, v2, y, "infonce", 0.1)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(ssl + probe).backward()
-        scaler.step(opt)
-        scaler.update()
-        return ssl
-
     fixed = views(0)
     flops = _step_flops(model, fixed, labels[:b], amp, device)
     next_step = {"full": 0, "full_prefetch": 0, "augment": 0}  # each kind walks its own step sequence
@@ -174,11 +187,11 @@ def main() -> None:
             step = next_step.get(kind, 0)
             next_step[kind] = step + 1
             if kind == "full":
-                train_step(*views(step), labels[:b])
+                step_fn(*views(step), labels[:b])
             elif kind == "full_prefetch":
-                train_step(*views(step, prefetched=True), labels[:b])
+                step_fn(*views(step, prefetched=True), labels[:b])
             elif kind == "model":
-                train_step(*fixed, labels[:b])
+                step_fn(*fixed, labels[:b])
             else:
                 views(step)
         _sync(device)

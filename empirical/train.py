@@ -134,6 +134,21 @@ class CompiledOrEager:
         return out
 
 
+def cuda_settings(device: torch.device) -> None:
+    """On CUDA: autotuned convolutions (fixed shapes every step), TF32 for fp32 matmuls and convolutions."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def lr_tensor(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Each group's learning rate as a 0-d device tensor, filled in place by ``set_lr``: a captured step reads
+    the schedule without recompiling."""
+    for g in optimizer.param_groups:
+        g["lr"] = torch.tensor(float(g["lr"]), device=device)
+
+
 def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """DDP without the buffer broadcast before every forward: under DDP every BatchNorm is synchronized, so
     the running statistics are the global batch's on every rank, and the other buffers (the fixed low-rank
@@ -273,10 +288,7 @@ def run(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    if device.type == "cuda":  # as bench/train_throughput.py: autotuned convolutions, TF32 for fp32 matmuls
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    cuda_settings(device)
     if world > 1:
         if device.type == "cuda":
             device = torch.device("cuda", local_rank)
@@ -379,9 +391,8 @@ def run(argv: list[str] | None = None) -> int:
         found, ckpt = path, None  # drop the loaded state
         if main_rank:
             print(f"resumed from {path} at step {start}", file=sys.stderr)
-    if args.optimizer == "lars":  # a 0-d device tensor, filled in place by set_lr: a captured step can read it
-        for g in optimizer.param_groups:
-            g["lr"] = torch.tensor(float(g["lr"]), device=device)
+    if args.optimizer == "lars":
+        lr_tensor(optimizer, device)
     raw = model
     if world > 1:
         model = wrap_ddp(model, device)
