@@ -1,11 +1,11 @@
 """Training throughput of ``empirical``: the full step (per-sample augmentation included) vs the model alone.
 
 All measured in one run on the same model, interleaved, with the training step of ``empirical.train`` itself
-(``train_step``: both views in one call with view-wise BatchNorm, loss, backward, LARS with a 0-d learning-rate
-tensor; compiled as a unit with --compile-mode, eager fallback) and its CUDA settings (cudnn.benchmark, TF32
-for fp32; channels-last by default on CUDA): "full" = uint8 batch on the device -> two augmented views -> the
-step; "full_prefetch" (with --prefetch) = the same with the per-sample
-parameters drawn ahead in a background thread; "model" = the same step on pre-augmented views (what the step
+(``train_step``: both views' forward, in one call with view-wise BatchNorm on CUDA, loss, backward, LARS with
+a 0-d learning-rate tensor; compiled as a unit with --compile-mode, eager fallback) and its CUDA settings
+(cudnn.benchmark, TF32 for fp32; channels-last by default on CUDA): "full" = uint8 batch on the device -> two
+augmented views -> the step; "full_prefetch" (with --prefetch) = the same with the per-sample parameters drawn
+ahead in a background thread; "model" = the same step on pre-augmented views (what the step
 would cost with free data); "augment" = the two views alone. Then the LARS step alone, vectorized
 (``optimizer_ms``) and the per-parameter reference loop (``optimizer_loop_ms``), on the same parameters and
 gradients. ``mfu``: FLOPs of one step (torch.utils.flop_counter.FlopCounterMode, forward + backward) x full
@@ -24,6 +24,7 @@ on GPUs, process max RSS on CPUs.
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import functools
 import json
@@ -48,8 +49,9 @@ from empirical.train import (  # noqa: E402
     make_views,
     step_loss,
     train_step,
+    views_in_one_call,
 )
-from empirical.viewwise import stack_views  # noqa: E402
+from empirical.viewwise import make_viewwise, stack_views  # noqa: E402
 
 # Vendor dense peaks in TFLOP/s (bf16/fp16 tensor cores; tf32 is half). First match of the device name wins.
 GPU_PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("A100", 312.0))
@@ -148,7 +150,8 @@ def main() -> None:
     cuda_settings(device)
     torch.manual_seed(0)
     b, s = args.batch_size, args.image_size
-    model = stack_views(SSLModel(args.backbone, args.projector, None, s <= 64, num_classes=10).to(device))
+    model = SSLModel(args.backbone, args.projector, None, s <= 64, num_classes=10).to(device)
+    views_in_one_call(model, device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = build_optimizer("lars", model, 0.1, 1e-6)
@@ -160,6 +163,18 @@ def main() -> None:
         compile_mode or "none",
         restore=(model, opt, scaler),
     )
+    other_fn = None
+    if compile_mode is None:  # the other way of running the views (eager): does one call pay on this device?
+        other = copy.deepcopy(model)
+        if other.one_call:
+            other.one_call = False
+            make_viewwise(other, 1)
+        else:
+            stack_views(other)
+        opt2 = build_optimizer("lars", other, 0.1, 1e-6)
+        lr_tensor(opt2, device)
+        scaler2 = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        other_fn = functools.partial(train_step, other, opt2, scaler2, "info_nce", 0.1, None, amp)
     recipes = recipe(args.augment, 1.0, s)
     # A uint8 "dataset" already on the device, as the in-memory datasets are during training.
     data = torch.randint(0, 256, (4 * b, 3, s, s), dtype=torch.uint8, device=device)
@@ -192,12 +207,15 @@ def main() -> None:
                 step_fn(*views(step, prefetched=True), labels[:b])
             elif kind == "model":
                 step_fn(*fixed, labels[:b])
+            elif kind == "model_other_calls":
+                other_fn(*fixed, labels[:b])
             else:
                 views(step)
         _sync(device)
         return time.perf_counter() - t0
 
-    kinds = ["full"] + (["full_prefetch"] if pre else []) + ["model", "augment"]
+    kinds = ["full"] + (["full_prefetch"] if pre else []) + ["model"] + (["model_other_calls"] if other_fn else [])
+    kinds += ["augment"]
     for kind in kinds[:-1]:
         run(kind, args.warmup)
     if device.type == "cuda":
@@ -216,6 +234,7 @@ def main() -> None:
         "compile": compile_mode is not None,
         "compile_mode": compile_mode,
         "prefetch": args.prefetch,
+        "views_in_one_call": model.one_call,
     }
     # Interleave the measurements so that drifting clocks and noisy neighbours hit all of them alike.
     times = dict.fromkeys(kinds, 0.0)
@@ -230,6 +249,9 @@ def main() -> None:
     if pre:
         result["full_prefetch_over_model"] = round(result["full_prefetch_img_per_s"] / result["model_img_per_s"], 3)
         pre.close()
+    if other_fn:  # model-only step rate, both views in one call over two calls (eager, same run)
+        rates = (result["model_img_per_s"], result["model_other_calls_img_per_s"])
+        result["one_call_over_two_calls"] = round(rates[0] / rates[1] if model.one_call else rates[1] / rates[0], 3)
     result["peak_mem_mb"] = round(_peak_mb(device), 1)
 
     # The LARS step alone: vectorized vs the reference loop, same parameters and gradients (from the last step).
@@ -272,8 +294,13 @@ def main() -> None:
     )
     for kind in kinds:
         img, vs = result[f"{kind}_img_per_s"], result[f"{kind}_views_per_s"]
-        print(f"  {kind:14s} {img:10.1f} img/s  {vs:10.1f} views/s")
+        print(f"  {kind:17s} {img:10.1f} img/s  {vs:10.1f} views/s")
     print(f"  full/model {result['full_over_model']:.3f}   peak memory {result['peak_mem_mb']:.0f} MiB")
+    if other_fn:
+        print(
+            f"  views in one call: {model.one_call} (model_other_calls: the other way, eager); one call over two "
+            f"calls {result['one_call_over_two_calls']:.3f}"
+        )
     print(
         f"  LARS step ({result['optimizer_params']} tensors): vectorized {result['optimizer_ms']:.3f} ms, "
         f"loop {result['optimizer_loop_ms']:.3f} ms, ratio {result['optimizer_speedup']:.2f}x"
