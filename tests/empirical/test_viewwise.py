@@ -126,3 +126,14 @@ def test_one_call_under_synchronized_bn_on_two_gloo_ranks(tmp_path):
             torch.testing.assert_close(got["grads"][n], g, rtol=1e-9, atol=1e-12, msg=n)
         for n, b in ref.named_buffers():
             torch.testing.assert_close(got["buffers"][n], b, rtol=1e-9, atol=1e-12, msg=n)
+
+
+def test_one_call_model_traces_as_one_graph():
+    """No graph break in the view-wise BatchNorm: the one-call model can be compiled or captured whole."""
+    model, x1, x2, _ = _setup("mlp")
+    one = stack_views(model)
+    ref = copy.deepcopy(one)
+    traced = torch.compile(one, backend="eager", fullgraph=True)
+    for a, b in zip(traced(x1, x2), ref(x1, x2), strict=True):
+        torch.testing.assert_close(a, b, **TOL)
+    _assert_same(one, ref, "traced")
