@@ -146,7 +146,8 @@ def views_in_one_call(model: SSLModel, device: torch.device) -> None:
     """On CUDA both views go through the network in one call (view-wise BatchNorm: the official per-view
     statistics), halving the kernel launches of a launch-bound step. On a CPU the convolutions dominate and the
     view-wise BatchNorm's concatenations cost more than one call saves (``bench/train_throughput.py``, tiny
-    backbone, batch 64, one thread: one call at 0.79x the two calls' rate), so there the views take two calls."""
+    backbone, batch 64, one thread: one call at 0.79x the two calls' rate; ResNet-18, batch 8: 1.03x), so there
+    the views take two calls."""
     if device.type == "cuda":
         stack_views(model)
 
