@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # GPU check of the empirical package, < 8 minutes on one H100/H200. From the repository root:
 #   bash bench/gpu_check.sh [OUTDIR]          (OUTDIR defaults to $OUT, else /tmp/gpu_check)
-# 1. bench/train_throughput.py: ResNet-18, CIFAR stem, 32 px, global batch 512, bf16, channels-last, synthetic
-#    uint8 data, in three modes: eager, torch.compile (default), torch.compile (reduce-overhead, CUDA graphs).
-#    Each run times, interleaved: the full step with and without the parameter prefetcher, the model alone,
+# 1. bench/train_throughput.py (it times empirical.train's own step: both views in one call, LARS, with the whole
+#    step compiled as a unit in the compile modes): ResNet-18, CIFAR stem, 32 px, global batch 512, bf16,
+#    channels-last, synthetic uint8 data, in three modes: eager, torch.compile (default), torch.compile
+#    (reduce-overhead, CUDA graphs); MODES="... max-autotune" adds that mode (its own 130 s timeout).
+#    Each run times, interleaved: the full step with and without the parameter prefetcher, the model alone
+#    (eager: also with the views the other way, two calls; one_call_over_two_calls),
 #    the augmentation alone, and the LARS step vectorized vs the per-parameter loop; it reports MFU.
 #    Goals: full step >= 60,000 views/s, full/model >= 0.95, LARS >= 5x faster than the loop.
 # 2. A short mnist5k run, SimCLR (mlp projector) vs DirectCLR, with the spectrum logged; its logged rate is
@@ -61,7 +64,8 @@ for mode in modes:
     print(f"{mode:16s} full {r['full_views_per_s']:8.0f}  prefetch {r.get('full_prefetch_views_per_s', 0):8.0f}  "
           f"model {r['model_views_per_s']:8.0f} views/s  full/model {r['full_over_model']:.3f}  "
           f"augment {r['augment_views_per_s']:8.0f}  LARS {r['optimizer_ms']:.2f} vs loop {r['optimizer_loop_ms']:.2f} ms "
-          f"({r['optimizer_speedup']:.1f}x)  mfu {mfu}  peak {r['peak_mem_mb']:.0f} MiB")
+          f"({r['optimizer_speedup']:.1f}x)  mfu {mfu}  peak {r['peak_mem_mb']:.0f} MiB"
+          + (f"  one/two calls {r['one_call_over_two_calls']:.3f}" if "one_call_over_two_calls" in r else ""))
 for proj in ("mlp", "directclr"):
     p = os.path.join(out, f"mnist5k-{proj}", "metrics.jsonl")
     if os.path.exists(p):
