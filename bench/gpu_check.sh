@@ -9,7 +9,8 @@
 #    (eager: also with the views the other way, two calls; one_call_over_two_calls),
 #    the augmentation alone, and the LARS step vectorized vs the per-parameter loop; it reports MFU.
 #    Goals: full step >= 60,000 views/s, full/model >= 0.95, LARS >= 5x faster than the loop.
-# 2. A short mnist5k run, SimCLR (mlp projector) vs DirectCLR, with the spectrum logged; its logged rate is
+# 2. bench/jpeg_decode.py: the imagefolder worker pipeline vs batched decode_jpeg on the GPU (generated JPEGs).
+# 3. A short mnist5k run, SimCLR (mlp projector) vs DirectCLR, with the spectrum logged; its logged rate is
 #    compared with the bench's full-step rate (goal >= 0.9).
 # Needs only torch + torchvision (no network). mnist5k reads the cache file mnist5k-v1.npz from
 # $DIMCOLLAPSE_CACHE (default: .gpu_cache/ in the repository); see bench/README.md for carrying it.
@@ -23,11 +24,11 @@ T0=$(date +%s)
 # GPU_CHECK_SMOKE=1: a CPU dry run of this script with tiny sizes (checks the plumbing, not the speed).
 if [ "${GPU_CHECK_SMOKE:-0}" = 1 ]; then
   NET=tiny; BATCH=32; STEPS=2; WARM=1; OPT=3; TRAIN_STEPS=4; DEV="--device cpu"; MODES=${MODES:-eager}
-  T_EAGER=120; T_COMPILE=300; T_TRAIN=120
+  T_EAGER=120; T_COMPILE=300; T_TRAIN=120; JPEG_WORKERS=1; JPEG_IMAGES=64
 else
   NET=resnet18; BATCH=512; STEPS=20; WARM=6; OPT=50; TRAIN_STEPS=240; DEV=""
   MODES=${MODES:-"eager default reduce-overhead"}
-  T_EAGER=80; T_COMPILE=130; T_TRAIN=55
+  T_EAGER=80; T_COMPILE=130; T_TRAIN=55; JPEG_WORKERS=8; JPEG_IMAGES=1024
 fi
 $PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__,
       torch.cuda.get_device_name() if torch.cuda.is_available() else 'NO CUDA')" | tee "$OUTDIR/env.txt"
@@ -40,6 +41,10 @@ for mode in $MODES; do
     || echo "throughput $mode failed or timed out" | tee -a "$OUTDIR/throughput.txt"
   echo "  (t=$(( $(date +%s) - T0 ))s)"
 done
+
+timeout 40 $PY bench/jpeg_decode.py --workers $JPEG_WORKERS --images $JPEG_IMAGES \
+  --json "$OUTDIR/jpeg_decode.json" 2>&1 | grep -v '^{' || echo "jpeg_decode failed or timed out"
+echo "  (t=$(( $(date +%s) - T0 ))s)"
 
 for proj in mlp directclr; do
   timeout $T_TRAIN $PY -m empirical.train --dataset mnist5k --backbone $NET --projector "$proj" $DEV \
