@@ -28,7 +28,8 @@ from theory import COLLAPSE_RTOL, embedding_spectrum
 
 NAME = "fig11_depth"
 DEPTHS = (1, 2, 3, 4)
-# an independent numpy re-implementation of this setting (not the paper's numbers, which exist only in a plot): collapsed dims of 16
+# an independent numpy re-implementation of this setting (not the paper's numbers, which exist only in a plot):
+# collapsed dims of 16
 REFERENCE = {"linear": {1: 0, 2: 3, 3: 9, 4: 12}, "relu": {2: 1, 3: 4}}
 
 
