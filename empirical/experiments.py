@@ -25,12 +25,16 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
+from empirical.compare_x import x_batch
 from empirical.data import DATASETS
-from empirical.evaluate import evaluate
-from empirical.models import WIDTH, default_d0
+from empirical.evaluate import evaluate, load_split, load_trained
+from empirical.features import view_features
+from empirical.models import WIDTH, SSLModel, default_d0
+from theory import apriori_covariance, psd_check
 from theory.io import OneLineParser, UserError, run_cli, write_json
 
 EXPERIMENTS = ("projector-ablation", "d0-sweep", "augment-strength")
@@ -59,6 +63,8 @@ RECIPES = {
     "gpu-imagenet": ["--backbone", "resnet50", "--batch-size", "4096", "--epochs", "100", "--channels-last"],
 }
 QUICK = ["--max-steps", "2", "--batch-size", "32", "--threads", "1"]
+X_IMAGES = 1024  # held-out test images behind the a-priori X count (each gives one augmented pair)
+X_SEED = 0  # per-sample augmentation parameters of those pairs: the same draws for every row
 
 
 def recipe_args(scale: str, dataset: str) -> list[str]:
@@ -197,6 +203,45 @@ def run_row(
     return res
 
 
+def apriori_x_count(model: torch.nn.Module, images: torch.Tensor, config: dict, seed: int = X_SEED) -> int:
+    """Significantly negative eigenvalues of the a-priori X (W -> 0, all alpha_ij = 1/N; Sec. 1.5, Theorem 1).
+
+    x, x' = the backbone representations r of two views of ``images`` drawn with the run's augmentation
+    (``config``: augment, augment_strength, image_size) and parameters keyed by ``seed``; one X per batch
+    of the training batch size (smaller when that leaves fewer than 4 batches), counted by the cross-fitted
+    test ``theory.psd_check`` on their mean.
+    """
+    f = view_features(model, images, config, seed)
+    n = x_batch(config["batch_size"], len(images))
+    samples = np.stack(
+        [apriori_covariance(f["r1"][s : s + n], f["r2"][s : s + n]) for s in range(0, len(images) - n + 1, n)]
+    )
+    return psd_check(samples.mean(axis=0), samples=samples).n_negative
+
+
+def apriori_x_counts(run_dir: str, device: str = "cpu") -> dict:
+    """The a-priori X count of the trained backbone and of the untrained one (t = 0 baseline) on the same
+    held-out augmented pairs (``X_IMAGES`` test images, the run's augmentation strength).
+
+    The untrained network is rebuilt under the run's seed (``torch.manual_seed(seed)``, then the model); the
+    training may draw other random numbers first, so it is a same-seed initialization, not its exact weights.
+    """
+    model, config = load_trained(run_dir, device)
+    images, _ = load_split(config, "test", X_IMAGES)
+    seed = config.get("seed", 0)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    init = SSLModel(config["backbone"], config["projector"], config["d0"], config["cifar_stem"],
+                    model.probe.out_features, seed, config.get("projector_layers", 1)).to(device)  # fmt: skip
+    torch.random.set_rng_state(state)
+    return {
+        "x_apriori_negative": apriori_x_count(model, images, config),
+        "x_apriori_negative_init": apriori_x_count(init, images, config),
+        "x_apriori_images": len(images),
+        "x_apriori_batch": x_batch(config["batch_size"], len(images)),
+    }
+
+
 def _pct(x) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
@@ -225,6 +270,8 @@ def summary_rows(name: str, rows: list[dict]) -> list[dict]:
             z_erank=sp["z"].get("effective_rank"),
             paper_top1=PAPER_TOP1.get(r["projector"]) if name == "projector-ablation" else None,
         )
+        if "x_apriori_negative" in r:
+            base.update({k: r[k] for k in ("x_apriori_negative", "x_apriori_negative_init")})
         out.append(base)
         if name == "projector-ablation" and "linear_r_head" in r:
             out.append(
@@ -238,7 +285,10 @@ def summary_rows(name: str, rows: list[dict]) -> list[dict]:
 def markdown(name: str, table: list[dict]) -> str:
     head = "| row | kNN top-1 | linear top-1 | linear top-5 | r collapsed / dim | r eff. rank | "
     head += "z collapsed / dim | z eff. rank | paper ImageNet top-1 |"
-    lines = [head, "|" + "---|" * 9]
+    x_cols = name == "augment-strength"
+    if x_cols:  # Theorem 1's premise at this strength: X(r) at W -> 0, trained backbone and its t = 0 baseline
+        head += " a-priori X(r) negative eigenvalues, trained / dim | same, untrained backbone (t = 0) |"
+    lines = [head, "|" + "---|" * (11 if x_cols else 9)]
     for t in table:
         label = t.get("projector", t["run"])
         if name == "d0-sweep":
@@ -246,7 +296,7 @@ def markdown(name: str, table: list[dict]) -> str:
         elif name == "augment-strength" and not t.get("failed"):
             label = f"mlp, strength {t['augment_strength']:g}"
         if t.get("failed"):
-            lines.append(f"| {t['run']} | failed: {t['failed']} |" + " |" * 7)
+            lines.append(f"| {t['run']} | failed: {t['failed']} |" + " |" * (9 if x_cols else 7))
             continue
         r = f"{t['r_collapsed']} / {t['r_dim']}" if "r_dim" in t else "–"
         z = f"{t['z_collapsed']} / {t['z_dim']}" if "z_dim" in t else "–"
@@ -257,6 +307,9 @@ def markdown(name: str, table: list[dict]) -> str:
             f"| {label} | {_pct(t.get('knn_top1'))} | {_pct(t['linear_top1'])} | {_pct(t['linear_top5'])} "
             f"| {r} | {re_} | {z} | {ze} | {paper} |"
         )
+        if x_cols:
+            x, x0 = t.get("x_apriori_negative", "–"), t.get("x_apriori_negative_init", "–")
+            lines[-1] += f" {x} / {t.get('r_dim', '–')} | {x0} |"
     return "\n".join(lines) + "\n"
 
 
@@ -320,7 +373,11 @@ def _main(argv: list[str] | None) -> int:
         if os.path.isfile(path):
             log(f"[{i}/{len(cmds)}] {run}: done earlier, skipped")
             with open(path) as f:
-                results.append(json.load(f))
+                res = json.load(f)
+            if args.name == "augment-strength" and "x_apriori_negative" not in res:  # a row from before X
+                res.update(apriori_x_counts(os.path.join(runs_dir, run), device))
+                write_json(path, res)
+            results.append(res)
             continue
         log(f"[{i}/{len(cmds)}] {run}: {shlex.join(cmd[3:])}")
         bar = tqdm(desc=f"  {run}", unit="step", disable=args.no_progress or args.in_process, dynamic_ncols=True)
@@ -328,6 +385,8 @@ def _main(argv: list[str] | None) -> int:
             run, cmd, os.path.join(runs_dir, run), device, log, args.in_process, 512 if args.quick else None, bar
         )
         bar.close()
+        if args.name == "augment-strength" and not res.get("failed"):
+            res.update(apriori_x_counts(os.path.join(runs_dir, run), device))
         if args.name == "d0-sweep" and res.get("projector") == "none":
             res["d0"] = res["spectra"]["r"]["dim"]  # the d0 = width end point (see rows_for)
         results.append(res)

@@ -61,10 +61,46 @@ def test_d0_sweep_and_augment_strength_quick(tmp_path):
     assert [t["d0"] for t in data["table"]] == [4, 128]
     assert [t["z_dim"] for t in data["table"]] == [4, 128]
     assert "r_rest" in data["rows"][0]["spectra"] and "r_rest" not in data["rows"][1]["spectra"]
+
+
+def test_augment_strength_quick_apriori_x(tmp_path):
+    """Each row carries the a-priori X count (trained and t = 0 backbone); one is recomputed here from
+    theory.contrastive_covariance at W = 0 on explicit batches, and an older row JSON gains the fields."""
+    import numpy as np
+
+    from empirical.evaluate import load_split, load_trained
+    from empirical.features import view_features
+    from theory import contrastive_covariance, psd_check
+
     assert quick("augment-strength", tmp_path) == 0
-    data = json.loads((tmp_path / "augment-strength" / "table.json").read_text())
+    out = tmp_path / "augment-strength"
+    data = json.loads((out / "table.json").read_text())
     assert [t["augment_strength"] for t in data["table"]] == [0.25, 1.5]
     assert all(t["z_dim"] == 128 for t in data["table"])
+    for t in data["table"]:
+        for key in ("x_apriori_negative", "x_apriori_negative_init"):
+            assert type(t[key]) is int and 0 <= t[key] <= t["r_dim"]
+    assert "a-priori X(r) negative eigenvalues" in (out / "table.md").read_text()
+
+    row = data["rows"][-1]
+    model, config = load_trained(str(tmp_path / "runs" / row["run"]))
+    assert config["augment_strength"] == 1.5
+    images, _ = load_split(config, "test", ex.X_IMAGES)
+    f = view_features(model, images, config, ex.X_SEED)
+    n = row["x_apriori_batch"]
+    b = len(images) // n
+    assert b >= 4
+    zero = np.zeros((1, 128))
+    samples = np.stack(
+        [contrastive_covariance(f["r1"][i * n : (i + 1) * n], f["r2"][i * n : (i + 1) * n], zero)[0] for i in range(b)]
+    )
+    assert row["x_apriori_negative"] == psd_check(samples.mean(axis=0), samples=samples).n_negative
+
+    path = out / "rows" / f"{row['run']}.json"
+    old = {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("x_apriori")}
+    path.write_text(json.dumps(old))
+    assert quick("augment-strength", tmp_path) == 0
+    assert json.loads(path.read_text())["x_apriori_negative"] == row["x_apriori_negative"]
 
 
 def test_rows_share_runs_between_experiments():
