@@ -56,3 +56,13 @@ OMP_NUM_THREADS=1 .venv/bin/python -m empirical.train "${COMMON[@]}" "${P0[@]}" 
 wait
 .venv/bin/python -m empirical.bridge runs/bridge-noise/paper-sgd-L1-s0-pairs4096 runs/bridge-noise/paper-sgd-L1-s0-every20 \
   --out results/bridge-noise
+
+# the dot/tau loss (unnormalized z, tau 0.1) with plain SGD, 3 seeds; lr 0.2 diverges within 10 steps, 0.05 does not
+DOT=(--loss dot --temperature 0.1 --optimizer sgd --momentum 0 --weight-decay 0 --lr 0.05)
+mkdir -p runs/bridge-dot
+for s in 0 1 2; do
+  OMP_NUM_THREADS=1 .venv/bin/python -m empirical.train "${COMMON[@]}" "${DOT[@]}" --seed "$s" \
+    --out "runs/bridge-dot/dot-sgd-L1-s$s" > "runs/bridge-dot/s$s.log" 2>&1 &
+done
+wait
+.venv/bin/python -m empirical.bridge runs/bridge-dot/dot-sgd-L1-s? --out results/bridge-dot
