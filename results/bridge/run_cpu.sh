@@ -29,8 +29,7 @@ for s in 0 1 2; do
 done
 .venv/bin/python -m empirical.bridge runs/bridge/*-s? --out results/bridge
 
-# one seed each, to separate the loss from the optimizer: cosine InfoNCE with plain SGD, Eqn 2 with momentum
-EXTRA=(--seed 0)
+# to separate the loss from the optimizer: cosine InfoNCE with plain SGD, Eqn 2 with momentum (3 seeds)
 train() {  # the same, into runs/bridge-extra
   local name=$1
   shift
@@ -39,11 +38,12 @@ train() {  # the same, into runs/bridge-extra
     > "runs/bridge-extra/$name.log" 2>&1
   echo "$name exit $?"
 }
-train cos-sgd-L1-s0 --loss info_nce --optimizer sgd --momentum 0 --weight-decay 0 --lr 0.5 "${EXTRA[@]}" &
-train paper-sgdm-L1-s0 "${PAPER[@]:0:4}" --momentum 0.9 --weight-decay 0 --lr 0.02 "${EXTRA[@]}" &
-wait
-.venv/bin/python -m empirical.bridge runs/bridge-extra/cos-sgd-L1-s0 runs/bridge-extra/paper-sgdm-L1-s0 \
-  --out results/bridge-extra
+for s in 0 1 2; do
+  train "cos-sgd-L1-s$s" --loss info_nce --optimizer sgd --momentum 0 --weight-decay 0 --lr 0.5 --seed "$s" &
+  train "paper-sgdm-L1-s$s" "${PAPER[@]:0:4}" --momentum 0.9 --weight-decay 0 --lr 0.02 --seed "$s" &
+  wait
+done
+.venv/bin/python -m empirical.bridge runs/bridge-extra/*-s? --out results/bridge-extra
 
 # what limits the one-layer Eqn-2 prediction (seed 0): 4x the held-out pairs, and rows 4x further apart
 # (the two runs are one group for the bridge but differ in their monitor settings: read them per run)
