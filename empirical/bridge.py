@@ -53,6 +53,15 @@ from theory.spectrum import COLLAPSE_RTOL
 EARLY = (0.05, 0.10)
 PERMUTATIONS = 200
 MAX_POINTS = 4000  # scatter points kept per run for the figures
+
+
+def _significant(values: np.ndarray, digits: int = 4) -> np.ndarray:
+    """``values`` rounded to ``digits`` significant digits (zeros and non-finite values unchanged)."""
+    values = np.asarray(values, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = 10.0 ** (digits - 1 - np.floor(np.log10(np.abs(values))))
+    scale = np.where(np.isfinite(scale), scale, 1.0)
+    return np.round(values * scale) / scale
 # settings that define a group of seeds (whichever the config has)
 SETTINGS = ("dataset", "backbone", "projector", "projector_layers", "loss", "temperature", "optimizer", "lr",
             "momentum", "weight_decay", "batch_size", "epochs", "max_steps", "augment", "augment_strength")
@@ -296,7 +305,8 @@ def instantaneous(run: Run, rng: np.random.Generator) -> dict:
         "exact_gradient_spearman": _spearman(np.concatenate(exact), obs) if has_exact else None,
         "exact_gradient_slope": _slope(np.concatenate(exact), obs) if has_exact else None,
         "better_than_chance": bool(rho is not None and rho > chance),
-        "scatter": {"predicted": pred[keep], "observed": obs[keep], "time": when[keep]},
+        # 4 significant digits are more than a scatter plot resolves and keep bridge.json small
+        "scatter": {k: _significant(v[keep]) for k, v in (("predicted", pred), ("observed", obs), ("time", when))},
     }
 
 
@@ -454,7 +464,7 @@ def main_(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     result = analyse(args.runs, args.seed, progress=not args.no_progress)
     os.makedirs(args.out, exist_ok=True)
-    write_json(os.path.join(args.out, "bridge.json"), result)
+    write_json(os.path.join(args.out, "bridge.json"), result, indent=None)
     result = json.load(open(os.path.join(args.out, "bridge.json")))  # the figures see what a reader sees
     if not args.no_figures:
         from figures import bridge_depth, bridge_early_warning, bridge_growth, style
