@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from empirical.data import FolderPairs, folder_batches  # noqa: E402
+from theory.io import write_json  # noqa: E402
 
 
 def make_folder(root: str, n: int, height: int, width: int, classes: int = 4, seed: int = 0) -> None:
@@ -111,8 +112,7 @@ def main() -> None:
     )
     print(json.dumps(result))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json(args.json, result, indent=2)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ from empirical.train import (  # noqa: E402
     views_in_one_call,
 )
 from empirical.viewwise import make_viewwise, stack_views  # noqa: E402
+from theory.io import write_json  # noqa: E402
 
 # Vendor dense peaks in TFLOP/s (bf16/fp16 tensor cores; tf32 is half). First match of the device name wins.
 GPU_PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("A100", 312.0))
@@ -310,8 +311,7 @@ def main() -> None:
     print(f"  peak: {source}")
     print(json.dumps(result))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json(args.json, result, indent=2)
 
 
 if __name__ == "__main__":

@@ -167,8 +167,10 @@ class Kernel:
             return self._dot(want_loss)
         return self._paper(want_loss)
 
-    def _dot(self, want_loss: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        n, d = self.layout.samples, self.layout.dim
+    def _dot_exp_logits(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """exp(z1 z2^T / tau) in place in ``self.s``, and the row maxima subtracted first (None when no shift
+        is needed: |s| <= |z1| |z2| / tau bounds every logit below the overflow limit)."""
+        n = self.layout.samples
         z = self.h[-1]
         z1, z2 = z[:, :n], z[:, n:]
         np.einsum("cnd,cnd->cn", z, z, out=self.sq)
@@ -180,6 +182,13 @@ class Kernel:
             top = np.max(s, axis=-1, out=self.vec[3])
             s -= top[..., None]
         np.exp(s, out=s)
+        return s, top
+
+    def _dot(self, want_loss: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        n, d = self.layout.samples, self.layout.dim
+        z = self.h[-1]
+        z1, z2 = z[:, :n], z[:, n:]
+        s, top = self._dot_exp_logits()
         rhs = self.one
         rhs[..., :d] = z2
         prod = np.matmul(s, rhs, out=self.prod)  # [e z', t]
@@ -206,15 +215,7 @@ class Kernel:
         x1, x2 = self.h[0][:, :n], self.h[0][:, n:]
         z = self.h[-1]
         z1, z2 = z[:, :n], z[:, n:]
-        np.einsum("cnd,cnd->cn", z, z, out=self.sq)
-        bound = math.sqrt(float(self.sq[:, :n].max()) * float(self.sq[:, n:].max())) / self.tau
-        np.multiply(z1, 1.0 / self.tau, out=self.tmp)
-        s = np.matmul(self.tmp, np.swapaxes(z2, -1, -2), out=self.s)
-        top = None
-        if not bound < self.limit:
-            top = np.max(s, axis=-1, out=self.vec[3])
-            s -= top[..., None]
-        np.exp(s, out=s)
+        s, top = self._dot_exp_logits()
         self.one[..., :d] = x2
         prod = np.matmul(s, self.one, out=self.prod)  # [e x', t]
         inv = np.reciprocal(prod[..., d], out=self.vec[0])
