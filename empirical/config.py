@@ -76,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="multiplies colour-jitter magnitudes and crop severity 1 - scale_min (default 1)",
     )
     g.add_argument("--workers", type=int, default=8, help="DataLoader workers for imagefolder (default 8)")
+    g.add_argument(
+        "--decode",
+        default=None,
+        choices=("workers", "device"),
+        help="imagefolder: workers = PIL decodes and crops in the workers; device = the workers read the files, "
+        "torchvision.io.decode_jpeg decodes each batch on the device (nvJPEG on CUDA) and crops there "
+        "(same crop boxes; default: device on CUDA, workers on CPU)",
+    )
     g = p.add_argument_group("model")
     g.add_argument(
         "--backbone",
@@ -229,6 +237,8 @@ def resolve(args: argparse.Namespace, world: int = 1) -> argparse.Namespace:
         args.precision = "bf16" if args.device.startswith("cuda") else "fp32"
     if args.channels_last is None:
         args.channels_last = args.device.startswith("cuda")
+    if args.decode is None:
+        args.decode = "device" if args.device.startswith("cuda") else "workers"
     if args.compile_mode is None:
         args.compile_mode = "default" if args.compile else "none"
     elif args.compile and args.compile_mode == "none":

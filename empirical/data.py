@@ -1,9 +1,11 @@
 """Datasets for the real-network experiments (the paper's Fig. 2/7/9 and Tables 1-2 at small scale).
 
 Small sets live on the training device as uint8 tensors (N, 3, S, S) at the backbone's input size S, so no
-DataLoader limits speed; ``imagefolder`` (ImageNet, ImageNet-100) decodes and crops in DataLoader workers and
-leaves the colour operations to the device. Nothing is downloaded at run time: a missing dataset raises
-``theory.io.UserError`` with one line that says where the files go.
+DataLoader limits speed; ``imagefolder`` (ImageNet, ImageNet-100) cuts two random resized crops + flips per
+image, either decoded with PIL in DataLoader workers or read by the workers and decoded in batches by
+``torchvision.io.decode_jpeg`` on the device (``--decode``), and leaves the colour operations to the device.
+Nothing is downloaded at run time: a missing dataset raises ``theory.io.UserError`` with one line that says
+where the files go.
 
 Data order is a pure function of (seed, epoch): epoch e visits ``randperm(N, seed_e)``, step t of the epoch
 takes rows [t*B, (t+1)*B) of it and rank k keeps its slice [k*B/K, (k+1)*B/K). The checkpointed step is
@@ -15,7 +17,6 @@ Train/test splits of the small sets are fixed (split seed 0), independent of the
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from empirical.augment import random_resized_crop_box
 from theory.io import UserError
 
 DATASETS = ("cifar10", "cifar100", "stl10", "imagefolder", "mnist5k", "digits", "synthetic")
@@ -256,29 +258,53 @@ def memory_batches(
 # ---- image folders (ImageNet layout: DIR/train/<class>/*.jpg, DIR/val/<class>/*.jpg) ----------------------
 
 
-def _crop_box(rng: random.Random, w: int, h: int, scale_min: float) -> tuple[int, int, int, int]:
-    """A random-resized-crop box (top, left, height, width): area in [scale_min, 1], ratio in [3/4, 4/3]."""
-    area = w * h * rng.uniform(scale_min, 1.0)
-    ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
-    cw = min(w, max(1, round(np.sqrt(area * ratio))))
-    ch = min(h, max(1, round(np.sqrt(area / ratio))))
-    return rng.randint(0, h - ch), rng.randint(0, w - cw), ch, cw
+DECODES = ("workers", "device")
+
+
+def crop_pair(crop_seed: int, height: int, width: int, scale_min: float) -> list[tuple[tuple[int, ...], bool]]:
+    """Both views' (top, left, h, w) crop box and horizontal flip for one image, drawn from ``crop_seed``.
+
+    ``empirical.augment.random_resized_crop_box`` (RandomResizedCrop's semantics) and a fair coin per view, so
+    the worker and the device decode draw the same boxes for the same (seed, step, sample) key.
+    """
+    gen = torch.Generator().manual_seed(crop_seed)
+    out = []
+    for _ in range(2):
+        box = random_resized_crop_box(gen, height, width, scale_min)
+        out.append((box, bool(torch.rand(1, generator=gen, dtype=torch.float64) < 0.5)))
+    return out
+
+
+def crop_views(img: torch.Tensor, crop_seed: int, size: int, scale_min: float) -> list[torch.Tensor]:
+    """Two uint8 (3, size, size) views of a uint8 (3, H, W) image on any device: crop, antialiased bicubic
+    resize (the official code's ``Image.BICUBIC``), flip."""
+    from torchvision.transforms.v2 import functional as TF
+
+    views = []
+    for (top, left, h, w), flip in crop_pair(crop_seed, img.shape[-2], img.shape[-1], scale_min):
+        v = TF.resized_crop(
+            img, top, left, h, w, [size, size], interpolation=TF.InterpolationMode.BICUBIC, antialias=True
+        )
+        views.append(TF.horizontal_flip(v) if flip else v)
+    return views
+
+
+def _open_folder(root: str):
+    import torchvision
+
+    if not os.path.isdir(root):
+        raise UserError(f"image folder {root!r} not found: put images under DIR/train/<class>/ (and DIR/val/)")
+    try:
+        return torchvision.datasets.ImageFolder(root)
+    except (FileNotFoundError, RuntimeError) as e:
+        raise UserError(f"no images under {root!r}: expected {root}/<class>/<image> [{e}]") from None
 
 
 class FolderPairs(torch.utils.data.Dataset):
-    """Decodes an image, cuts two random resized crops + flips, keyed by (row, crop seed): deterministic."""
+    """Decodes an image with PIL and cuts its two views (:func:`crop_views`), keyed by (row, crop seed)."""
 
     def __init__(self, root: str, size: int, scale_min: float):
-        import torchvision
-
-        if not os.path.isdir(root):
-            raise UserError(
-                f"image folder {root!r} not found: put images under DIR/train/<class>/ (and DIR/val/)"
-            )
-        try:
-            self.folder = torchvision.datasets.ImageFolder(root)
-        except (FileNotFoundError, RuntimeError) as e:
-            raise UserError(f"no images under {root!r}: expected {root}/<class>/<image> [{e}]") from None
+        self.folder = _open_folder(root)
         self.size, self.scale_min = size, scale_min
         self.num_classes = len(self.folder.classes)
 
@@ -291,13 +317,8 @@ class FolderPairs(torch.utils.data.Dataset):
         row, crop_seed = key
         path, label = self.folder.samples[row]
         img = TF.pil_to_tensor(self.folder.loader(path).convert("RGB"))
-        rng = random.Random(crop_seed)
-        crops = []
-        for _ in range(2):
-            top, left, ch, cw = _crop_box(rng, img.shape[-1], img.shape[-2], self.scale_min)
-            c = TF.resized_crop(img, top, left, ch, cw, [self.size, self.size], antialias=True)
-            crops.append(TF.horizontal_flip(c) if rng.random() < 0.5 else c)
-        return crops[0], crops[1], label
+        v1, v2 = crop_views(img, crop_seed, self.size, self.scale_min)
+        return v1, v2, label
 
     def center(self, row: int) -> torch.Tensor:
         from torchvision.transforms.v2 import functional as TF
@@ -323,6 +344,62 @@ class _StepSampler(torch.utils.data.Sampler):
             yield [(int(idx[j]), ((seed * 1_000_003 + step) * 65_537 + j) % (2**31)) for j in rows]
 
 
+class FolderBytes(torch.utils.data.Dataset):
+    """The encoded file of a row, for decoding in the main process: (uint8 bytes, label, crop seed, path)."""
+
+    def __init__(self, pairs: FolderPairs):
+        self.samples = pairs.folder.samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: tuple[int, int]):
+        from torchvision.io import read_file
+
+        row, crop_seed = key
+        path, label = self.samples[row]
+        return read_file(path), label, crop_seed, path
+
+
+def _as_lists(items: list) -> tuple[list, ...]:
+    return tuple(map(list, zip(*items, strict=True)))
+
+
+def _is_jpeg(data: torch.Tensor) -> bool:
+    return data.numel() > 3 and data[:3].tolist() == [0xFF, 0xD8, 0xFF]
+
+
+def decode_images(data: list[torch.Tensor], paths: list[str], device: torch.device) -> list[torch.Tensor]:
+    """Encoded files -> uint8 (3, H, W) RGB images on ``device``.
+
+    JPEGs are decoded as one batch by ``torchvision.io.decode_jpeg`` (nvJPEG on CUDA, libjpeg-turbo on a CPU;
+    grayscale and CMYK converted to RGB); other files (PNG, GIF, WebP) one by one by ``decode_image`` on the
+    CPU. A batch nvJPEG rejects is decoded file by file on the CPU.
+    """
+    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+
+    rgb = ImageReadMode.RGB
+    out: list[torch.Tensor | None] = [None] * len(data)
+    jpeg = [i for i, d in enumerate(data) if _is_jpeg(d)]
+    if jpeg:
+        try:
+            for i, img in zip(jpeg, decode_jpeg([data[i] for i in jpeg], mode=rgb, device=device), strict=True):
+                out[i] = img
+        except RuntimeError:
+            pass
+    for i, img in enumerate(out):
+        if img is None:
+            try:
+                out[i] = decode_image(data[i], mode=rgb).to(device)
+            except RuntimeError as e:
+                msg = str(e).splitlines()[-1] if str(e) else type(e).__name__
+                raise UserError(
+                    f"cannot decode {paths[i]!r} ({msg}): --decode device reads JPEG, PNG, GIF and WebP files; "
+                    "--decode workers reads any format PIL reads"
+                ) from None
+    return out  # type: ignore[return-value]
+
+
 def folder_batches(
     ds: FolderPairs,
     start: int,
@@ -333,19 +410,40 @@ def folder_batches(
     seed: int,
     workers: int,
     device: torch.device,
+    decode: str = "workers",
 ) -> Iterator[Batch]:
+    """This rank's slice of each global batch of an image folder as two uint8 views at ``ds.size``.
+
+    ``decode="workers"``: PIL decodes and crops in the DataLoader workers (:class:`FolderPairs`).
+    ``decode="device"``: the workers only read the files; the main process decodes the batch on ``device``
+    (:func:`decode_images`) and crops there (:func:`crop_views`). Both draw the same crop boxes and flips
+    for the same (seed, step, sample); on a CPU both decode with libjpeg-turbo (equal pixels, tested).
+    """
+    if decode not in DECODES:
+        raise UserError(f"--decode {decode!r} is not one of {', '.join(DECODES)}")
+    on_device = decode == "device"
     sampler = _StepSampler(len(ds), start, total, batch, rank, world, seed)
     loader = torch.utils.data.DataLoader(
-        ds,
+        FolderBytes(ds) if on_device else ds,
         batch_sampler=sampler,
         num_workers=workers,
-        pin_memory=device.type == "cuda",
+        pin_memory=device.type == "cuda" and not on_device,
         persistent_workers=False,
         prefetch_factor=4 if workers else None,
+        collate_fn=_as_lists if on_device else None,
     )
-    for step, (x1, x2, y) in zip(range(start, total), loader, strict=False):
-        nb = device.type == "cuda"
-        x1, x2, y = (t.to(device, non_blocking=nb) for t in (x1, x2, y))
+    nb = device.type == "cuda"
+    for step, item in zip(range(start, total), loader, strict=False):
+        if on_device:
+            data, labels, crop_seeds, paths = item
+            views = [
+                crop_views(img, s, ds.size, ds.scale_min)
+                for img, s in zip(decode_images(data, paths, device), crop_seeds, strict=True)
+            ]
+            x1, x2 = (torch.stack(v) for v in zip(*views, strict=True))
+            y = torch.tensor(labels, dtype=torch.int64).to(device, non_blocking=nb)
+        else:
+            x1, x2, y = (t.to(device, non_blocking=nb) for t in item)
         yield Batch(step, x1, x2, y, True)
 
 

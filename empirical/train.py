@@ -503,7 +503,7 @@ def run(argv: list[str] | None = None) -> int:
     local = args.batch_size // world
     if args.dataset == "imagefolder":
         batches = folder_batches(
-            folder, start, stop, args.batch_size, rank, world, args.seed, args.workers, device
+            folder, start, stop, args.batch_size, rank, world, args.seed, args.workers, device, args.decode
         )
     else:
         batches = memory_batches(train, start, stop, args.batch_size, rank, world, args.seed)
