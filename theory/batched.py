@@ -72,6 +72,22 @@ class Layout:
         second = raw[..., n * (d + k) :].reshape(*lead, n, k) if self.noisy_views == 2 else None
         return clean, first, second
 
+    def pack(self, raw: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Rearrange raw (G, T, per_step) into out (G, T, 2, 2N, d): ``out[..., 0, :, :]`` = [clean; clean] and
+        ``out[..., 1, :, :]`` = [noise of x; noise of x'], zero on the clean dimensions (and for a clean x), so
+        that [x; x'] = out[..., 0] + strength * out[..., 1] in two whole-array passes per configuration."""
+        clean, first, second = self.split(raw)
+        n, lo = self.samples, self.dim - self.augmented_dims
+        np.copyto(out[..., 0, :n, :], clean, casting="same_kind")
+        np.copyto(out[..., 0, n:, :], clean, casting="same_kind")
+        out[..., 1, :, :lo] = 0.0
+        if second is None:
+            out[..., 1, :n, lo:] = 0.0
+        else:
+            np.copyto(out[..., 1, :n, lo:], second, casting="same_kind")
+        np.copyto(out[..., 1, n:, lo:], first, casting="same_kind")
+        return out
+
     def views(self, raw: np.ndarray, strengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(x, x') for raw (C, per_step) and one strength per row; bitwise ``toy.toy_views``."""
         clean, first, second = self.split(raw)
@@ -86,19 +102,30 @@ class Layout:
 
 
 class Streams:
-    """One generator per seed, drawing the raw views of ``block`` steps at a time: (G, block, per_step)."""
+    """One generator per seed, drawing the raw views of ``block`` steps at a time: (G, block, per_step).
 
-    def __init__(self, rngs: list[np.random.Generator], layout: Layout, total_steps: int):
+    The draws are always float64 (the stream ``simulate`` sees). With ``packed`` (the numpy kernel's input),
+    ``fill`` returns them rearranged by ``Layout.pack`` in ``dtype``, once per seed instead of once per
+    configuration.
+    """
+
+    def __init__(self, rngs: list[np.random.Generator], layout: Layout, total_steps: int, packed: bool = False,
+                 dtype: str = "float64"):
         self.rngs, self.layout = rngs, layout
         per = 8 * layout.per_step * len(rngs)
         self.block = int(max(1, min(256, total_steps, STREAM_BYTES // per)))
         self.buffers = [np.empty((len(rngs), self.block, layout.per_step)) for _ in range(2)]
+        shape = (len(rngs), self.block, 2, 2 * layout.samples, layout.dim)
+        self.packed = [np.empty(shape, dtype) for _ in range(2)] if packed else None
 
     def fill(self, which: int, count: int) -> np.ndarray:
         buf = self.buffers[which]
         for g, rng in enumerate(self.rngs):
             rng.standard_normal(out=buf[g, :count])
-        return buf
+        if self.packed is None:
+            return buf
+        self.layout.pack(buf[:, :count], self.packed[which][:, :count])
+        return self.packed[which]
 
 
 class Kernel:
@@ -114,14 +141,13 @@ class Kernel:
         self.limit = EXP_LIMIT[dtype]
         self.strengths = np.asarray(strengths, dtype=np.float64)
         self.groups = np.asarray(groups)
-        c, n, d, k = len(self.strengths), layout.samples, layout.dim, layout.augmented_dims
+        c, n, d = len(self.strengths), layout.samples, layout.dim
         # the loss gradient's constant factor goes into the step: W -= (lr / (tau N)) delta^T h
         scale = 1.0 / (self.tau * n) if loss == "dot" else 1.0 / n
         self.step_scale = (np.asarray(lrs, dtype=np.float64) * scale).astype(self.dtype)[:, None, None]
         f, layers = self.dtype, len(weights)
-        self.clean = None if self.dtype == np.float64 else np.empty((c, n, d))
-        self.noise = np.empty((c, n, k))
-        self.scale = self.strengths[:, None, None]
+        self.noise = np.empty((c, 2 * n, d), f)
+        self.scale = self.strengths[:, None, None].astype(f)
         self.h = [np.empty((c, 2 * n, d), f) for _ in range(layers + 1)]  # h[0] = [x; x'], h[L] = z
         self.s = np.empty((c, n, n), f)
         self.one = np.ones((c, n, d + 1), f)  # [., 1]: the last column is never overwritten
@@ -133,28 +159,19 @@ class Kernel:
         self.sq = np.empty((c, 2 * n), f)
         self.delta = [np.empty((c, 2 * n, d), f) for _ in range(2)]
         self.grads = [np.empty_like(w) for w in weights]
-        self.small = np.empty((4, c, d, d), f)  # d x d products of the one-layer gradients
+        self.small = np.empty((2, c, d, d), f)  # d x d products of the one-layer gradients
         self.col = np.empty((c, n, 1), f)
         self.wabs = np.empty_like(weights[0])
         self.wmax = np.empty(c)
         self.diverged = np.full(c, -1, dtype=np.int64)
 
-    def load(self, raw_step: np.ndarray) -> None:
-        """Build [x; x'] from one step of the seeds' streams, raw_step (G, per_step); bitwise ``toy_views``."""
-        clean, first, second = self.layout.split(raw_step)
-        n, lo = self.layout.samples, self.layout.dim - self.layout.augmented_dims
-        x, x_aug = self.h[0][:, :n], self.h[0][:, n:]
-        if self.clean is None:
-            np.take(clean, self.groups, axis=0, out=x_aug, mode="clip")
-        else:  # float32: gather in float64, then round
-            np.take(clean, self.groups, axis=0, out=self.clean, mode="clip")
-            np.copyto(x_aug, self.clean, casting="same_kind")
-        np.copyto(x, x_aug)
-        for noise, view in ((first, x_aug), (second, x)):
-            if noise is not None:
-                np.take(noise, self.groups, axis=0, out=self.noise, mode="clip")
-                self.noise *= self.scale
-                np.add(view[..., lo:], self.noise, out=view[..., lo:], casting="same_kind")
+    def load(self, packed_step: np.ndarray) -> None:
+        """[x; x'] = clean + strength * noise from one step of the seeds' packed streams, (G, 2, 2N, d)
+        (``Layout.pack``); bitwise ``toy_views`` in float64."""
+        np.take(packed_step[:, 0], self.groups, axis=0, out=self.h[0], mode="clip")
+        np.take(packed_step[:, 1], self.groups, axis=0, out=self.noise, mode="clip")
+        self.noise *= self.scale
+        self.h[0] += self.noise
 
     def forward(self) -> np.ndarray:
         for layer, w in enumerate(self.w):
@@ -206,30 +223,32 @@ class Kernel:
         return delta, value
 
     def _dot_one_layer(self, want_loss: bool) -> np.ndarray | None:
-        """dL/dW of the dot loss for one layer with one N x N product after the logits (up to step_scale).
+        """dL/dW of the dot loss for one layer, up to step_scale, from one N x N product after the logits.
 
-        With z = x W^T and Q = p x' (p = softmax(s)): p z' = Q W^T and z^T p x' = z^T Q, so
-        dL/dW = (p z' - z')^T x + (p^T z - z)^T x' = W Q^T x - z'^T x + z^T (Q - x').
+        With z = x W^T, Q = p x' (p = softmax(s)) and D = Q - x': p z' - z' = D W^T and z^T (p x' - x') =
+        W x^T D, so dL/dW = (p z' - z')^T x + (p^T z - z)^T x' = W (M + M^T) with M = D^T x.
         """
         n, d = self.layout.samples, self.layout.dim
         x1, x2 = self.h[0][:, :n], self.h[0][:, n:]
-        z = self.h[-1]
-        z1, z2 = z[:, :n], z[:, n:]
         s, top = self._dot_exp_logits()
         self.one[..., :d] = x2
         prod = np.matmul(s, self.one, out=self.prod)  # [e x', t]
         inv = np.reciprocal(prod[..., d], out=self.vec[0])
-        q = np.multiply(prod[..., :d], inv[..., None], out=self.tmp)  # Q = p x'
-        small = self.small
-        np.matmul(np.swapaxes(q, -1, -2), x1, out=small[0])  # Q^T x
-        grad = np.matmul(self.w[0], small[0], out=self.grads[0])
-        grad -= np.matmul(np.swapaxes(z2, -1, -2), x1, out=small[1])
-        q -= x2
-        grad += np.matmul(np.swapaxes(z1, -1, -2), q, out=small[2])
+        q = np.multiply(prod[..., :d], inv[..., None], out=self.tmp)
+        q -= x2  # D
+        self._symmetric_gradient(np.swapaxes(q, -1, -2), x1)
         if not want_loss:
             return None
+        z1, z2 = self.h[-1][:, :n], self.h[-1][:, n:]
         lse = np.log(prod[..., d]) + (0.0 if top is None else top)
         return np.mean(lse - np.einsum("cnd,cnd->cn", z1, z2) / self.tau, axis=-1)
+
+    def _symmetric_gradient(self, left_t: np.ndarray, right: np.ndarray) -> None:
+        """grads[0] = W (M + M^T) with M = left_t @ right (d x d)."""
+        m, sym = self.small
+        np.matmul(left_t, right, out=m)
+        np.add(m, np.swapaxes(m, -1, -2), out=sym)
+        np.matmul(self.w[0], sym, out=self.grads[0])
 
     def _paper_logits(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """exp of Eqn 2's logits in self.s (rows shifted, see ``losses._paper_exp_rows``); returns
@@ -257,37 +276,35 @@ class Kernel:
         return s, diag, shift, pos
 
     def _paper_one_layer(self, want_loss: bool) -> np.ndarray | None:
-        """dL/dW of Eqn 2 for one layer with one N x N product and one N x N matrix-vector product after the
-        logits (up to step_scale). With z = x W^T and alpha x = (e x) / t, Eqn 4 gives
+        """dL/dW of Eqn 2 for one layer, up to step_scale, from one N x N product and one N x N
+        matrix-vector product after the logits.
 
-        dL/dW = W (alpha x)^T x + z^T (alpha x) - (c z + r z')^T x + (r (z' - z))^T x'
-
-        with r_i = 1 - alpha_ii and c_i = alpha_ii + sum_j alpha_ji (row-wise factors).
+        With z = x W^T, B = alpha x = (e x) / t, r_i = 1 - alpha_ii and c_i = alpha_ii + sum_j alpha_ji,
+        Eqn 4 gives dL/dW = W B^T x + z^T B - (c z + r z')^T x + (r (z' - z))^T x'; every term is W times a d x d
+        matrix, and collecting them gives dL/dW = W (K + K^T) with K = F^T [x; x'],
+        F = [B - r x' - c x / 2; r x' / 2] (row-wise factors).
         """
         n, d = self.layout.samples, self.layout.dim
         x1, x2 = self.h[0][:, :n], self.h[0][:, n:]
-        z1, z2 = self.h[-1][:, :n], self.h[-1][:, n:]
         s, diag, shift, pos = self._paper_logits()
         self.one[..., :d] = x1
         prod = np.matmul(s, self.one, out=self.prod)  # [e x, t]
         inv = np.reciprocal(prod[..., d], out=self.vec[4])
         a_pos = np.multiply(diag, inv, out=self.vec[5])
         col = np.matmul(np.swapaxes(s, -1, -2), inv[..., None], out=self.col)[..., 0]  # sum_j alpha_ji
-        ax = np.multiply(prod[..., :d], inv[..., None], out=self.tmp)  # alpha x
-        coef = np.add(col, a_pos, out=col)
-        row = np.subtract(1.0, a_pos, out=a_pos)
-        u, v = self.delta[0][:, :n], self.delta[0][:, n:]
-        np.multiply(z1, coef[..., None], out=u)
-        np.multiply(z2, row[..., None], out=v)
-        u += v  # c z + r z'
-        np.subtract(z2, z1, out=v)
-        v *= row[..., None]  # r (z' - z)
-        small, grad = self.small, self.grads[0]
-        np.matmul(np.swapaxes(ax, -1, -2), x1, out=small[0])
-        np.matmul(self.w[0], small[0], out=grad)
-        grad += np.matmul(np.swapaxes(z1, -1, -2), ax, out=small[1])
-        grad -= np.matmul(np.swapaxes(u, -1, -2), x1, out=small[2])
-        grad += np.matmul(np.swapaxes(v, -1, -2), x2, out=small[3])
+        half_c = np.add(col, a_pos, out=col)
+        half_c *= 0.5
+        half_r = np.subtract(1.0, a_pos, out=a_pos)
+        half_r *= 0.5
+        f = self.delta[0]
+        top, bottom = f[:, :n], f[:, n:]
+        np.multiply(x2, half_r[..., None], out=bottom)  # r x' / 2
+        np.multiply(x1, half_c[..., None], out=top)
+        top += bottom
+        top += bottom
+        np.multiply(prod[..., :d], inv[..., None], out=self.tmp)  # B
+        np.subtract(self.tmp, top, out=top)
+        self._symmetric_gradient(np.swapaxes(f, -1, -2), self.h[0])
         if not want_loss:
             return None
         return np.mean(np.log(prod[..., d]) - shift - pos, axis=-1)
@@ -321,10 +338,10 @@ class Kernel:
             value = np.mean(np.log(prod[..., d]) - shift - pos, axis=-1)
         return delta, value
 
-    def step(self, raw_step: np.ndarray, step: int, record=None, update: bool = True) -> None:
-        """One gd step on the views in raw_step; ``record(kernel, step, loss)`` first sees the weights and
+    def step(self, packed_step: np.ndarray, step: int, record=None, update: bool = True) -> None:
+        """One gd step on the views of packed_step; ``record(kernel, step, loss)`` first sees the weights and
         loss before the step."""
-        self.load(raw_step)
+        self.load(packed_step)
         self.forward()
         if len(self.w) == 1:
             one_layer = self._dot_one_layer if self.loss == "dot" else self._paper_one_layer
@@ -368,7 +385,7 @@ class Kernel:
                 w[bad] = 0.0  # a zero network stays zero: its gradient vanishes
 
     def run(self, raw: np.ndarray, first_step: int, count: int, total: int, record_every: int, record) -> None:
-        """Steps first_step .. first_step + count - 1 on raw (G, block, per_step); step ``total`` only
+        """Steps first_step .. first_step + count - 1 on packed views (G, block, 2, 2N, d); step ``total`` only
         evaluates the final loss."""
         for i in range(count):
             step = first_step + i
@@ -482,7 +499,7 @@ def _train_numpy(weights, strengths, lrs, groups, rngs, layout, base, times, rec
         for k in part:
             k.run(raw, first, n, steps, record_every, record)
 
-    streams = Streams(rngs, layout, steps + 1)  # the extra step: the final loss, as run_gd draws it
+    streams = Streams(rngs, layout, steps + 1, packed=True, dtype=dtype)  # + 1: the final loss, as run_gd draws it
     total, done, which = steps + 1, 0, 0
     raw = streams.fill(which, min(streams.block, total))
     bar = tqdm(total=steps, disable=not progress, desc="sweep", unit="step", delay=1.0)

@@ -124,7 +124,7 @@ class PSDCheck:
         return self.eigenvectors[:, self.negative]
 
 
-def _holm(p_values: np.ndarray, alpha: float) -> np.ndarray:
+def holm(p_values: np.ndarray, alpha: float) -> np.ndarray:
     """Holm's step-down rejections (family-wise error <= alpha under any dependence)."""
     flat = p_values.ravel()
     order = np.argsort(flat, kind="stable")
@@ -135,19 +135,24 @@ def _holm(p_values: np.ndarray, alpha: float) -> np.ndarray:
     return reject.reshape(p_values.shape)
 
 
-def _held_out(select: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Eigen-directions of mean(select) (descending) and the t statistics of v^T X_b v over ``test``."""
+def one_sided_t(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per column of values (samples, k): standard error of the mean, t = mean / se and the one-sided p-value of
+    H0: mean >= 0 (Student's t with samples - 1 degrees of freedom; ``ttest_1samp(..., alternative="less")``)."""
     from scipy.special import stdtr
 
-    sel = np.mean(select, axis=0)
-    vectors = np.linalg.eigh(0.5 * (sel + sel.T))[1][:, ::-1]
-    rayleigh = np.einsum("ik,bij,jk->bk", vectors, test, vectors)
-    n = len(test)
-    mean = rayleigh.mean(axis=0)
-    se = rayleigh.std(axis=0, ddof=1) / np.sqrt(n)
+    n = len(values)
+    mean = values.mean(axis=0)
+    se = values.std(axis=0, ddof=1) / np.sqrt(n)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.where(se > 0, mean / np.where(se > 0, se, 1.0), np.where(mean < 0, -np.inf, np.inf))
-    return vectors, se, t, stdtr(n - 1, t)
+    return se, t, stdtr(n - 1, t)
+
+
+def _held_out(select: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Eigen-directions of mean(select) (descending) and the t statistics of v^T X_b v over ``test``."""
+    sel = np.mean(select, axis=0)
+    vectors = np.linalg.eigh(0.5 * (sel + sel.T))[1][:, ::-1]
+    return vectors, *one_sided_t(np.einsum("ik,bij,jk->bk", vectors, test, vectors))
 
 
 def psd_check(
@@ -202,7 +207,7 @@ def psd_check(
     halves = (samples[:half], samples[half:])
     splits = [_held_out(halves[s], halves[1 - s]) for s in (0, 1)]
     directions, errors, stats, p_values = (np.stack(parts) for parts in zip(*splits, strict=True))
-    reject = stats < -z_score if z_score is not None else _holm(p_values, alpha)
+    reject = stats < -z_score if z_score is not None else holm(p_values, alpha)
     n_significant = (int(reject[0].sum()), int(reject[1].sum()))
     n_negative = min(max(n_significant), relative)
     tol = np.maximum(rel_tol, -values)  # not negative ...

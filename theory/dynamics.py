@@ -49,20 +49,29 @@ def _t(a: np.ndarray) -> np.ndarray:
     return np.swapaxes(a, -1, -2)
 
 
+def haar_orthogonal(dim: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` Haar-random orthogonal (dim x dim) matrices: Q of a Gaussian matrix's QR with R's diagonal made
+    positive (Mezzadri 2007), the same draws and arithmetic as ``scipy.stats.ortho_group.rvs(dim, count, rng)``
+    (tested equal) without importing scipy.stats."""
+    z = rng.normal(size=(count, dim, dim))
+    q, r = np.linalg.qr(z)
+    d = r.diagonal(offset=0, axis1=-2, axis2=-1)
+    q *= (d / abs(d))[..., np.newaxis, :]
+    return q
+
+
 def spectral_init(
     singular_values: np.ndarray, layers: int, rng: np.random.Generator, batch_shape: tuple = ()
 ) -> Weights:
     """Square layers W = U diag(singular_values) V^T with U, V Haar-random orthogonal, independent per layer."""
-    from scipy.stats import ortho_group  # deferred: scipy.stats costs ~1 s to import
-
     s = np.asarray(singular_values, dtype=np.float64)
     dim = s.size
     count = int(np.prod(batch_shape)) * layers
-    if dim == 1:  # ortho_group needs dim >= 2; the 1x1 orthogonal matrices are +-1
+    if dim == 1:  # the 1x1 orthogonal matrices are +-1
         u, v = rng.choice([-1.0, 1.0], (2, count, 1, 1))
     else:
-        u = ortho_group.rvs(dim, size=max(count, 2), random_state=rng)[:count]
-        v = ortho_group.rvs(dim, size=max(count, 2), random_state=rng)[:count]
+        u = haar_orthogonal(dim, max(count, 2), rng)[:count]
+        v = haar_orthogonal(dim, max(count, 2), rng)[:count]
     w = (u * s[None, None, :]) @ _t(v)
     w = w.reshape(*batch_shape, layers, dim, dim)
     return [np.ascontiguousarray(w[..., layer, :, :]) for layer in range(layers)]

@@ -30,7 +30,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from . import toy
-from .covariance import COVARIANCE_LOSSES, contrastive_covariance, psd_check
+from .covariance import COVARIANCE_LOSSES, contrastive_covariance, holm, one_sided_t, psd_check
 from .dynamics import (
     ODE_METHODS,
     DivergenceError,
@@ -290,21 +290,13 @@ def self_consistent(cfg: SimConfig, weights: list[np.ndarray], candidates: np.nd
     W (I - P), P the projector on the candidates. Tested on fresh batches (independent of the ones that chose
     the candidates): one-sided t test of v^T X_b v < 0 per direction, Holm-corrected at ``alpha``.
     """
-    from scipy.stats import ttest_1samp
-
     k = candidates.shape[1]
     if k == 0:
         return np.zeros(0, dtype=bool)
     stripped = end_to_end(weights) @ (np.eye(cfg.dim) - candidates @ candidates.T)
     samples = covariance_samples(cfg, [stripped], rng)
     rayleigh = np.einsum("ik,bij,jk->bk", candidates, samples, candidates)
-    p_values = np.atleast_1d(ttest_1samp(rayleigh, 0.0, alternative="less").pvalue)
-    order = np.argsort(p_values)
-    passed = p_values[order] <= alpha / (k - np.arange(k))
-    stop = k if passed.all() else int(np.argmin(passed))
-    keep = np.zeros(k, dtype=bool)
-    keep[order[:stop]] = True
-    return keep
+    return holm(one_sided_t(rayleigh)[2], alpha)
 
 
 def _x_predictions(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator, verdict: CollapseVerdict,

@@ -7,7 +7,7 @@ import pytest
 from _theory_helpers import central_diff, random_orthogonal, random_views, torch_losses
 from scipy.special import logsumexp, softmax
 
-from theory.covariance import _holm, apriori_covariance, contrastive_covariance, psd_check
+from theory.covariance import apriori_covariance, contrastive_covariance, holm, psd_check
 from theory.dynamics import loss_and_gradients
 from theory.predict import negative_subspace
 from theory.toy import toy_views
@@ -271,7 +271,7 @@ def test_holm_equals_closed_testing_with_bonferroni():
                 for size in range(1, 7) for sub in combinations(range(6), size) if i in sub)
             for i in range(6)
         ])
-        np.testing.assert_array_equal(_holm(p, alpha), brute)
+        np.testing.assert_array_equal(holm(p, alpha), brute)
 
 
 def test_psd_check_sample_errors():

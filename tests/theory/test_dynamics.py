@@ -14,6 +14,7 @@ from theory.dynamics import (
     expm_solution,
     fixed_covariance_gradients,
     forward,
+    haar_orthogonal,
     loss_and_gradients,
     paper_init,
     run_gd,
@@ -265,3 +266,14 @@ def test_run_ode_stops_at_its_evaluation_budget():
     x, xa = random_views(rng, 8, 3)
     with pytest.raises(EvaluationBudgetError):
         run_ode([rng.standard_normal((3, 3))], 50.0, views=(x, xa), max_evaluations=10)
+
+
+@pytest.mark.parametrize("dim,count", [(2, 1), (5, 3), (16, 4)])
+def test_haar_orthogonal_is_scipys_ortho_group_draw(dim, count):
+    from scipy.stats import ortho_group
+
+    ours = haar_orthogonal(dim, count, np.random.default_rng(7))
+    theirs = ortho_group.rvs(dim, size=count, random_state=np.random.default_rng(7)).reshape(count, dim, dim)
+    np.testing.assert_array_equal(ours, theirs)
+    np.testing.assert_allclose(ours @ np.swapaxes(ours, -1, -2), np.broadcast_to(np.eye(dim), ours.shape),
+                               atol=1e-12)
