@@ -51,6 +51,15 @@ def _pair_covariance(weights: np.ndarray, x: np.ndarray) -> np.ndarray:
     return _t(x) @ ((out_w + in_w) * x) - cross - _t(cross)
 
 
+def _checked(x, x_aug, weight) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x, x_aug, weight = (np.asarray(a, dtype=np.float64) for a in (x, x_aug, weight))
+    if x.shape != x_aug.shape:
+        raise ValueError(f"views must have the same shape, got {x.shape} and {x_aug.shape}")
+    if weight.shape[-1] != x.shape[-1]:
+        raise ValueError(f"weight has input dimension {weight.shape[-1]}, data has {x.shape[-1]}")
+    return x, x_aug, weight
+
+
 def contrastive_covariance(
     x: np.ndarray,
     x_aug: np.ndarray,
@@ -62,13 +71,7 @@ def contrastive_covariance(
 
     x, x_aug: (..., N, d) the two views; weight: (..., d_out, d) the end-to-end linear map.
     """
-    x = np.asarray(x, dtype=np.float64)
-    x_aug = np.asarray(x_aug, dtype=np.float64)
-    weight = np.asarray(weight, dtype=np.float64)
-    if x.shape != x_aug.shape:
-        raise ValueError(f"views must have the same shape, got {x.shape} and {x_aug.shape}")
-    if weight.shape[-1] != x.shape[-1]:
-        raise ValueError(f"weight has input dimension {weight.shape[-1]}, data has {x.shape[-1]}")
+    x, x_aug, weight = _checked(x, x_aug, weight)
     n = x.shape[-2]
     z, z_aug = x @ _t(weight), x_aug @ _t(weight)
     if loss == "paper":
@@ -80,16 +83,38 @@ def contrastive_covariance(
         sigma1 = _t(eps) @ ((1.0 - a_pos)[..., None] * eps) / n
         return sigma0 - sigma1, sigma0, sigma1
     if loss == "dot":
-        logits = z @ _t(z_aug) / temperature
-        logits -= logits.max(axis=-1, keepdims=True)
-        p = np.exp(logits)
-        p /= p.sum(axis=-1, keepdims=True)
-        m = np.eye(n) - p
-        half = _t(x) @ m @ x_aug
-        cov = (half + _t(half)) / (temperature * n)
+        p = _dot_softmax(z, z_aug, temperature)
+        cov = _dot_x(p, x, x_aug, temperature)
         sigma0 = _pair_covariance(p, x) / (temperature * n)
         return cov, sigma0, sigma0 - cov
     raise ValueError(f"X is defined for the losses {', '.join(COVARIANCE_LOSSES)}, not {loss!r}")
+
+
+def _dot_softmax(z: np.ndarray, z_aug: np.ndarray, temperature: float) -> np.ndarray:
+    """p = softmax(z z'^T / tau) row-wise."""
+    logits = z @ _t(z_aug) / temperature
+    logits -= logits.max(axis=-1, keepdims=True)
+    p = np.exp(logits, out=logits)
+    p /= p.sum(axis=-1, keepdims=True)
+    return p
+
+
+def _dot_x(p: np.ndarray, x: np.ndarray, x_aug: np.ndarray, temperature: float) -> np.ndarray:
+    """X = (x^T (I - p) x' + x'^T (I - p)^T x) / (tau N) of the dot loss."""
+    half = _t(x) @ x_aug - (_t(x) @ p) @ x_aug
+    return (half + _t(half)) / (temperature * x.shape[-2])
+
+
+def contrastive_x(
+    x: np.ndarray, x_aug: np.ndarray, weight: np.ndarray, loss: str = "paper",
+    temperature: float = DEFAULT_TEMPERATURE,
+) -> np.ndarray:
+    """X alone (``contrastive_covariance(...)[0]``), without the dot loss's Sigma0 and Sigma1."""
+    if loss != "dot":
+        return contrastive_covariance(x, x_aug, weight, loss, temperature)[0]
+    x, x_aug, weight = _checked(x, x_aug, weight)
+    p = _dot_softmax(x @ _t(weight), x_aug @ _t(weight), temperature)
+    return _dot_x(p, x, x_aug, temperature)
 
 
 @dataclass

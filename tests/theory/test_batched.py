@@ -37,6 +37,20 @@ def test_kernel_reproduces_each_single_run_trajectory(loss, layers, noisy_views,
     assert rngs[2].standard_normal() == ref_rng.standard_normal()
 
 
+@pytest.mark.parametrize(("loss", "layers"), [("dot", 1), ("paper", 1), ("dot", 2), ("paper", 2)])
+def test_row_shifted_exponentials_give_the_same_trajectory(loss, layers, monkeypatch):
+    """With the overflow limit at 1e-3 every step takes the shifted route (rows minus their maxima)."""
+    import theory.batched
+
+    base = SimConfig(loss=loss, layers=layers, noisy_views=2, **SMALL)
+    plain, _ = train_batched(np.array([1.0, 3.0]), base, record_every=20)
+    monkeypatch.setitem(theory.batched.EXP_LIMIT, "float64", 1e-3)
+    shifted, _ = train_batched(np.array([1.0, 3.0]), base, record_every=20)
+    for a, b in zip(plain.weights, shifted.weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(plain.losses, shifted.losses, rtol=1e-12)
+
+
 def test_kernel_matches_run_gd_with_per_step_draws_at_the_benchmark_size():
     """N = 128, d = 16, dot loss, two noisy views: kernel vs run_gd on toy_views for one seed."""
     from theory.dynamics import run_gd

@@ -7,7 +7,7 @@ import pytest
 from _theory_helpers import central_diff, random_orthogonal, random_views, torch_losses
 from scipy.special import logsumexp, softmax
 
-from theory.covariance import apriori_covariance, contrastive_covariance, holm, psd_check
+from theory.covariance import apriori_covariance, contrastive_covariance, contrastive_x, holm, psd_check
 from theory.dynamics import loss_and_gradients
 from theory.predict import negative_subspace
 from theory.toy import toy_views
@@ -66,6 +66,7 @@ def test_x_is_fixed_by_finite_difference_gradient_of_an_independent_loss(loss, s
     x_fd = -np.linalg.pinv(w) @ grad
     cov = contrastive_covariance(x, xa, w, loss, TAU)[0]
     np.testing.assert_allclose(cov, x_fd, rtol=1e-6, atol=1e-7 * np.abs(cov).max())
+    np.testing.assert_allclose(contrastive_x(x, xa, w, loss, TAU), x_fd, rtol=1e-6, atol=1e-7 * np.abs(cov).max())
     np.testing.assert_allclose(x_fd, x_fd.T, atol=1e-6 * np.abs(cov).max())  # Lemma 2: X is symmetric
 
 
