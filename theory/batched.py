@@ -74,19 +74,22 @@ class Layout:
         return clean, first, second
 
     def pack(self, raw: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """Rearrange raw (G, T, per_step) into out (G, T, 2, 2N, d): ``out[..., 0, :, :]`` = [clean; clean] and
-        ``out[..., 1, :, :]`` = [noise of x; noise of x'], zero on the clean dimensions (and for a clean x), so
-        that [x; x'] = out[..., 0] + strength * out[..., 1] in two whole-array passes per configuration."""
+        """Rearrange raw (G, T, per_step) into out (G, T, 2, 2N, d + 1): ``out[..., 0, :, :]`` = [clean, 1;
+        clean, 1] and ``out[..., 1, :, :]`` = [noise of x, 0; noise of x', 0], zero on the clean dimensions (and
+        for a clean x), so that [x, 1; x', 1] = out[..., 0] + strength * out[..., 1] in two whole-array passes
+        per configuration; the column of ones turns a product e [x', 1] into [e x', row sums]."""
         clean, first, second = self.split(raw)
-        n, lo = self.samples, self.dim - self.augmented_dims
-        np.copyto(out[..., 0, :n, :], clean, casting="same_kind")
-        np.copyto(out[..., 0, n:, :], clean, casting="same_kind")
+        n, lo, d = self.samples, self.dim - self.augmented_dims, self.dim
+        out[..., 0, :, d] = 1.0
+        out[..., 1, :, d] = 0.0
+        np.copyto(out[..., 0, :n, :d], clean, casting="same_kind")
+        np.copyto(out[..., 0, n:, :d], clean, casting="same_kind")
         out[..., 1, :, :lo] = 0.0
         if second is None:
-            out[..., 1, :n, lo:] = 0.0
+            out[..., 1, :n, lo:d] = 0.0
         else:
-            np.copyto(out[..., 1, :n, lo:], second, casting="same_kind")
-        np.copyto(out[..., 1, n:, lo:], first, casting="same_kind")
+            np.copyto(out[..., 1, :n, lo:d], second, casting="same_kind")
+        np.copyto(out[..., 1, n:, lo:d], first, casting="same_kind")
         return out
 
     def views(self, raw: np.ndarray, strengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +119,7 @@ class Streams:
         per = 8 * layout.per_step * len(rngs)
         self.block = int(max(1, min(256, total_steps, STREAM_BYTES // per)))
         self.buffers = [np.empty((len(rngs), self.block, layout.per_step)) for _ in range(2)]
-        shape = (len(rngs), self.block, 2, 2 * layout.samples, layout.dim)
+        shape = (len(rngs), self.block, 2, 2 * layout.samples, layout.dim + 1)
         self.packed = [np.empty(shape, dtype) for _ in range(2)] if packed else None
 
     def fill(self, which: int, count: int) -> np.ndarray:
@@ -148,9 +151,10 @@ class Kernel:
         scale = 1.0 / (self.tau * n) if loss == "dot" else 1.0 / n
         self.step_scale = (np.asarray(lrs, dtype=np.float64) * scale).astype(self.dtype)[:, None, None]
         f, layers = self.dtype, len(weights)
-        self.noise = np.empty((c, 2 * n, d), f)
+        self.views = np.empty((c, 2 * n, d + 1), f)  # [x, 1; x', 1]
+        self.noise = np.empty_like(self.views)
         self.scale = self.strengths[:, None, None].astype(f)
-        self.h = [np.empty((c, 2 * n, d), f) for _ in range(layers + 1)]  # h[0] = [x; x'], h[L] = z
+        self.h = [self.views[..., :d]] + [np.empty((c, 2 * n, d), f) for _ in range(layers)]  # h[L] = z
         self.s = np.empty((c, n, n), f)
         self.one = np.ones((c, n, d + 1), f)  # [., 1]: the last column is never overwritten
         self.rhs = np.empty((c, n, d + 1), f)
@@ -167,12 +171,12 @@ class Kernel:
         self.diverged = np.full(c, -1, dtype=np.int64)
 
     def load(self, packed_step: np.ndarray) -> None:
-        """[x; x'] = clean + strength * noise from one step of the seeds' packed streams, (G, 2, 2N, d)
+        """[x; x'] = clean + strength * noise from one step of the seeds' packed streams, (G, 2, 2N, d + 1)
         (``Layout.pack``); bitwise ``toy_views`` in float64."""
-        np.take(packed_step[:, 0], self.groups, axis=0, out=self.h[0], mode="clip")
+        np.take(packed_step[:, 0], self.groups, axis=0, out=self.views, mode="clip")
         np.take(packed_step[:, 1], self.groups, axis=0, out=self.noise, mode="clip")
         self.noise *= self.scale
-        self.h[0] += self.noise
+        self.views += self.noise
 
     def forward(self) -> np.ndarray:
         for layer, w in enumerate(self.w):
@@ -234,8 +238,7 @@ class Kernel:
         n, d = self.layout.samples, self.layout.dim
         x1, x2 = self.h[0][:, :n], self.h[0][:, n:]
         s, top = self._dot_exp_logits()
-        self.one[..., :d] = x2
-        prod = np.matmul(s, self.one, out=self.prod)  # [e x', t]
+        prod = np.matmul(s, self.views[:, n:], out=self.prod)  # [e x', t]
         inv = np.reciprocal(prod[..., d], out=self.vec[0])
         q = np.multiply(prod[..., :d], inv[..., None], out=self.tmp)
         q -= x2  # D
@@ -291,8 +294,7 @@ class Kernel:
         n, d = self.layout.samples, self.layout.dim
         x1, x2 = self.h[0][:, :n], self.h[0][:, n:]
         s, diag, shift, pos = self._paper_logits()
-        self.one[..., :d] = x1
-        prod = np.matmul(s, self.one, out=self.prod)  # [e x, t]
+        prod = np.matmul(s, self.views[:, :n], out=self.prod)  # [e x, t]
         inv = np.reciprocal(prod[..., d], out=self.vec[4])
         a_pos = np.multiply(diag, inv, out=self.vec[5])
         col = np.matmul(np.swapaxes(s, -1, -2), inv[..., None], out=self.col)[..., 0]  # sum_j alpha_ji
@@ -388,7 +390,7 @@ class Kernel:
                 w[bad] = 0.0  # a zero network stays zero: its gradient vanishes
 
     def run(self, raw: np.ndarray, first_step: int, count: int, total: int, record_every: int, record) -> None:
-        """Steps first_step .. first_step + count - 1 on packed views (G, block, 2, 2N, d); step ``total`` only
+        """Steps first_step .. first_step + count - 1 on packed views (G, block, 2, 2N, d + 1); step ``total`` only
         evaluates the final loss."""
         for i in range(count):
             step = first_step + i
@@ -591,19 +593,22 @@ def sweep(
     flat_group = np.array([seed_index[int(r)] for r in seed_of.ravel()])
     w_final = end_to_end([a.astype(np.float64) for a in traj.final]).reshape(-1, base.dim, base.dim)
 
-    def predicted(weight: np.ndarray) -> np.ndarray:
-        samples = []
-        for _ in range(X_BATCHES):
-            raw = np.stack([rng.standard_normal(layout.per_step) for rng in rngs.values()])
-            x, x_aug = layout.views(raw[flat_group], strength_of.ravel())
-            samples.append(contrastive_x(x, x_aug, weight, base.loss, base.temperature))
-        samples = np.stack(samples)
-        counts = np.array([psd_check(samples[:, i].mean(0), samples=samples[:, i]).n_negative
-                           for i in range(samples.shape[1])])
-        return counts.reshape(shape)
+    # every batch drawn first, in the order of a sequential evaluation, then X and the tests on worker threads
+    raws = [np.stack([rng.standard_normal(layout.per_step) for rng in rngs.values()])[flat_group]
+            for _ in range(2 * X_BATCHES)]
+    weights = [np.zeros((len(flat_group), 1, base.dim)), w_final]
 
-    with threadpool_limits(limits=1, user_api="blas"):
-        result["predicted_apriori"] = predicted(np.zeros((len(flat_group), 1, base.dim)))
-        late = predicted(w_final)
+    def x_sample(index: int) -> np.ndarray:  # batch index % X_BATCHES at weights[index // X_BATCHES]
+        x, x_aug = layout.views(raws[index], strength_of.ravel())
+        return contrastive_x(x, x_aug, weights[index // X_BATCHES], base.loss, base.temperature)
+
+    def negatives(samples: np.ndarray) -> int:
+        return psd_check(samples.mean(0), samples=samples).n_negative
+
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(threads or os.cpu_count()) as pool:
+        samples = np.stack(list(pool.map(x_sample, range(2 * X_BATCHES))))
+        samples = samples.reshape(2, X_BATCHES, *samples.shape[1:])
+        counts = list(pool.map(negatives, (samples[w, :, i] for w in range(2) for i in range(len(flat_group)))))
+    result["predicted_apriori"], late = np.array(counts).reshape(2, *shape)
     result["predicted_late"] = np.where(diverged, -1, late)
     return result
