@@ -122,15 +122,17 @@ class Streams:
         shape = (len(rngs), self.block, 2, 2 * layout.samples, layout.dim + 1)
         self.packed = [np.empty(shape, dtype) for _ in range(2)] if packed else None
 
-    def fill(self, which: int, count: int) -> np.ndarray:
-        """Draw the next ``count`` steps of every seed into buffer ``which``; returns it."""
+    def fill(self, which: int, count: int, seeds: list[int] | None = None) -> np.ndarray:
+        """Draw the next ``count`` steps of the given seeds (default all) into buffer ``which``; returns it."""
         buf = self.buffers[which]
-        for g, rng in enumerate(self.rngs):
-            rng.standard_normal(out=buf[g, :count])
-        if self.packed is None:
-            return buf
-        self.layout.pack(buf[:, :count], self.packed[which][:, :count])
-        return self.packed[which]
+        for g in range(len(self.rngs)) if seeds is None else seeds:
+            self.rngs[g].standard_normal(out=buf[g, :count])
+            if self.packed is not None:
+                self.layout.pack(buf[g, :count], self.packed[which][g, :count])
+        return self.output(which)
+
+    def output(self, which: int) -> np.ndarray:
+        return self.buffers[which] if self.packed is None else self.packed[which]
 
 
 class Kernel:
@@ -498,11 +500,16 @@ def _train_numpy(weights, strengths, lrs, groups, rngs, layout, base, times, rec
         for snap, a in zip(snaps, k.w, strict=True):
             snap[i, k.lo : k.lo + len(a)] = a
 
+    # each worker trains its share of the blocks on one stretch of views, then draws its share of the seeds'
+    # next stretch into the other buffer: ``threads`` busy cores, no thread left waiting on a drawing one
     share = [kernels[i::threads] for i in range(threads)]
+    seed_share = [list(range(i, len(rngs), threads)) for i in range(threads)]
 
-    def work(part: list[Kernel], raw: np.ndarray, first: int, n: int) -> None:
-        for k in part:
+    def work(i: int, raw: np.ndarray, first: int, n: int, which: int, following: int) -> None:
+        for k in share[i]:
             k.run(raw, first, n, steps, record_every, record)
+        if following:
+            streams.fill(which, following, seed_share[i])
 
     streams = Streams(rngs, layout, steps + 1, packed=True, dtype=dtype)  # + 1: the final loss, as run_gd draws it
     total, done, which = steps + 1, 0, 0
@@ -510,19 +517,15 @@ def _train_numpy(weights, strengths, lrs, groups, rngs, layout, base, times, rec
     bar = tqdm(total=steps, disable=not progress, desc="sweep", unit="step", delay=1.0)
     with np.errstate(over="ignore", invalid="ignore"), threadpool_limits(limits=blas_threads, user_api="blas"), \
             ThreadPoolExecutor(threads) as pool:
-        while done < total:  # the workers train on one stretch of views while this thread draws the next
+        while done < total:
             n = min(streams.block, total - done)
-            futures = [pool.submit(work, part, raw, done, n) for part in share if part]
-            nxt = min(streams.block, total - done - n)
-            if nxt:
-                which = 1 - which
-                following = streams.fill(which, nxt)
-            for f in futures:
+            following = min(streams.block, total - done - n)
+            which = 1 - which
+            for f in [pool.submit(work, i, raw, done, n, which, following) for i in range(threads)]:
                 f.result()
             done += n
             bar.update(min(n, steps - bar.n))
-            if nxt:
-                raw = following
+            raw = streams.output(which)
     bar.close()
     diverged = np.concatenate([k.diverged for k in kernels])
     return snaps, losses, diverged
