@@ -74,16 +74,35 @@ def train_torch(weights, strengths, lrs, groups, rngs, layout, base, times, reco
             torch.mul(raw[:, n * (d + k) :].view(c, n, k), strength, out=noise)
             x[..., lo:].add_(noise)
 
+    def dot_logits() -> None:
+        """s = exp(z z'^T / tau - row maxima) in place, the maxima in ``top``."""
+        z1, z2 = h[-1][:, :n], h[-1][:, n:]
+        torch.bmm(z1, _t(z2), out=s)
+        s.mul_(1.0 / tau)
+        torch.amax(s, dim=-1, keepdim=True, out=top)
+        s.sub_(top).exp_()
+
+    def paper_logits() -> tuple[torch.Tensor, torch.Tensor]:
+        """s = exp of Eqn 2's logits (rows shifted) in place; returns (|z_i|^2 / 2, the positives' log-weights)."""
+        z1, z2 = h[-1][:, :n], h[-1][:, n:]
+        half = 0.5 * (z1 * z1).sum(-1)
+        pos = -0.5 * ((z1 - z2) ** 2).sum(-1)
+        one[..., :d].copy_(z1)
+        rhs[..., :d].copy_(z1)
+        rhs[..., d].copy_(-half)
+        torch.bmm(one, _t(rhs), out=s)
+        s.diagonal(dim1=-2, dim2=-1).copy_(pos + half)
+        torch.amax(s, dim=-1, keepdim=True, out=top)
+        s.sub_(top).exp_()
+        return half, pos
+
     def loss_gradient() -> torch.Tensor:
         """delta = [g_z; g_z'] (up to step_scale); returns the per-configuration batch-mean loss."""
         z = h[-1]
         z1, z2 = z[:, :n], z[:, n:]
         dl = delta[0]
         if loss == "dot":
-            torch.bmm(z1, _t(z2), out=s)
-            s.mul_(1.0 / tau)
-            torch.amax(s, dim=-1, keepdim=True, out=top)
-            s.sub_(top).exp_()
+            dot_logits()
             one[..., :d].copy_(z2)
             torch.bmm(s, one, out=prod)
             inv = prod[..., d:].reciprocal()
@@ -94,16 +113,7 @@ def train_torch(weights, strengths, lrs, groups, rngs, layout, base, times, reco
             dl[:, n:].sub_(z1)
             lse = prod[..., d].log() + top[..., 0]
             return (lse - (z1 * z2).sum(-1) / tau).mean(-1)
-        sq = (z1 * z1).sum(-1)
-        pos = -0.5 * ((z1 - z2) ** 2).sum(-1)
-        half = 0.5 * sq
-        one[..., :d].copy_(z1)
-        rhs[..., :d].copy_(z1)
-        rhs[..., d].copy_(-half)
-        torch.bmm(one, _t(rhs), out=s)
-        s.diagonal(dim1=-2, dim2=-1).copy_(pos + half)
-        torch.amax(s, dim=-1, keepdim=True, out=top)
-        s.sub_(top).exp_()
+        half, pos = paper_logits()  # leaves one = [z, 1]
         torch.bmm(s, one, out=prod)
         inv = prod[..., d:].reciprocal()
         a_pos = s.diagonal(dim1=-2, dim2=-1)[..., None] * inv
@@ -116,29 +126,47 @@ def train_torch(weights, strengths, lrs, groups, rngs, layout, base, times, reco
         g_aug.mul_(1.0 - a_pos)
         return (prod[..., d].log() + top[..., 0] - half - pos).mean(-1)
 
+    def symmetric_gradient(left: torch.Tensor, right: torch.Tensor) -> None:
+        """grads[0] = W (M + M^T) with M = left^T right (numpy ``Kernel._symmetric_gradient``)."""
+        m = torch.bmm(_t(left), right)
+        torch.bmm(w[0], m + _t(m), out=grads[0])
+
     def dot_one_layer() -> torch.Tensor:
-        """dL/dW = W Q^T x - z'^T x + z^T (Q - x'), Q = p x' (numpy ``Kernel._dot_one_layer``) into grads[0]."""
+        """dL/dW = W (M + M^T), M = (p x' - x')^T x (numpy ``Kernel._dot_one_layer``) into grads[0]."""
         x1, x2 = h[0][:, :n], h[0][:, n:]
         z1, z2 = h[1][:, :n], h[1][:, n:]
-        torch.bmm(z1, _t(z2), out=s)
-        s.mul_(1.0 / tau)
-        torch.amax(s, dim=-1, keepdim=True, out=top)
-        s.sub_(top).exp_()
+        dot_logits()
         one[..., :d].copy_(x2)
         torch.bmm(s, one, out=prod)
-        torch.mul(prod[..., :d], prod[..., d:].reciprocal(), out=tmp)  # Q
-        g = grads[0]
-        torch.bmm(w[0], torch.bmm(_t(tmp), x1), out=g)
-        g.sub_(torch.bmm(_t(z2), x1)).add_(torch.bmm(_t(z1), tmp.sub_(x2)))
+        torch.mul(prod[..., :d], prod[..., d:].reciprocal(), out=tmp)
+        symmetric_gradient(tmp.sub_(x2), x1)
         lse = prod[..., d].log() + top[..., 0]
         return (lse - (z1 * z2).sum(-1) / tau).mean(-1)
+
+    def paper_one_layer() -> torch.Tensor:
+        """dL/dW = W (K + K^T), K = F^T [x; x'], F = [alpha x - r x' - c x / 2; r x' / 2] (numpy
+        ``Kernel._paper_one_layer``) into grads[0]."""
+        x1, x2 = h[0][:, :n], h[0][:, n:]
+        half, pos = paper_logits()
+        one[..., :d].copy_(x1)
+        torch.bmm(s, one, out=prod)  # [e x, t]
+        inv = prod[..., d:].reciprocal()
+        a_pos = s.diagonal(dim1=-2, dim2=-1)[..., None] * inv
+        half_c = 0.5 * (torch.bmm(_t(s), inv) + a_pos)
+        f = delta[0]
+        top_rows, bottom = f[:, :n], f[:, n:]
+        torch.mul(x2, 0.5 * (1.0 - a_pos), out=bottom)
+        torch.mul(prod[..., :d], inv, out=top_rows)
+        top_rows.sub_(x1 * half_c).sub_(bottom).sub_(bottom)
+        symmetric_gradient(f, h[0])
+        return (prod[..., d].log() + top[..., 0] - half - pos).mean(-1)
 
     def step(raw_step: torch.Tensor, number: int) -> None:
         load(raw_step)
         for layer, a in enumerate(w):
             torch.matmul(h[layer], _t(a), out=h[layer + 1])
-        one_layer = loss == "dot" and len(w) == 1
-        value = dot_one_layer() if one_layer else loss_gradient()
+        one_layer = len(w) == 1
+        value = (dot_one_layer() if loss == "dot" else paper_one_layer()) if one_layer else loss_gradient()
         if number == steps or number % record_every == 0:
             record(number, value)
         if number == steps:

@@ -76,7 +76,7 @@ def test_diverging_configuration_is_flagged_and_the_others_are_untouched():
 
 def test_torch_backend_equals_numpy_on_cpu():
     pytest.importorskip("torch")
-    for loss, layers, views in (("dot", 1, 2), ("paper", 2, 1)):
+    for loss, layers, views in (("dot", 1, 2), ("paper", 1, 1), ("paper", 2, 1), ("dot", 2, 2)):
         base = SimConfig(loss=loss, layers=layers, noisy_views=views, init="paper", **SMALL)
         args = (np.array([[0.5], [2.5]]), base)
         a, _ = train_batched(*args, record_every=10, seeds=np.array([[0, 3]]))
