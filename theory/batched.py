@@ -16,12 +16,15 @@ Kernel, per step, for a block of configurations (leading axis c) with views X = 
   written on the diagonal; e [z, 1] and e^T [z / t, 1 / t] give alpha z, alpha^T z and the column sums
   (``losses.paper_loss``, Eqn 4);
 * backward ``dL/dW_l = delta_l^T h_{l-1}``, ``delta_{l-1} = delta_l W_l`` (Eqn 8-9), then W_l -= lr dL/dW_l;
-  for one layer the weight gradient needs a single N x N product after the logits (dot loss,
-  ``Kernel._dot_one_layer``) or one product and one matrix-vector product (Eqn 2, ``Kernel._paper_one_layer``).
+  for one layer both losses' gradients are W (M + M^T) with M a d x d product of N-row factors, so one N x N
+  product follows the logits (dot loss, ``Kernel._dot_one_layer``), plus one matrix-vector product for
+  Eqn 2 (``Kernel._paper_one_layer``).
 
-Every array is allocated once per block and reused (``out=``, in-place exp), the N x N block of a few
-configurations stays in cache, and blocks run on worker threads (numpy releases the GIL in matmul and
-exp) while the main thread draws the next stretch of views.
+Every array is allocated once per block and reused (``out=``, in-place exponentials, computed as exp2 of the
+logits in base 2, which numpy evaluates faster); the views carry a column of ones, so e [x', 1] needs no
+copy. Blocks run on worker threads (numpy releases the GIL in matmul and the ufuncs); each worker trains its
+blocks on one stretch of views, then draws its share of the seeds' next stretch, so ``threads`` is the
+number of busy cores.
 """
 
 from __future__ import annotations
@@ -440,9 +443,9 @@ def train_batched(
     Returns the trajectory (weights (T, *shape, d, d), losses (T, *shape), ``info['diverged_at']`` the time
     each configuration's weights passed 1e8, NaN if never; such a network is zeroed and stops) and each
     seed's generator, positioned after training as ``simulate``'s is.
-    ``threads`` worker threads (default: one per CPU core) run blocks of ``config_block`` configurations;
-    ``blas_threads`` BLAS threads each (threads over blocks measure faster than BLAS threads on these small
-    products). ``backend="torch"`` runs the same kernel in torch on ``device`` (and ``views``, see
+    ``threads`` worker threads (default: one per CPU core) run blocks of ``config_block`` configurations and
+    draw the views, with ``blas_threads`` BLAS threads each (threads over blocks measure faster than BLAS
+    threads on these small products). ``backend="torch"`` runs the same kernel in torch on ``device`` (and ``views``, see
     ``torch_kernel``).
     """
     shape, s_flat, seed_flat, lr_flat = _as_configs(strengths, seeds, lrs, base)
