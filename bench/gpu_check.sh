@@ -9,7 +9,7 @@
 #    (eager: also with the views the other way, two calls; one_call_over_two_calls),
 #    the augmentation alone, and the LARS step vectorized vs the per-parameter loop; it reports MFU.
 #    Goals: full step >= 60,000 views/s, full/model >= 0.95, LARS >= 5x faster than the loop.
-# 2. bench/jpeg_decode.py: the imagefolder worker pipeline vs batched decode_jpeg on the GPU (generated JPEGs).
+# 2. bench/jpeg_decode.py: both imagefolder input paths (--decode workers / device: nvJPEG) and decode_jpeg alone.
 # 3. A short mnist5k run, SimCLR (mlp projector) vs DirectCLR, with the spectrum logged; its logged rate is
 #    compared with the bench's full-step rate (goal >= 0.9).
 # Needs only torch + torchvision (no network). mnist5k reads the cache file mnist5k-v1.npz from

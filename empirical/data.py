@@ -361,8 +361,11 @@ class FolderBytes(torch.utils.data.Dataset):
         return read_file(path), label, crop_seed, path
 
 
-def _as_lists(items: list) -> tuple[list, ...]:
-    return tuple(map(list, zip(*items, strict=True)))
+def _collate_bytes(items: list) -> tuple:
+    """The batch's files as one flat uint8 tensor + lengths: one shared-memory block per batch (a tensor per
+    file would pass a file descriptor per file between processes and run out of them)."""
+    data, labels, seeds, paths = zip(*items, strict=True)
+    return torch.cat(data), [len(d) for d in data], list(labels), list(seeds), list(paths)
 
 
 def _is_jpeg(data: torch.Tensor) -> bool:
@@ -430,16 +433,14 @@ def folder_batches(
         pin_memory=device.type == "cuda" and not on_device,
         persistent_workers=False,
         prefetch_factor=4 if workers else None,
-        collate_fn=_as_lists if on_device else None,
+        collate_fn=_collate_bytes if on_device else None,
     )
     nb = device.type == "cuda"
     for step, item in zip(range(start, total), loader, strict=False):
         if on_device:
-            data, labels, crop_seeds, paths = item
-            views = [
-                crop_views(img, s, ds.size, ds.scale_min)
-                for img, s in zip(decode_images(data, paths, device), crop_seeds, strict=True)
-            ]
+            flat, lengths, labels, crop_seeds, paths = item
+            images = decode_images(list(flat.split(lengths)), paths, device)
+            views = [crop_views(img, s, ds.size, ds.scale_min) for img, s in zip(images, crop_seeds, strict=True)]
             x1, x2 = (torch.stack(v) for v in zip(*views, strict=True))
             y = torch.tensor(labels, dtype=torch.int64).to(device, non_blocking=nb)
         else:
