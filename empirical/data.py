@@ -248,7 +248,9 @@ def memory_batches(
     for step in range(start, total):
         epoch, i = divmod(step, per_epoch)
         if epoch != perm_epoch:  # one permutation per epoch, moved to the device once
-            perm, perm_epoch = epoch_permutation(n, seed, epoch).to(device), epoch
+            perm, perm_epoch = epoch_permutation(n, seed, epoch), epoch
+            if device.type == "cuda":  # from pinned memory: a pageable copy would wait for the queued steps
+                perm = perm.pin_memory().to(device, non_blocking=True)
         lo = i * batch + rank * local
         idx = perm[lo : lo + local]
         x = train.images.index_select(0, idx)
@@ -442,7 +444,8 @@ def folder_batches(
             images = decode_images(list(flat.split(lengths)), paths, device)
             views = [crop_views(img, s, ds.size, ds.scale_min) for img, s in zip(images, crop_seeds, strict=True)]
             x1, x2 = (torch.stack(v) for v in zip(*views, strict=True))
-            y = torch.tensor(labels, dtype=torch.int64).to(device, non_blocking=nb)
+            y = torch.tensor(labels, dtype=torch.int64)
+            y = y.pin_memory().to(device, non_blocking=True) if nb else y
         else:
             x1, x2, y = (t.to(device, non_blocking=nb) for t in item)
         yield Batch(step, x1, x2, y, True)
