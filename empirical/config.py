@@ -9,7 +9,7 @@ import os
 import sys
 
 from empirical.augment import recipe
-from empirical.data import DATASETS, NATIVE_SIZE
+from empirical.data import DATASETS, DECODES, NATIVE_SIZE
 from empirical.models import BACKBONES, PROJECTORS, WIDTH, default_d0
 from empirical.optim import OPTIMIZERS
 from theory.io import OneLineParser, UserError, check_finite
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--decode",
         default=None,
-        choices=("workers", "device"),
+        choices=DECODES,
         help="imagefolder: workers = PIL decodes and crops in the workers; device = the workers read the files, "
         "torchvision.io.decode_jpeg decodes each batch on the device (nvJPEG on CUDA) and crops there "
         "(same crop boxes; default: device on CUDA, workers on CPU)",

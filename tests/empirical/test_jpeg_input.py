@@ -134,3 +134,13 @@ def test_imagefolder_device_decode_run_resumes_exactly(tmp_path):
 
     losses = [[json.loads(x)["loss"] for x in open(tmp_path / r / "metrics.jsonl")] for r in ("full", "part")]
     assert losses[0] == losses[1] and len(losses[0]) == 4
+
+
+def test_decode_flag_defaults_and_bad_value(capsys):
+    from empirical.config import build_parser, resolve
+
+    assert resolve(build_parser().parse_args(["--device", "cpu"])).decode == "workers"  # CUDA: device
+    assert resolve(build_parser().parse_args(["--device", "cpu", "--decode", "device"])).decode == "device"
+    assert main(["--dataset", "imagefolder", "--decode", "gpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--decode" in err and "workers" in err, err
