@@ -378,8 +378,8 @@ def decode_images(data: list[torch.Tensor], paths: list[str], device: torch.devi
     """Encoded files -> uint8 (3, H, W) RGB images on ``device``.
 
     JPEGs are decoded as one batch by ``torchvision.io.decode_jpeg`` (nvJPEG on CUDA, libjpeg-turbo on a CPU;
-    grayscale and CMYK converted to RGB); other files (PNG, GIF, WebP) one by one by ``decode_image`` on the
-    CPU. A batch nvJPEG rejects is decoded file by file on the CPU.
+    grayscale and CMYK converted to RGB); other files (PNG, GIF, WebP), and JPEGs the device decoder rejects
+    alone, one by one by ``decode_image`` on the CPU.
     """
     from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
@@ -390,8 +390,12 @@ def decode_images(data: list[torch.Tensor], paths: list[str], device: torch.devi
         try:
             for i, img in zip(jpeg, decode_jpeg([data[i] for i in jpeg], mode=rgb, device=device), strict=True):
                 out[i] = img
-        except RuntimeError:
-            pass
+        except RuntimeError:  # one file the batch decoder rejects: the others still decode on the device
+            for i in jpeg:
+                try:
+                    out[i] = decode_jpeg(data[i], mode=rgb, device=device)
+                except RuntimeError:
+                    pass
     for i, img in enumerate(out):
         if img is None:
             try:
