@@ -11,7 +11,7 @@ with tau = 0.1, both views noised, lr 0.001, 10,000 gd steps, batch 128, init sc
    faster than one by one; the 40 configurations in less wall time than one official run.
 2. The sweep's training kernel in GFLOP/s (the usual route's matmul flops, 6 N^2 d + 8 N d^2 per
    configuration-step, and the fewer the one-layer kernel performs) against this machine's matmul rate
-   (1024^2 gemm) on the same number of threads; threads over configuration blocks vs BLAS threads. Goal: >= 50%
+   (1024^2 gemm) on the same number of threads; workers over configuration blocks vs BLAS threads. Goal: >= 50%
    at N = 128, d = 16, 40 configurations.
 3. Kept from before: the Eqn-2 gradient at N = 2048, d = 128 vs matmul; ode vs gd evaluations.
 
@@ -113,9 +113,9 @@ def bench_kernel(steps: int, configs: tuple[int, int] = (8, 5), rounds: int = 2)
     strengths = np.linspace(0.0, 3.5, configs[0])[:, None]
     seeds = np.arange(configs[1])[None, :]
     work = configs[0] * configs[1] * steps * flops_per_config_step()
-    modes = {"2 threads over blocks": dict(threads=2, blas_threads=1),
-             "1 thread, 2 BLAS threads": dict(threads=1, blas_threads=2),
-             "1 thread": dict(threads=1, blas_threads=1)}
+    modes = {"2 workers over blocks": dict(workers=2, blas_threads=1),
+             "1 worker, 2 BLAS threads": dict(workers=1, blas_threads=2),
+             "1 worker": dict(workers=1, blas_threads=1)}
     out: dict = {"configurations": configs[0] * configs[1], "steps": steps,
                  "flops_per_configuration_step": flops_per_config_step(),
                  "performed_flops_per_configuration_step": performed_flops_per_config_step(), "modes": {}}
@@ -128,7 +128,7 @@ def bench_kernel(steps: int, configs: tuple[int, int] = (8, 5), rounds: int = 2)
                 start = time.perf_counter()
                 train_batched(strengths, base, seeds=seeds, dtype=dtype, **kw)
                 times.append(time.perf_counter() - start)
-            used = kw["threads"] * kw["blas_threads"]
+            used = kw["workers"] * kw["blas_threads"]
             gflops = work / min(times) / 1e9
             rate_now = max(rate[used], matmul_rate(dtype, used))  # the higher of before/after: conservative
             performed = gflops * performed_flops_per_config_step() / flops_per_config_step()

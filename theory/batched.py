@@ -22,15 +22,20 @@ Kernel, per step, for a block of configurations (leading axis c) with views X = 
 
 Every array is allocated once per block and reused (``out=``, in-place exponentials, computed as exp2 of the
 logits in base 2, which numpy evaluates faster); the views carry a column of ones, so e [x', 1] needs no
-copy. Blocks run on worker threads (numpy releases the GIL in matmul and the ufuncs); each worker trains its
-blocks on one stretch of views, then draws its share of the seeds' next stretch, so ``threads`` is the
+copy. Blocks run on workers, forked processes sharing the arrays where the platform forks (threads
+elsewhere: they hand the GIL back and forth at every numpy call of these small steps); each worker trains its
+blocks on one stretch of views, then draws its share of the seeds' next stretch, so ``workers`` is the
 number of busy cores.
 """
 
 from __future__ import annotations
 
 import math
+import mmap
+import multiprocessing as mp
 import os
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -117,13 +122,13 @@ class Streams:
     """
 
     def __init__(self, rngs: list[np.random.Generator], layout: Layout, total_steps: int, packed: bool = False,
-                 dtype: str = "float64"):
+                 dtype: str = "float64", alloc=np.empty):
         self.rngs, self.layout = rngs, layout
         per = 8 * layout.per_step * len(rngs)
         self.block = int(max(1, min(256, total_steps, STREAM_BYTES // per)))
         self.buffers = [np.empty((len(rngs), self.block, layout.per_step)) for _ in range(2)]
         shape = (len(rngs), self.block, 2, 2 * layout.samples, layout.dim + 1)
-        self.packed = [np.empty(shape, dtype) for _ in range(2)] if packed else None
+        self.packed = [alloc(shape, dtype) for _ in range(2)] if packed else None
 
     def fill(self, which: int, count: int, seeds: list[int] | None = None) -> np.ndarray:
         """Draw the next ``count`` steps of the given seeds (default all) into buffer ``which``; returns it."""
@@ -433,7 +438,7 @@ def validate(base: SimConfig, strengths: np.ndarray, lrs: np.ndarray, dtype: str
 
 def train_batched(
     strengths, base: SimConfig, record_every: int | None = None, progress: bool = False, *,
-    seeds=None, lrs=None, dtype: str = "float64", threads: int | None = None,
+    seeds=None, lrs=None, dtype: str = "float64", workers: int | None = None,
     config_block: int = CONFIG_BLOCK, blas_threads: int = 1, backend: str = "numpy", device: str | None = None,
     views: str | None = None,
 ) -> tuple[Trajectory, dict[int, np.random.Generator]]:
@@ -443,9 +448,9 @@ def train_batched(
     Returns the trajectory (weights (T, *shape, d, d), losses (T, *shape), ``info['diverged_at']`` the time
     each configuration's weights passed 1e8, NaN if never; such a network is zeroed and stops) and each
     seed's generator, positioned after training as ``simulate``'s is.
-    ``threads`` worker threads (default: one per CPU core) run blocks of ``config_block`` configurations and
-    draw the views, with ``blas_threads`` BLAS threads each (threads over blocks measure faster than BLAS
-    threads on these small products). ``backend="torch"`` runs the same kernel in torch on ``device`` (and ``views``, see
+    ``workers`` (default: one per CPU core) run blocks of ``config_block`` configurations and draw the views,
+    with ``blas_threads`` BLAS threads each (workers over blocks measure faster than BLAS threads on these
+    small products). ``backend="torch"`` runs the same kernel in torch on ``device`` (and ``views``, see
     ``torch_kernel``).
     """
     shape, s_flat, seed_flat, lr_flat = _as_configs(strengths, seeds, lrs, base)
@@ -465,7 +470,7 @@ def train_batched(
                                               times, record_every, dtype, device, progress, int(unique.min()), views)
     else:
         snaps, losses, diverged = _train_numpy(weights, s_flat, lr_flat, groups, list(rngs.values()), layout, base,
-                                               times, record_every, dtype, threads, config_block, blas_threads,
+                                               times, record_every, dtype, workers, config_block, blas_threads,
                                                progress)
     diverged_at = np.where(diverged >= 0, diverged * lr_flat, np.nan)
     return Trajectory(
@@ -478,17 +483,31 @@ def train_batched(
     ), rngs
 
 
-def _train_numpy(weights, strengths, lrs, groups, rngs, layout, base, times, record_every, dtype, threads,
-                 config_block, blas_threads, progress) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    from tqdm.auto import tqdm
+def _shared(shape: tuple, dtype) -> np.ndarray:
+    """An array in anonymous shared memory: what a forked worker writes, its parent reads."""
+    size = int(np.prod(shape))
+    dtype = np.dtype(dtype)
+    return np.frombuffer(mmap.mmap(-1, max(1, size * dtype.itemsize)), dtype=dtype, count=size).reshape(shape)
 
+
+def _train_numpy(weights, strengths, lrs, groups, rngs, layout, base, times, record_every, dtype, workers,
+                 config_block, blas_threads, progress) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     count, steps = len(strengths), base.steps
-    threads = max(1, min(threads or os.cpu_count() or 1, count))
-    w = [np.ascontiguousarray(a, dtype=dtype) for a in weights]
-    snaps = [np.empty((len(times), *a.shape), dtype=np.float64) for a in w]
-    losses = np.empty((len(times), count))
+    workers = max(1, min(workers or os.cpu_count() or 1, count))
+    # forked processes where the platform has them: threads would hand the GIL back and forth at every numpy
+    # call of these small steps (measured 1.6x on two cores, processes 2.0x)
+    forked = workers > 1 and "fork" in mp.get_all_start_methods()
+    alloc = _shared if forked else np.empty
+    w = [alloc(a.shape, dtype) for a in weights]
+    for a, b in zip(w, weights, strict=True):
+        a[...] = b
+    snaps = [alloc((len(times), *a.shape), np.float64) for a in w]
+    losses = alloc((len(times), count), np.float64)
+    diverged = alloc((count,), np.int64)
+    done = alloc((1,), np.int64)  # steps finished by every worker, for the progress bar
+    done[0] = 0
     where = {t: i for i, t in enumerate(times)}
-    blocks = threads * -(-count // (threads * max(1, config_block)))  # equal blocks, a multiple of threads
+    blocks = workers * -(-count // (workers * max(1, config_block)))  # equal blocks, a multiple of workers
     edges = np.linspace(0, count, min(blocks, count) + 1).round().astype(int)
     kernels = []
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
@@ -503,40 +522,116 @@ def _train_numpy(weights, strengths, lrs, groups, rngs, layout, base, times, rec
         for snap, a in zip(snaps, k.w, strict=True):
             snap[i, k.lo : k.lo + len(a)] = a
 
-    # each worker trains its share of the blocks on one stretch of views, then draws its share of the seeds'
-    # next stretch into the other buffer: ``threads`` busy cores, no thread left waiting on a drawing one
-    share = [kernels[i::threads] for i in range(threads)]
-    seed_share = [list(range(i, len(rngs), threads)) for i in range(threads)]
+    streams = Streams(rngs, layout, steps + 1, packed=True, dtype=dtype, alloc=alloc)  # + 1: the final loss
+    streams.fill(0, min(streams.block, steps + 1))
+    share = [kernels[i::workers] for i in range(workers)]
+    seed_share = [list(range(i, len(rngs), workers)) for i in range(workers)]
 
-    def work(i: int, raw: np.ndarray, first: int, n: int, which: int, following: int) -> None:
+    def work(i: int, barrier) -> dict:
+        """Worker i trains its blocks on one stretch of views, draws its seeds' next stretch into the other
+        buffer and waits for the others: every worker busy, none waiting on a drawing one. Returns the
+        states of its seeds' generators."""
+        total, first, which = steps + 1, 0, 0
+        with np.errstate(over="ignore", invalid="ignore"):
+            while first < total:
+                n = min(streams.block, total - first)
+                for k in share[i]:
+                    k.run(streams.output(which), first, n, steps, record_every, record)
+                if total - first - n:
+                    streams.fill(1 - which, min(streams.block, total - first - n), seed_share[i])
+                barrier.wait()
+                first, which = first + n, 1 - which
+                if i == 0:
+                    done[0] = min(first, steps)
         for k in share[i]:
-            k.run(raw, first, n, steps, record_every, record)
-        if following:
-            streams.fill(which, following, seed_share[i])
+            diverged[k.lo : k.lo + len(k.diverged)] = k.diverged
+        return {g: rngs[g].bit_generator.state for g in seed_share[i]}
 
-    streams = Streams(rngs, layout, steps + 1, packed=True, dtype=dtype)  # + 1: the final loss, as run_gd draws it
-    total, done, which = steps + 1, 0, 0
-    raw = streams.fill(which, min(streams.block, total))
-    bar = tqdm(total=steps, disable=not progress, desc="sweep", unit="step", delay=1.0)
-    with np.errstate(over="ignore", invalid="ignore"), threadpool_limits(limits=blas_threads, user_api="blas"), \
-            ThreadPoolExecutor(threads) as pool:
-        while done < total:
-            n = min(streams.block, total - done)
-            following = min(streams.block, total - done - n)
-            which = 1 - which
-            for f in [pool.submit(work, i, raw, done, n, which, following) for i in range(threads)]:
-                f.result()
-            done += n
-            bar.update(min(n, steps - bar.n))
-            raw = streams.output(which)
-    bar.close()
-    diverged = np.concatenate([k.diverged for k in kernels])
+    with threadpool_limits(limits=blas_threads, user_api="blas"):
+        if forked:  # the seeds' generators end where the workers left them
+            for states in _run_forked(work, workers, done, steps, progress):
+                for g, state in states.items():
+                    rngs[g].bit_generator.state = state
+        else:
+            _run_threads(work, workers, done, steps, progress)
     return snaps, losses, diverged
+
+
+def _progress(done: np.ndarray, steps: int, progress: bool, running) -> None:
+    """Show done[0] of ``steps`` while ``running()``."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=steps, disable=not progress, desc="sweep", unit="step", delay=1.0) as bar:
+        while running():
+            time.sleep(0.05)
+            bar.update(int(done[0]) - bar.n)
+        bar.update(int(done[0]) - bar.n)
+
+
+def _run_threads(work, workers: int, done: np.ndarray, steps: int, progress: bool) -> None:
+    barrier = threading.Barrier(workers)
+
+    def guarded(i: int) -> dict:
+        try:
+            return work(i, barrier)
+        except BaseException:
+            barrier.abort()  # the others stop waiting for this one
+            raise
+
+    with ThreadPoolExecutor(workers) as pool:
+        futures = [pool.submit(guarded, i) for i in range(workers)]
+        _progress(done, steps, progress, lambda: not all(f.done() for f in futures))
+        for f in sorted(futures, key=lambda f: isinstance(f.exception(), threading.BrokenBarrierError)):
+            f.result()  # the first real error, not a worker it stopped
+
+
+def _run_forked(work, workers: int, done: np.ndarray, steps: int, progress: bool) -> list[dict]:
+    """work(i, barrier) in ``workers`` forked processes sharing the arrays; returns what each returned."""
+    ctx = mp.get_context("fork")
+    barrier = ctx.Barrier(workers)
+    pipes = [ctx.Pipe(duplex=False) for _ in range(workers)]
+
+    def child(i: int) -> None:
+        try:
+            message = ("ok", work(i, barrier))
+        except BaseException as error:  # any, Ctrl-C included: the parent raises it
+            barrier.abort()
+            message = ("stopped" if isinstance(error, threading.BrokenBarrierError) else "error",
+                       f"{type(error).__name__}: {error}")
+        pipes[i][1].send(message)
+
+    procs = [ctx.Process(target=child, args=(i,), daemon=True) for i in range(workers)]
+    try:
+        for proc in procs:
+            proc.start()
+        for _, send in pipes:
+            send.close()  # a worker that dies closes the last write end: recv then raises EOFError
+        _progress(done, steps, progress,
+                  lambda: any(p.is_alive() for p in procs) and all(p.exitcode in (None, 0) for p in procs))
+        if any(p.exitcode not in (None, 0) for p in procs):
+            barrier.abort()
+        messages = []
+        for (recv, _), proc in zip(pipes, procs, strict=True):
+            try:
+                messages.append(recv.recv())
+            except EOFError:
+                proc.join()
+                messages.append(("error", f"a sweep worker died (exit code {proc.exitcode})"))
+    finally:
+        for proc in procs:
+            proc.join(timeout=1.0)
+            if proc.is_alive():
+                proc.terminate()
+    failed = [text for kind, text in messages if kind == "error"] or [text for kind, text in messages
+                                                                      if kind == "stopped"]
+    if failed:
+        raise RuntimeError(failed[0])
+    return [states for _, states in messages]
 
 
 def sweep(
     strengths, seeds: int, base: SimConfig | None = None, progress: bool = False, *, lrs=None,
-    dtype: str = "float64", threads: int | None = None, backend: str = "numpy", device: str | None = None,
+    dtype: str = "float64", workers: int | None = None, backend: str = "numpy", device: str | None = None,
     predict: bool = True,
 ) -> dict:
     """Train ``len(strengths) x [len(lrs) x] seeds`` linear networks (seeds base.seed, base.seed + 1, ...).
@@ -559,7 +654,7 @@ def sweep(
         lrs = np.asarray(lrs, dtype=np.float64)
         grid = (strengths[:, None, None], seed_list[None, None, :], lrs[None, :, None])
     traj, rngs = train_batched(grid[0], base, progress=progress, seeds=grid[1], lrs=grid[2], dtype=dtype,
-                               threads=threads, backend=backend, device=device)
+                               workers=workers, backend=backend, device=device)
     shape = traj.losses.shape[1:]
     seed_of = np.broadcast_to(grid[1], shape)
     strength_of = np.broadcast_to(grid[0], shape)
@@ -611,7 +706,7 @@ def sweep(
     def negatives(samples: np.ndarray) -> int:
         return psd_check(samples.mean(0), samples=samples).n_negative
 
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(threads or os.cpu_count()) as pool:
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers or os.cpu_count()) as pool:
         samples = np.stack(list(pool.map(x_sample, range(2 * X_BATCHES))))
         samples = samples.reshape(2, X_BATCHES, *samples.shape[1:])
         counts = list(pool.map(negatives, (samples[w, :, i] for w in range(2) for i in range(len(flat_group)))))

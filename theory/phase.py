@@ -68,7 +68,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--init", default="orthogonal", help="as theory.simulate --init (default orthogonal)")
     r = p.add_argument_group("engine")
     r.add_argument("--dtype", choices=DTYPES, default="float64", help="float32 is faster, same verdicts")
-    r.add_argument("--threads", type=int, default=None, help="worker threads (default: one per core)")
+    r.add_argument("--workers", type=int, default=None,
+                   help="parallel workers, processes where the platform forks (default: one per core)")
     r.add_argument("--backend", choices=BACKENDS, default="numpy", help="torch needs torch installed")
     r.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (backend torch only)")
     r.add_argument("--no-predict", action="store_true", help="skip X's predictions (faster; observed only)")
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> dict:
         base = SimConfig(dim=w, augmented_dims=k, layers=dp, samples=args.samples, steps=args.steps,
                          loss=args.loss, temperature=args.temperature, noisy_views=args.noisy_views,
                          init=args.init, lr=float(lrs[0]))
-        out = sweep(strengths, args.seeds, base, progress=True, lrs=lrs, dtype=args.dtype, threads=args.threads,
+        out = sweep(strengths, args.seeds, base, progress=True, lrs=lrs, dtype=args.dtype, workers=args.workers,
                     backend=args.backend, device=args.device, predict=not args.no_predict)
         i, j = args.widths.index(w), args.depths.index(dp)
         for key in keys:
@@ -185,7 +186,7 @@ def _main(argv: list[str] | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(_main, argv)
+    return run_cli(_main, argv, resume_hint="nothing was written; the same command starts over (same result)")
 
 
 if __name__ == "__main__":

@@ -246,7 +246,7 @@ def _main(argv: list[str] | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit status as every command of the project: 2 bad input (one line), 3 a diverged run."""
-    return run_cli(_main, argv)
+    return run_cli(_main, argv, resume_hint="nothing was written; the same command starts over (same result)")
 
 
 if __name__ == "__main__":

@@ -19,13 +19,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SMALL = dict(steps=40, lr=0.01, samples=32, dim=6, augmented_dims=3)
 
 
-@pytest.mark.parametrize(("loss", "layers", "noisy_views", "threads"),
+@pytest.mark.parametrize(("loss", "layers", "noisy_views", "workers"),
                          [("dot", 1, 2, 2), ("paper", 1, 1, 1), ("paper", 2, 2, 2), ("dot", 3, 1, 1)])
-def test_kernel_reproduces_each_single_run_trajectory(loss, layers, noisy_views, threads):
+def test_kernel_reproduces_each_single_run_trajectory(loss, layers, noisy_views, workers):
     """Entry (s, r) of a sweep is simulate's run with strength s and seed r: run_gd + loss_and_gradients."""
     base = SimConfig(loss=loss, layers=layers, noisy_views=noisy_views, **SMALL)
     strengths, seeds = np.array([[0.5], [2.0]]), np.array([[0, 1, 2]])
-    traj, rngs = train_batched(strengths, base, record_every=10, seeds=seeds, threads=threads, config_block=2)
+    traj, rngs = train_batched(strengths, base, record_every=10, seeds=seeds, workers=workers, config_block=2)
     assert traj.weights[0].shape == (5, 2, 3, 6, 6)
     for i, j in np.ndindex(2, 3):
         cfg = replace(base, augment_strength=float(strengths[i, 0]), seed=int(seeds[0, j]))
@@ -62,6 +62,35 @@ def test_kernel_matches_run_gd_with_per_step_draws_at_the_benchmark_size():
     w0 = initial_weights(base, rng)
     ref = run_gd(w0, 30, 0.001, lambda r: toy_views(r, 128, 16, 8, 1.5, 2), rng, record_every=30, loss="dot")
     np.testing.assert_allclose(traj.final[0][0], ref.final[0], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("start_methods", [["fork", "spawn"], ["spawn"]])
+def test_workers_equal_one_worker_and_a_failing_worker_raises(start_methods, monkeypatch):
+    """Forked workers (or threads where the platform cannot fork) give one worker's trajectories bitwise; an
+    error in one worker stops the others and reaches the caller instead of hanging."""
+    import multiprocessing
+
+    import theory.batched
+
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: start_methods)
+    base = SimConfig(loss="dot", noisy_views=2, **SMALL)
+    args = (np.array([[0.5], [1.0], [2.0]]), base)
+    one, rng_one = train_batched(*args, record_every=10, seeds=np.array([[0, 1, 2]]), workers=1)
+    two, rng_two = train_batched(*args, record_every=10, seeds=np.array([[0, 1, 2]]), workers=2, config_block=2)
+    np.testing.assert_array_equal(two.weights[0], one.weights[0])
+    np.testing.assert_array_equal(two.losses, one.losses)
+    assert [r.standard_normal() for r in rng_two.values()] == [r.standard_normal() for r in rng_one.values()]
+
+    run = theory.batched.Kernel.run
+
+    def failing(self, raw, first, *rest):
+        if self.lo == 0:
+            raise FloatingPointError("injected")
+        return run(self, raw, first, *rest)
+
+    monkeypatch.setattr(theory.batched.Kernel, "run", failing)
+    with pytest.raises((RuntimeError, FloatingPointError), match="injected"):
+        train_batched(*args, seeds=np.array([[0, 1, 2]]), workers=2, config_block=2)
 
 
 def test_diverging_configuration_is_flagged_and_the_others_are_untouched():
