@@ -334,7 +334,7 @@ def main() -> None:
         results["workload"] = bench_users(args.quick, args.official)
         print(json.dumps(results["workload"], indent=1), flush=True)
         print("2/4 sweep kernel GFLOP/s vs matmul ...", flush=True)
-        results["sweep_kernel"] = bench_kernel(*((20, (8, 5), 1) if args.quick else (1000, (8, 5), 2)))
+        results["sweep_kernel"] = bench_kernel(*((20, (8, 5), 1) if args.quick else (3000, (8, 5), 2)))
         print(json.dumps(results["sweep_kernel"], indent=1), flush=True)
         print("3/4 Eqn-2 gradient N=2048 d=128 ...", flush=True)
         results["gradient_kernel"] = bench_gradient_kernel(*((256, 32, 2) if args.quick else (2048, 128, 5)))
