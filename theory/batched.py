@@ -455,6 +455,8 @@ def train_batched(
     """
     shape, s_flat, seed_flat, lr_flat = _as_configs(strengths, seeds, lrs, base)
     validate(base, s_flat, lr_flat, dtype, backend)
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     unique, groups = np.unique(seed_flat, return_inverse=True)
     rngs = {int(r): np.random.default_rng(int(r)) for r in unique}
     init = [initial_weights(replace(base, seed=int(r)), rngs[int(r)]) for r in unique]

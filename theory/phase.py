@@ -165,6 +165,8 @@ def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
     if args.seeds < 1:
         parser().error(f"--seeds must be >= 1, got {args.seeds}")
+    if args.workers is not None and args.workers < 1:
+        parser().error(f"--workers must be >= 1, got {args.workers}")
     if not 0.0 <= args.augmented_fraction <= 1.0:
         parser().error(f"--augmented-fraction must be between 0 and 1, got {args.augmented_fraction}")
     if args.device is not None and args.backend != "torch":

@@ -176,6 +176,8 @@ def test_sweep_rejects_what_it_cannot_run():
         sweep(np.array([1.0]), 1, SimConfig(steps=2, layers=2, relu=True))
     with pytest.raises(ValueError, match="dtype"):
         sweep(np.array([1.0]), 1, SimConfig(steps=2), dtype="float16")
+    with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
+        sweep(np.array([1.0]), 1, SimConfig(steps=2), workers=0)
 
 
 def test_importing_theory_does_not_import_torch_and_sweep_stays_the_function():

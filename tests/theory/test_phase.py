@@ -25,6 +25,7 @@ def test_grid_accepts_lists_and_ranges():
     (["--strengths", "0:1"], "is not a grid"),
     (["--widths", "0"], "whole number >= 1"),
     (["--seeds", "0"], "--seeds must be >= 1"),
+    (["--workers", "0"], "--workers must be >= 1"),
     (["--strengths", "-1", "--steps", "2"], "--augment-strength must be a finite number >= 0"),
     (["--device", "cuda"], "--device needs --backend torch"),
 ])
