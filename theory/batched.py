@@ -22,10 +22,9 @@ Kernel, per step, for a block of configurations (leading axis c) with views X = 
 
 Every array is allocated once per block and reused (``out=``, in-place exponentials, computed as exp2 of the
 logits in base 2, which numpy evaluates faster); the views carry a column of ones, so e [x', 1] needs no
-copy. Blocks run on workers, forked processes sharing the arrays where the platform forks (threads
-elsewhere: they hand the GIL back and forth at every numpy call of these small steps); each worker trains its
-blocks on one stretch of views, then draws its share of the seeds' next stretch, so ``workers`` is the
-number of busy cores.
+copy. Blocks run on workers, forked processes sharing the arrays on Linux (threads elsewhere, which hand the
+GIL back and forth at every numpy call of these small steps); each worker trains its blocks on one stretch
+of views, then draws its share of the seeds' next stretch, so ``workers`` is the number of busy cores.
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ import math
 import mmap
 import multiprocessing as mp
 import os
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -496,9 +496,9 @@ def _train_numpy(weights, strengths, lrs, groups, rngs, layout, base, times, rec
                  config_block, blas_threads, progress) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     count, steps = len(strengths), base.steps
     workers = max(1, min(workers or os.cpu_count() or 1, count))
-    # forked processes where the platform has them: threads would hand the GIL back and forth at every numpy
-    # call of these small steps (measured 1.6x on two cores, processes 2.0x)
-    forked = workers > 1 and "fork" in mp.get_all_start_methods()
+    # forked processes on Linux: threads would hand the GIL back and forth at every numpy call of these small
+    # steps (measured 1.6x on two cores, processes 2.0x); elsewhere fork is unsafe (macOS) or missing (Windows)
+    forked = workers > 1 and sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods()
     alloc = _shared if forked else np.empty
     w = [alloc(a.shape, dtype) for a in weights]
     for a, b in zip(w, weights, strict=True):

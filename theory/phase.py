@@ -69,7 +69,7 @@ def parser() -> argparse.ArgumentParser:
     r = p.add_argument_group("engine")
     r.add_argument("--dtype", choices=DTYPES, default="float64", help="float32 is faster, same verdicts")
     r.add_argument("--workers", type=int, default=None,
-                   help="parallel workers, processes where the platform forks (default: one per core)")
+                   help="parallel workers, processes on Linux (default: one per core)")
     r.add_argument("--backend", choices=BACKENDS, default="numpy", help="torch needs torch installed")
     r.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu (backend torch only)")
     r.add_argument("--no-predict", action="store_true", help="skip X's predictions (faster; observed only)")

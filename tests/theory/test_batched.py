@@ -66,8 +66,8 @@ def test_kernel_matches_run_gd_with_per_step_draws_at_the_benchmark_size():
 
 @pytest.mark.parametrize("start_methods", [["fork", "spawn"], ["spawn"]])
 def test_workers_equal_one_worker_and_a_failing_worker_raises(start_methods, monkeypatch):
-    """Forked workers (or threads where the platform cannot fork) give one worker's trajectories bitwise; an
-    error in one worker stops the others and reaches the caller instead of hanging."""
+    """Forked workers (Linux) or threads (elsewhere) give one worker's trajectories bitwise; an error in one
+    worker stops the others and reaches the caller instead of hanging."""
     import multiprocessing
 
     import theory.batched
