@@ -332,7 +332,8 @@ def _at_least(flag: str, value: int, low: int) -> None:
         raise UserError(f"{flag} {value} must be at least {low}")
 
 
-def check_out_dir(out: str) -> None:
+def check_out_dir(out: str, flag: str = "--out") -> None:
+    """Fail now, not after minutes of work, if the folder ``out`` (given by ``flag``) cannot take our files."""
     try:
         os.makedirs(out, exist_ok=True)
         probe = os.path.join(out, f".write-test-{os.getpid()}")
@@ -340,7 +341,7 @@ def check_out_dir(out: str) -> None:
             f.write("ok")
         os.remove(probe)
     except OSError as e:
-        raise UserError(f"--out {out!r} is not writable ({e.strerror or e})") from None
+        raise UserError(f"{flag} {out!r} is not writable ({e.strerror or e})") from None
 
 
 # Resolved settings that fix the trajectory: a resume must match the checkpoint's (the schedule's length and

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from empirical import checkpoint as ckpt_io
 from empirical.augment import ViewRecipe, augment, sample_params
+from empirical.config import check_out_dir
 from empirical.data import DATASETS, folder_heldout, load_memory_dataset
 from empirical.features import encode_images
 from empirical.models import SSLModel
@@ -502,18 +503,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _writable(folder: str, flag: str) -> None:
-    """Fail now, not after minutes of evaluation, if ``folder`` cannot take our files."""
-    try:
-        os.makedirs(folder, exist_ok=True)
-        probe = os.path.join(folder, f".write-test-{os.getpid()}")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        raise UserError(f"{flag} {folder!r} is not writable ({e.strerror or e})") from None
-
-
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.run and args.checkpoint and args.run != args.checkpoint:
@@ -533,11 +522,11 @@ def run(argv: list[str] | None = None) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {args.device}: CUDA is not available on this machine")
     out = args.out or (target if os.path.isdir(target) else os.path.dirname(target) or ".")
-    _writable(out, "--out")
+    check_out_dir(out)
     if args.plot is not None:
         if os.path.splitext(args.plot)[1].lower() not in (".png", ""):
             raise UserError(f"--plot {args.plot!r}: give a .png name (a .pdf is written beside it)")
-        _writable(os.path.dirname(os.path.abspath(args.plot)), "--plot")
+        check_out_dir(os.path.dirname(os.path.abspath(args.plot)), "--plot")
     if args.max_train is not None:
         print(f"note: the probes use only the first {args.max_train} training images (--max-train)", file=sys.stderr)
     res = evaluate(
