@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-steps",
         type=int,
         default=None,
-        help="train this many steps in all; the schedule then spans them (smoke runs)",
+        help="stop the schedule after this many steps; the schedule then spans them (smoke runs). Capped at "
+        "--epochs x steps per epoch, with a note when it is",
     )
     g.add_argument(
         "--stop-at",
@@ -231,8 +232,7 @@ def resolve(args: argparse.Namespace, world: int = 1) -> argparse.Namespace:
 
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {args.device}: CUDA is not available on this machine")
+    check_device(args.device)
     if args.precision is None:
         args.precision = "bf16" if args.device.startswith("cuda") else "fp32"
     if args.channels_last is None:
@@ -327,6 +327,26 @@ def resolve(args: argparse.Namespace, world: int = 1) -> argparse.Namespace:
     return args
 
 
+def check_device(name: str, flag: str = "--device") -> None:
+    """``UserError`` naming ``flag`` unless ``name`` is a device this machine has (cpu, cuda, cuda:N, mps)."""
+    import torch
+
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"{flag} {name!r} is not a device (cpu, cuda, cuda:N or mps)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"{flag} {name}: CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(f"{flag} {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise UserError(f"{flag} {name}: MPS is not available on this machine")
+    elif dev.type != "cpu":
+        raise UserError(f"{flag} {name!r}: training runs on cpu, cuda, cuda:N or mps")
+
+
 def _at_least(flag: str, value: int, low: int) -> None:
     if value < low:
         raise UserError(f"{flag} {value} must be at least {low}")
@@ -334,6 +354,8 @@ def _at_least(flag: str, value: int, low: int) -> None:
 
 def check_out_dir(out: str, flag: str = "--out") -> None:
     """Fail now, not after minutes of work, if the folder ``out`` (given by ``flag``) cannot take our files."""
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise UserError(f"{flag} {out!r} is an existing file, not a folder: choose another {flag}")
     try:
         os.makedirs(out, exist_ok=True)
         probe = os.path.join(out, f".write-test-{os.getpid()}")

@@ -20,9 +20,9 @@ import json
 import os
 import random
 import resource
-import signal
 import sys
 import time
+import types
 
 import numpy as np
 import torch
@@ -33,10 +33,12 @@ from empirical import checkpoint
 from empirical.augment import Prefetcher, augment, augment_packed, recipe, view_params
 from empirical.config import LOSS_ALIASES, TRAJECTORY_KEYS, build_parser, check_out_dir, resolve
 from empirical.data import FolderPairs, folder_batches, folder_heldout, load_memory_dataset, memory_batches
+from empirical.interrupt import Interrupted, StopSignals
 from empirical.losses import all_gather_with_grad, dot_loss, info_nce, nt_xent, paper_loss
 from empirical.models import SSLModel
 from empirical.monitor import spectrum_metrics
 from empirical.optim import build_optimizer, lr_at, set_lr
+from empirical.runlock import RunLock
 from empirical.syncbn import convert_sync_batchnorm
 from empirical.viewwise import stack_views
 from empirical.xmonitor import MonitorLog, monitor
@@ -234,11 +236,6 @@ def _peak_mem_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _fault(name: str) -> int:
-    """Test hooks (fault injection): DIMCOLLAPSE_SIGKILL_AT_STEP, DIMCOLLAPSE_NAN_AT_STEP; -1 when unset."""
-    return int(os.environ.get(name, "-1"))
-
-
 def choose_checkpoint(out: str, rank: int, world: int) -> tuple[str, dict] | None:
     """The checkpoint to resume from: rank 0 picks it (skipping and renaming broken files), every rank loads
     the one it broadcast, so no two ranks race on a broken file or resume from different steps."""
@@ -278,17 +275,58 @@ def truncate_log(path: str, step: int) -> int:
     return dropped
 
 
+def _stop_now(signals: StopSignals, world: int, device: torch.device, sync_point: bool) -> bool:
+    """Whether to stop after this step on a signal. Alone: at once. Under DDP the ranks agree at the log steps
+    (every rank passes them; a signal reaches the ranks at different steps, and one rank stopping alone would
+    leave the others waiting in a collective)."""
+    if world == 1:
+        return signals.requested is not None
+    if not sync_point:
+        return False
+    flag = torch.tensor(float(signals.requested is not None), device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag)
+
+
 def _existing_run(out: str) -> bool:
     return os.path.exists(os.path.join(out, "final.pt")) or bool(checkpoint.list_checkpoints(out))
 
 
-def run(argv: list[str] | None = None) -> int:
+def _remove_if_empty(folder: str) -> None:
+    """A refused or failed training leaves no empty folder behind (one it created itself)."""
+    try:
+        os.rmdir(folder)
+    except OSError:  # not empty (the run wrote something worth keeping) or already gone
+        pass
+
+
+def run(argv: list[str] | None = None, hooks: tuple = ()) -> int:
+    """Train with the flags ``argv``; the exit status (``theory.io.EXIT_CODES``). ``hooks``: see ``_train``."""
     args = build_parser().parse_args(argv)
     rank, world, local_rank = _dist_env()
     args = resolve(args, world)  # every flag checked before any work
+    created = rank == 0 and not os.path.lexists(args.out)
+    lock = None
+    try:
+        with StopSignals() as stop:
+            if rank == 0:
+                check_out_dir(args.out)
+                lock = RunLock(args.out)
+                lock.acquire()  # before looking at the folder's contents: they may be another run's, in flight
+            return _train(args, rank, world, local_rank, stop, hooks)
+    except Interrupted as e:
+        if rank == 0:
+            print(e.message(), file=sys.stderr)
+        return 130
+    finally:
+        if lock is not None:
+            lock.release()
+        if created:
+            _remove_if_empty(args.out)
+
+
+def _train(args, rank: int, world: int, local_rank: int, signals: StopSignals, hooks: tuple = ()) -> int:
     main_rank = rank == 0
-    if main_rank:
-        check_out_dir(args.out)
     if not args.resume and _existing_run(args.out):
         raise UserError(
             f"--out {args.out} already holds a run (checkpoints or final.pt): add --resume to continue it, "
@@ -338,6 +376,12 @@ def run(argv: list[str] | None = None) -> int:
         raise UserError(f"--batch-size {args.batch_size} is larger than the {n_train} training images")
     total = args.epochs * steps_per_epoch
     if args.max_steps is not None:
+        if args.max_steps > total and main_rank:
+            print(
+                f"note: --max-steps {args.max_steps} is more than --epochs {args.epochs} x {steps_per_epoch} steps "
+                f"per epoch: training {total} steps (raise --epochs for more)",
+                file=sys.stderr,
+            )
         total = min(total, args.max_steps)
     warmup = min(round(args.warmup_epochs * steps_per_epoch), total)
     stop = total if args.stop_at is None else min(args.stop_at, total)
@@ -392,6 +436,11 @@ def run(argv: list[str] | None = None) -> int:
             if world > 1:
                 dist.destroy_process_group()
             return 0
+        if args.stop_at is not None and args.stop_at < start:
+            raise UserError(
+                f"--stop-at {args.stop_at} is before the checkpoint to resume from ({path}, step {start}): "
+                "nothing to train; give a later --stop-at or none"
+            )
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
@@ -529,8 +578,9 @@ def run(argv: list[str] | None = None) -> int:
     if resume_acc is not None:
         acc_sum.copy_(resume_acc[0])
         last_log_step = resume_acc[1]
-    kill_at, nan_at = _fault("DIMCOLLAPSE_SIGKILL_AT_STEP"), _fault("DIMCOLLAPSE_NAN_AT_STEP")
+    view = types.SimpleNamespace(model=raw, saver=saver, out=args.out, signals=signals)  # what hooks may look at
     model.train()
+    signals.arm()
     if mlog is not None and start == 0:
         monitor_row(0, None)
 
@@ -561,12 +611,12 @@ def run(argv: list[str] | None = None) -> int:
         )
         done = step + 1
         monitor_now = mlog is not None and (done % args.monitor_every == 0 or done == total)
-        if (monitor_now and want_trust) or step == nan_at:  # eager: trust ratios of the update before it
+        if monitor_now and want_trust:  # eager: the trust ratios of the update, taken between backward and it
             def trust_now():
                 return lars_trust_ratios(raw.projector_weights(), args.eta, args.weight_decay)
 
             ssl, probe, correct, count, trust = eager_step(
-                v1, v2, batch.labels, step == nan_at, trust_now if monitor_now and want_trust else None
+                v1, v2, batch.labels, False, trust_now
             )
         else:
             ssl, probe, correct, count, trust = step_fn(v1, v2, batch.labels)
@@ -579,7 +629,8 @@ def run(argv: list[str] | None = None) -> int:
         bar.update(1)
         if monitor_now:
             monitor_row(done, trust)
-        if done % args.log_every == 0 or done == total or done % steps_per_epoch == 0:
+        log_now = done % args.log_every == 0 or done == total or done % steps_per_epoch == 0
+        if log_now:
             check_finite(done)
             if main_rank:
                 now = time.time()
@@ -610,9 +661,17 @@ def run(argv: list[str] | None = None) -> int:
             check_finite(done)
             save(done)
             last_ckpt_t = time.time()
-        if step == kill_at:
-            saver.wait()  # the simulated crash comes after the checkpoint is on disk
-            os.kill(os.getpid(), signal.SIGKILL)
+            saved = True
+        else:
+            saved = False
+        for hook in hooks:
+            hook.after_step(done, view)
+        if done < stop and _stop_now(signals, world, device, log_now):
+            if not saved:
+                check_finite(done)
+                save(done)
+            saver.wait()
+            raise Interrupted(signals.requested or "signal", done, total, checkpoint.path_for(args.out, done))
     bar.close()
     if pre is not None:
         pre.close()
@@ -667,8 +726,10 @@ def summary(args, start: int, stop: int, total: int, last: dict, seconds: float,
     return " ".join(parts)
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_cli(run, argv, resume_hint="continue with the same command plus --resume")
+def main(argv: list[str] | None = None, hooks: tuple = ()) -> int:
+    """``python -m empirical.train``: train with the flags ``argv``, return the exit status."""
+    hint = "continue with the same command plus --resume"
+    return run_cli(functools.partial(run, hooks=hooks), argv, resume_hint=hint)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from _emp_helpers import TINY_RUN, popen_cli  # noqa: E402
+from test_train_faults import popen_faulty  # noqa: E402
 
 from empirical import checkpoint  # noqa: E402
 from empirical.train import main  # noqa: E402
@@ -39,7 +40,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
     # In parallel: the uninterrupted run, and one that SIGKILLs itself after step 12 (checkpoints at 5, 10).
     p_full = popen_cli([*ARGS, "--out", str(full)])
-    p_kill = popen_cli([*ARGS, "--out", str(killed)], DIMCOLLAPSE_SIGKILL_AT_STEP="12")
+    p_kill = popen_faulty(["--kill-at", "13"], [*ARGS, "--out", str(killed)])
     assert p_kill.wait(timeout=600) == -signal.SIGKILL
     assert p_full.wait(timeout=600) == 0, p_full.stderr.read()
     assert not (killed / "final.pt").exists()

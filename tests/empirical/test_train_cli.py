@@ -100,6 +100,8 @@ def test_mnist5k_smoke_run_loss_falls(tmp_path):
         (["--monitor-every", "-1"], "--monitor-every -1"),
         (["--compile", "--compile-mode", "none"], "--compile contradicts"),
         (["--compile-mode", "fast"], "invalid choice"),
+        (["--device", "foo"], "--device 'foo' is not a device"),
+        (["--device", "meta"], "--device 'meta': training runs on cpu"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, needle):
@@ -118,6 +120,50 @@ def test_cuda_request_without_cuda(tmp_path, capsys):
 def test_bad_input_writes_nothing(tmp_path):
     assert main(["--lr", "nan", "--max-steps", "1", "--out", str(tmp_path / "o"), *FAST]) == 2
     assert not (tmp_path / "o").exists()
+
+
+def test_refused_training_leaves_no_empty_folder(tmp_path, capsys):
+    """Refused after the folder was made (the data decides): the folder goes again; one that was there stays."""
+    out = tmp_path / "o"
+    assert main([*TINY_RUN, "--batch-size", "100000", "--out", str(out), *FAST]) == 2
+    assert "larger than" in capsys.readouterr().err and not out.exists()
+    out.mkdir()
+    assert main([*TINY_RUN, "--batch-size", "100000", "--out", str(out), *FAST]) == 2
+    assert out.is_dir() and not list(out.iterdir())
+
+
+def test_out_naming_a_file_is_refused_in_one_line(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert main([*TINY_RUN, "--out", str(afile), *FAST]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: --out {str(afile)!r} is an existing file, not a folder: choose another --out"
+    assert afile.read_text() == "mine"
+
+
+def test_stop_at_before_the_checkpoint_is_refused_plainly(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = [*TINY_RUN, "--max-steps", "6", "--spectrum-every", "0", "--out", str(out), *FAST]
+    assert main([*args, "--stop-at", "4"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--resume", "--stop-at", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: --stop-at 2 is before the checkpoint")
+    assert "step 4" in err and "nothing to train" in err
+    assert checkpoint.list_checkpoints(str(out))[0].endswith("ckpt-000000004.pt")
+
+
+def test_max_steps_beyond_the_epochs_is_capped_with_a_note(tmp_path, capsys):
+    """digits: 1437 images, batch 32 -> 44 steps per epoch; --max-steps 500 --epochs 1 trains 44."""
+    out = tmp_path / "run"
+    args = [*TINY_RUN, "--max-steps", "500", "--epochs", "1", "--stop-at", "1", "--spectrum-every", "0"]
+    assert main([*args, "--out", str(out), *FAST]) == 0
+    err = capsys.readouterr().err
+    assert "note: --max-steps 500 is more than --epochs 1 x 44 steps per epoch: training 44 steps" in err
+    assert json.load(open(out / "config.json"))["total_steps"] == 44
+    from empirical.config import build_parser
+
+    assert "Capped at --epochs x steps per epoch" in " ".join(build_parser().format_help().split())
 
 
 def test_huge_lr_diverges_with_exit_3_and_strict_json(tmp_path, capsys):
@@ -159,20 +205,6 @@ def test_too_few_spectrum_samples_are_raised_with_a_note(tmp_path, capsys):
     summary = captured.out.strip().splitlines()[-1]
     for needle in ("steps 0-3 of 3", "Final loss", "online probe", "embedding z", "representation r", str(out)):
         assert needle in summary, summary
-
-
-def test_nonfinite_loss_stops_with_step_and_keeps_checkpoint(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("DIMCOLLAPSE_NAN_AT_STEP", "7")
-    out = tmp_path / "nan"
-    args = [*TINY_RUN, "--checkpoint-every-steps", "4", "--spectrum-every", "0", "--out", str(out), *FAST]
-    assert main(args) == 3
-    err = capsys.readouterr().err
-    assert "non-finite loss at step 7" in err and "ckpt-000000004.pt" in err
-    ckpts = checkpoint.list_checkpoints(str(out))
-    assert [p.rsplit("-", 1)[1] for p in ckpts] == ["000000004.pt"]  # nothing saved after the bad step
-    ck = checkpoint.load(ckpts[0])
-    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
-    assert not (out / "final.pt").exists()
 
 
 def test_imagefolder_run_with_loader_workers(tmp_path):
