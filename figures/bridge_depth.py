@@ -18,8 +18,9 @@ NAME = "bridge_depth"
 def draw(result: dict, out_dir=None) -> dict:
     tables = result["depth"]
     fig, axes = style.plt.subplots(len(tables), 2, figsize=(9, 3.4 * len(tables)), squeeze=False)
-    data: dict = {"claim": "deeper linear projectors collapse more, and adjacent layers align (Sec. 5)",
+    data: dict = {"claim": "collapsed count vs linear-projector depth, and adjacent-layer alignment vs chance (Sec. 5)",
                   "panels": []}
+    grows, ends = [], []
     for (ax_c, ax_a), table in zip(axes, tables, strict=True):
         rows = table["by_depth"]
         depth = np.array([r["depth"] for r in rows])
@@ -35,6 +36,9 @@ def draw(result: dict, out_dir=None) -> dict:
                  xlabel="projector depth (linear layers)", ylabel="collapsed dimensions at the end",
                  xticks=depth)
         ax_c.legend()
+        counts_m = [r["collapsed_end_to_end"]["mean"] for r in rows]
+        if len(rows) > 1:
+            grows.append(all(b > a for a, b in zip(counts_m, counts_m[1:], strict=False)))
         for k, r in enumerate(rows):
             if not r["alignment"]:
                 continue
@@ -44,12 +48,26 @@ def draw(result: dict, out_dir=None) -> dict:
             color = style.LAYER_COLORS[k % len(style.LAYER_COLORS)]
             ax_a.plot(f, m, color=color, label=f"depth {r['depth']} (end {m[-1]:.2f}, chance {c[-1]:.2f})")
             ax_a.plot(f, c, color=color, ls="--", lw=0.8)
+            ends.append((r["depth"], m[-1], c[-1]))
         ax_a.set(title="alignment of adjacent layers (dashed: chance)", xlabel="training time (fraction)",
                  ylabel="gap-grouped alignment", ylim=(-0.02, 1.02))
         if ax_a.lines:
             ax_a.legend(loc="lower right")
+        else:  # a one-layer projector has no adjacent pair
+            ax_a.text(0.5, 0.5, "no adjacent layers at this depth", transform=ax_a.transAxes, ha="center",
+                      color="grey")
         data["panels"].append(table)
-    style.claim(fig, data["claim"])
+    # what the numbers show: growth with depth, and the alignment's end value against its chance level
+    head = ("collapsed count grows with projector depth" if grows and all(grows)
+            else "collapsed count does not grow with depth in every setting" if grows else "one depth only")
+    if ends:
+        above = sum(m - c > 0.05 for _, m, c in ends)
+        tail = (f"adjacent-layer alignment ends at {', '.join(f'{m:.2f}' for _, m, _ in ends)} vs chance "
+                f"{', '.join(f'{c:.2f}' for _, _, c in ends)}: above chance (by > 0.05) at {above} of {len(ends)} "
+                "depths")
+    else:
+        tail = "no alignment measured"
+    style.claim(fig, f"{head}; {tail} (Sec. 5)")
     style.save(fig, NAME, data, out_dir)
     return data
 

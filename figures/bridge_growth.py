@@ -17,14 +17,17 @@ import numpy as np
 from figures import style
 
 NAME = "bridge_growth"
-RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "bridge")
+RESULTS = os.path.join(style.REPO, "results", "bridge")
 
 
 def load(root: str = RESULTS) -> dict:
     path = os.path.join(root, "bridge.json")
     if not os.path.exists(path):
-        raise style.MissingResults(f"no {path}; run python -m empirical.bridge RUN ... --out {root}")
-    return json.load(open(path))
+        raise style.MissingResults(
+            f"no {style.shown(path)}; run python -m empirical.bridge RUN ... --out {style.shown(root)}"
+        )
+    with open(path) as f:
+        return json.load(f)
 
 
 def fmt(m: dict, signed: bool = True) -> str:
@@ -43,7 +46,8 @@ def draw(result: dict, out_dir=None) -> dict:
     if not groups:
         raise style.MissingResults("no run with a scalar effective step (SGD or LARS) in the bridge results")
     fig, axes = style.plt.subplots(1, len(groups), figsize=(4.4 * len(groups), 4.4), squeeze=False)
-    data: dict = {"claim": "d log sigma_i = step x v_i^T X v_i between monitor steps (Lemma 2)", "panels": []}
+    data: dict = {"claim": "Lemma 2 between monitor steps: predicted (step x v_i^T X v_i) vs observed change of "
+                           "log sigma_i", "panels": []}
     for ax, g in zip(axes[0], groups, strict=True):
         pred, obs, when = [], [], []
         for name in g["runs"]:
@@ -77,11 +81,15 @@ def draw(result: dict, out_dir=None) -> dict:
                         f"slope {fmt(i['exact_gradient_slope'])}")
         ax.set_title(f"{group_label(g['settings'])}\n{caption}", fontsize=8)
         ax.set(xlabel="predicted change of log σ_i", ylabel="observed change of log σ_i")
-        ax.legend(loc="upper left")
         data["panels"].append({"settings": g["settings"], "seeds": g["seeds"], "caption": caption,
                                "instantaneous": i})
     fig.colorbar(art, ax=axes[0, -1], label="training time (fraction)")
-    style.claim(fig, data["claim"])
+    # one legend for every panel, under them: inside an axes it would cover the scatter
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", frameon=False)
+    rho = [p["instantaneous"]["spearman"]["mean"] for p in data["panels"]]
+    style.claim(fig, "Lemma 2 between monitor steps: predicted (step × v_iᵀXv_i) vs observed change of log σ_i; "
+                f"Spearman {min(rho):+.2f} to {max(rho):+.2f} over {len(rho)} groups (1 = same order; chance and "
+                "persistence baseline in each panel)")
     style.save(fig, NAME, data, out_dir)
     return data
 

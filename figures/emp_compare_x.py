@@ -19,7 +19,7 @@ import numpy as np
 from figures import style
 
 NAME = "emp_compare_x"
-RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "compare")
+RESULTS = os.path.join(style.REPO, "results", "compare")
 VARIANTS = (("trained", "#1f77b4"), ("matched", "#ff7f0e"), ("apriori", "#2ca02c"))
 
 
@@ -33,9 +33,13 @@ def load_results(root: str | None = None) -> dict[str, dict]:
         paths = sorted(glob.glob(os.path.join(root, "*", "compare.json")))
     if not paths:
         raise style.MissingResults(
-            f"no {root}/*/compare.json; run python -m empirical.compare --out {root}/NAME"
+            f"no {style.shown(root)}/*/compare.json; run python -m empirical.compare --out {style.shown(root)}/NAME"
         )
-    return {os.path.basename(os.path.dirname(p)): json.load(open(p)) for p in paths}
+    out = {}
+    for p in paths:
+        with open(p) as f:
+            out[os.path.basename(os.path.dirname(p))] = json.load(f)
+    return out
 
 
 def title(name: str, res: dict) -> str:

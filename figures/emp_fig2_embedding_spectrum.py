@@ -24,7 +24,7 @@ def main(quick: bool = False, out_dir=None, results=None) -> dict:
     if lin is not None:
         er.draw_spectrum(ax, lin, "z", style.LAYER_COLORS[1], lw=1)
     ax.set(xlabel="singular value rank index", ylabel="log10 singular value of C (embedding z)")
-    ax.legend(loc="lower left")
+    er.legend(ax, loc="lower left")
     s = mlp["spectra"]["z"]
     er.claim(
         fig,

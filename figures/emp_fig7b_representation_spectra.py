@@ -23,7 +23,7 @@ def main(quick: bool = False, out_dir=None, results=None) -> dict:
     er.draw_spectrum(ax, mlp, "r", style.CLEAN, er.label(mlp, "r").replace("mlp", "with MLP projector"))
     er.draw_spectrum(ax, none, "r", style.AUGMENTED, er.label(none, "r").replace("none", "no projector"))
     ax.set(xlabel="singular value rank index", ylabel="log10 singular value of C (representation r)")
-    ax.legend(loc="lower left")
+    er.legend(ax, loc="lower left")
     a, b = mlp["spectra"]["r"], none["spectra"]["r"]
     er.claim(
         fig,

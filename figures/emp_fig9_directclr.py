@@ -35,7 +35,8 @@ def main(quick: bool = False, out_dir=None, results=None) -> dict:
             er.draw_spectrum(ax, other, "r", style.LAYER_COLORS[0], "SimCLR " + er.label(other, "r"))
             out[f"{proj}_r"] = other["spectra"]["r"]
         ax.set(title=title, xlabel="singular value rank index")
-        ax.legend(loc="lower left")
+        # below the panel: the spectra fill the axes from the top left to the floor at the right
+        er.legend(ax, loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=7, frameon=False)
     axes[0].set_ylabel("log10 singular value of C (representation r)")
     s = dclr["spectra"]["r"]
     er.claim(

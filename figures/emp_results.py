@@ -4,7 +4,9 @@ Results come from ``python -m empirical.experiments NAME --dataset D --scale S``
 ``results/<NAME>-<D>-<S>/table.json`` (committed for the CPU-scale mnist5k runs). Spectra there are the
 paper's protocol through ``theory.spectrum``: L2-normalized features, covariance singular values, log10.
 Every figure takes a results folder as its argument (``python -m figures.emp_fig2_embedding_spectrum
-results/projector-ablation-mnist5k-gpu-60ep``); without one it draws the committed CPU results.
+results/projector-ablation-mnist5k-gpu-60ep``); without one it draws the committed CPU results into
+figures/out. Given a folder on the command line it writes to ``runs/figures`` unless ``--out`` says otherwise,
+so that drawing other results never replaces the committed gallery.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import numpy as np
 
 from figures import style
 
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+RESULTS = style.REPO / "results"
+SCRATCH = style.REPO / "runs" / "figures"  # git-ignored: where figures of other results folders go
 DATASET, SCALE = "mnist5k", "cpu"
 # committed CPU results, preferred first: the corrected recipe and probe (10, then 3 epochs), then the earlier runs
 SUFFIXES = ("-10ep-corrected", "-3ep-corrected", "", "-3ep")
@@ -44,7 +47,7 @@ def load(experiment: str, results: str | Path | None = None) -> dict:
     data = json.loads(path.read_text())
     if data["meta"]["experiment"] != experiment:
         raise style.MissingResults(f"{path} holds {data['meta']['experiment']}, this figure draws {experiment}")
-    data["meta"]["folder"] = str(path.parent)
+    data["meta"]["folder"] = style.relative(path.parent)
     return data
 
 
@@ -76,20 +79,62 @@ def label(r: dict, space: str) -> str:
 
 
 def draw_spectrum(ax, r: dict, space: str, color, name: str | None = None, **kw) -> None:
-    """Sorted log10 singular values, plus the collapse threshold of this spectrum (dotted)."""
+    """Sorted log10 singular values, plus the collapse threshold of this spectrum (dotted, same colour).
+
+    Only the top ``SHOWN_DECADES`` of the axes are shown: values below (dead channels near the float64 floor,
+    exact zeros) are drawn on the display floor, a grey line labelled in the legend, instead of running off
+    the axes. Every call re-clips the curves already on ``ax``, whose floor moves with the highest top."""
     y = log10_spectrum(r, space)
-    floor = np.nanmin(y[np.isfinite(y)]) - 1 if np.isfinite(y).any() else -20
-    y = np.where(np.isfinite(y), y, floor)
-    ax.plot(np.arange(1, len(y) + 1), y, color=color, label=name or label(r, space), **kw)
-    ax.axhline(np.nanmax(y) - COLLAPSE_DECADES, color=color, ls=":", lw=0.8)
-    top = max(np.nanmax(y), getattr(ax, "_emp_top", -np.inf))
+    y = np.where(np.isfinite(y), y, -np.inf)  # zeros: drawn on the floor
+    this_top = float(np.max(y[np.isfinite(y)])) if np.isfinite(y).any() else 0.0
+    (line,) = ax.plot(np.arange(1, len(y) + 1), y, color=color, label=name or label(r, space), **kw)
+    line._emp_raw = y
+    first = not hasattr(ax, "_emp_top")
+    ax.axhline(this_top - COLLAPSE_DECADES, color=color, ls=":", lw=0.8,
+               label=f"dotted: collapse threshold ({COLLAPSE_DECADES:g} decades below each curve's top)"
+               if first else "_nolegend_")  # fmt: skip
+    top = max(this_top, getattr(ax, "_emp_top", -np.inf))
     ax._emp_top = top
-    ax.set_ylim(bottom=top - SHOWN_DECADES, top=top + 0.5)  # lower values run off the axis
+    floor = top - SHOWN_DECADES
+    below = 0
+    for ln in ax.lines:
+        if hasattr(ln, "_emp_raw"):
+            ln.set_ydata(np.maximum(ln._emp_raw, floor))
+            below += int(np.sum(ln._emp_raw < floor))
+    if first:
+        ax._emp_floor = ax.axhline(floor, color="0.45", lw=1.0)
+    ax._emp_floor.set_ydata([floor, floor])
+    ax._emp_floor.set_label(f"display floor (top − {SHOWN_DECADES:g} decades): {below} lower values drawn on it")
+    ax.set_ylim(bottom=floor - 0.4, top=top + 0.5)
+
+
+def effective_flags(recipe: list[str]) -> list[str]:
+    """The recipe with each flag once, holding its last value (argparse's rule: a later flag overrides), in the
+    order the flags first appear; a scale's defaults followed by an override are then not listed twice."""
+    order: list[str] = []
+    values: dict[str, list[str]] = {}
+    i = 0
+    while i < len(recipe):
+        flag = recipe[i]
+        takes_value = i + 1 < len(recipe) and not recipe[i + 1].startswith("--")
+        if flag not in values:
+            order.append(flag)
+        values[flag] = [recipe[i + 1]] if takes_value else []
+        i += 2 if takes_value else 1
+    return [tok for flag in order for tok in (flag, *values[flag])]
+
+
+def legend(ax, **kw) -> None:
+    """``ax.legend`` with the spectra first and the reference lines (threshold, display floor) last."""
+    handles, labels = ax.get_legend_handles_labels()
+    reference = [lab.startswith(("dotted:", "display floor")) for lab in labels]
+    order = sorted(range(len(labels)), key=lambda i: reference[i])
+    ax.legend([handles[i] for i in order], [labels[i] for i in order], **kw)
 
 
 def recipe_text(data: dict) -> str:
     m = data["meta"]
-    return f"{m.get('folder', '?')}: {m['dataset']}, {' '.join(m['recipe'])}"
+    return f"{m.get('folder', '?')}: {m['dataset']}, {' '.join(effective_flags(m['recipe']))}"
 
 
 def short(data: dict) -> str:
@@ -114,16 +159,23 @@ def cli(main, description: str) -> None:
 
     parser = OneLineParser(description=description)
     parser.add_argument("results", nargs="?", default=None, help="results folder (default: committed CPU results)")
-    parser.add_argument("--out", default=None, help=f"output folder (default {style.OUT_DIR})")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: figures/out for the committed results, runs/figures for a results folder)",
+    )
     parser.add_argument("--quick", action="store_true", help="accepted for make_all; these figures are fast")
 
     def run(argv: list[str] | None) -> int:
         args = parser.parse_args(argv)
+        out = Path(args.out or (SCRATCH if args.results is not None else style.OUT_DIR))
         try:
-            main(quick=args.quick, out_dir=args.out, results=args.results)
+            main(quick=args.quick, out_dir=out, results=args.results)
         except style.MissingResults as e:
             raise UserError(str(e)) from None
-        print(f"wrote {Path(args.out or style.OUT_DIR)}")
+        name = main.__globals__["NAME"]
+        for ext in ("png", "pdf", "json"):
+            print(f"wrote {style.shown(out / f'{name}.{ext}')}")
         return 0
 
     sys.exit(run_cli(run))

@@ -114,6 +114,9 @@ def draw(data: dict, out_dir=None) -> None:
         lw=1.2,
         label=f"collapse rule ({COLLAPSE_RTOL:g} × largest so far)",
     )
+    # room under the smallest variance for the legend, so that it covers no curve
+    low = float(np.min(emb[keep][emb[keep] > 0]))
+    axes[0, 2].set_ylim(bottom=low * 10**-4.5)
     axes[0, 2].legend(loc="lower left", title=f"collapsed: {inf['collapsed_dims_initial']} of {dim} at t = 0, "
                       f"{inf['collapsed_dims_final']} at the end")
     axes[0, 0].text(

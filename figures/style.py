@@ -2,7 +2,9 @@
 
 * Agg backend, one font size, one colour per role (clean / augmented directions, layers, predictions).
 * ``save(fig, name, data, out_dir)`` writes ``<out_dir>/<name>.png``, ``.pdf`` and ``.json`` atomically
-  (temp file + rename), with the PDF's creation date stripped so that reruns give identical files.
+  (temp file + rename). Reruns give byte-identical files: no dates or software versions in the PNG/PDF
+  metadata, no run times in titles or JSON, and paths recorded relative to the repository (``relative``).
+  Titles too wide for their axes or figure are wrapped at word boundaries before saving (``fit_titles``).
 * ``MissingResults``: raised by a figure that reads saved results (e.g. trained networks) which are not
   there yet; ``make_all`` reports it as skipped instead of failing.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -21,7 +24,8 @@ import numpy as np  # noqa: E402
 
 from theory.io import jsonable  # noqa: E402
 
-OUT_DIR = Path(__file__).resolve().parent / "out"
+REPO = Path(__file__).resolve().parent.parent
+OUT_DIR = REPO / "figures" / "out"
 
 CLEAN = "#1f77b4"  # directions the augmentation leaves alone
 AUGMENTED = "#d62728"  # directions the augmentation perturbs
@@ -75,6 +79,61 @@ def log10(values: np.ndarray, floor: float = 1e-300) -> np.ndarray:
     return np.log10(np.maximum(np.asarray(values, dtype=np.float64), floor))
 
 
+def relative(path: str | os.PathLike) -> str:
+    """A path for provenance fields: relative to the repository when inside it, else only its last component.
+
+    An absolute path names the machine and the checkout, so the same figure made in two checkouts would
+    differ; outside the repository the folder's own name is what identifies the results."""
+    full = Path(path).resolve()
+    try:
+        return full.relative_to(REPO).as_posix() or "."
+    except ValueError:
+        return full.name
+
+
+def shown(path: str | os.PathLike) -> str:
+    """A path for messages: relative to the repository when inside it, else as it is."""
+    full = Path(path).resolve()
+    return full.relative_to(REPO).as_posix() if full.is_relative_to(REPO) else str(path)
+
+
+def _wrap_to(text_artist, renderer, max_width: float) -> None:
+    """Re-wrap ``text_artist`` at spaces (keeping its explicit line breaks) until it is at most ``max_width``
+    pixels wide; a single word longer than that is left as it is."""
+    if text_artist.get_window_extent(renderer).width <= max_width:
+        return
+    lines = text_artist.get_text().split("\n")
+    longest = max(len(line) for line in lines)
+    width = max(int(longest * max_width / text_artist.get_window_extent(renderer).width), 8)
+    while width >= 8:
+        text_artist.set_text("\n".join(textwrap.fill(line, width) for line in lines))
+        if text_artist.get_window_extent(renderer).width <= max_width:
+            return
+        width -= 2
+
+
+def _subfigures(fig) -> list:
+    out = [fig]
+    for sub in getattr(fig, "subfigs", []):
+        out += _subfigures(sub)
+    return out
+
+
+def fit_titles(fig: plt.Figure) -> None:
+    """Wrap every (sup)title that is wider than the room it has: an axes title to its axes' width, a
+    suptitle to its (sub)figure's width. Constrained layout then makes room for the extra lines on save."""
+    for _ in range(2):  # wrapping changes the layout, which changes the widths
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        for f in _subfigures(fig):
+            if getattr(f, "_suptitle", None) is not None and f._suptitle.get_text():
+                _wrap_to(f._suptitle, renderer, 0.97 * f.bbox.width)
+        for ax in fig.get_axes():
+            for title in (ax.title, ax._left_title, ax._right_title):
+                if title.get_text():
+                    _wrap_to(title, renderer, 1.02 * ax.bbox.width)
+
+
 def _atomic(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
@@ -90,11 +149,13 @@ def save(fig: plt.Figure, name: str, data: dict, out_dir: str | os.PathLike | No
     folder = Path(out_dir) if out_dir is not None else OUT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     png = folder / f"{name}.png"
+    fit_titles(fig)
+    # metadata without dates or versions: the same data give the same bytes on every rerun
     _atomic(png, lambda p: fig.savefig(p, format="png", metadata={"Software": None}))
     _atomic(
         folder / f"{name}.pdf",
         lambda p: fig.savefig(
-            p, format="pdf", metadata={"CreationDate": None, "Producer": None, "Creator": None}
+            p, format="pdf", metadata={"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None}
         ),
     )
     text = json.dumps(jsonable(data), indent=1, allow_nan=False) + "\n"
@@ -109,6 +170,10 @@ def cli(main, description: str) -> None:
 
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds), for tests")
-    parser.add_argument("--out", default=None, help=f"output folder (default {OUT_DIR})")
+    parser.add_argument("--out", default=None, help="output folder (default figures/out, the committed gallery)")
     args = parser.parse_args()
     main(quick=args.quick, out_dir=args.out)
+    out = Path(args.out) if args.out is not None else OUT_DIR
+    name = main.__globals__["NAME"]
+    for ext in ("png", "pdf", "json"):
+        print(f"wrote {shown(out / f'{name}.{ext}')}")
