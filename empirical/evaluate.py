@@ -59,6 +59,16 @@ SPACE_DOC = {
 # ---- contract used by empirical.compare -----------------------------------------------------------------
 
 
+def _portable(path: str) -> str:
+    """``path`` as a result file records it: relative to the repository when inside it, else the run folder's name
+    and the file's, so that no result holds this machine's directories."""
+    full = os.path.abspath(path)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if os.path.commonpath([full, root]) == root:
+        return os.path.relpath(full, root)
+    return os.path.join(os.path.basename(os.path.dirname(full)), os.path.basename(full))
+
+
 def _read_checkpoint(path: str) -> tuple[dict, dict]:
     """(state_dict, config) of final.pt (weights; config.json beside it) or ckpt-*.pt (weights + config)."""
     if os.path.isdir(path):
@@ -355,7 +365,7 @@ def evaluate(
     yte = labels["test"].numpy()
     keep_te = yte >= 0  # stl10's unlabeled rows
     res: dict = {
-        "checkpoint": os.path.abspath(checkpoint),
+        "checkpoint": _portable(checkpoint),
         "dataset": data_cfg["dataset"],
         "projector": config["projector"],
         "backbone": config["backbone"],
