@@ -28,6 +28,7 @@ NT-Xent normalizes z, so its weight gradient is not W times a symmetric matrix: 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,8 +36,12 @@ import numpy as np
 from .losses import DEFAULT_TEMPERATURE, paper_weights
 
 PSD_RTOL = 1e-2
-PSD_ALPHA = 0.01  # family-wise level of the cross-fitted PSD test
+PSD_ALPHA = 0.01  # family-wise level of the cross-fitted test, and 1 - the confidence of the PSD bound
 COVARIANCE_LOSSES = ("paper", "dot")
+BOOTSTRAP_DRAWS = 200  # sign-flip draws for the PSD bound's quantile
+MIN_SAMPLES = 4  # two halves of two: the fewest that cross-fit with a held-out spread
+VERDICTS = ("not psd", "psd", "undetermined")
+X_BATCHES = 32  # fewest batches for an X verdict by default: see docs/psd_test.md for the power
 
 
 def _t(a: np.ndarray) -> np.ndarray:
@@ -121,24 +126,36 @@ def contrastive_x(
 class PSDCheck:
     """Spectrum of a symmetric matrix X (descending), its significantly negative directions, the verdict.
 
-    ``negative`` marks the ``n_negative`` most negative eigen-directions of X (a suffix, since the
-    eigenvalues descend); ``basis`` is their orthonormal basis, Theorem 1's predicted collapse set. With
-    ``samples`` the held-out statistics of both cross-fitting splits are kept (row s: directions chosen on
-    half s, in the descending order of that half's eigenvalues, tested on the other half).
+    ``verdict`` is one of ``VERDICTS``: "not psd" (``n_negative`` directions significantly negative, family-wise
+    error <= ``alpha``), "psd" (a confidence bound puts every eigenvalue of E[X] above -``delta``) or
+    "undetermined" (neither; ``samples_to_decide`` estimates how many samples would decide). ``negative``
+    marks the ``n_negative`` most negative eigen-directions of X (a suffix, since the eigenvalues descend);
+    ``basis`` is their orthonormal basis, Theorem 1's predicted collapse set. With ``samples`` the held-out
+    statistics of both cross-fitting splits are kept (row s: directions chosen on half s, ascending in that
+    half's eigenvalues, i.e. in the order they are tested, evaluated on the other half).
     """
 
     eigenvalues: np.ndarray
     eigenvectors: np.ndarray  # columns, in the order of ``eigenvalues``
     n_negative: int
-    is_psd: bool
+    verdict: str
     # eigenvalue k counts as negative iff eigenvalues[k] < -tolerance[k] (a float without samples: the rule)
     tolerance: float | np.ndarray
+    delta: float  # "psd" means: every eigenvalue of E[X] > -delta (rtol * max|eigenvalue| unless given)
+    lower_bound: float | None = None  # (1 - alpha) lower confidence bound on the lowest eigenvalue of E[X]
+    samples_to_decide: int | None = None  # undetermined only: about this many samples would decide
+    detectable: float | None = None  # about the smallest |negative eigenvalue| these samples detect
+    samples: int = 0  # how many samples X_b were tested
     standard_errors: np.ndarray | None = None  # (2, d) held-out standard error of v^T X v
     statistics: np.ndarray | None = None  # (2, d) held-out t = mean(v^T X_b v) / standard error
     p_values: np.ndarray | None = None  # (2, d) one-sided, H0: v^T E[X] v >= 0
     directions: np.ndarray | None = None  # (2, d, d) the tested directions (columns) of each split
-    alpha: float | None = None  # family-wise level of the test (Holm over the 2d p-values)
-    n_significant: tuple[int, int] | None = None  # Holm rejections per split
+    alpha: float | None = None  # family-wise level of the test
+    n_significant: tuple[int, int] | None = None  # fixed-sequence rejections per split
+
+    @property
+    def is_psd(self) -> bool:
+        return self.verdict == "psd"
 
     @property
     def negative(self) -> np.ndarray:
@@ -147,6 +164,21 @@ class PSDCheck:
     @property
     def basis(self) -> np.ndarray:
         return self.eigenvectors[:, self.negative]
+
+    def describe(self) -> str:
+        """The verdict in one line of words, with the evidence behind it."""
+        if self.samples == 0:
+            how = f"exact matrix, tolerance {self.delta:.3g}"
+        else:
+            how = f"{self.samples} samples, family-wise error <= {self.alpha:g}"
+        if self.verdict == "not psd":
+            return f"not PSD: {self.n_negative} significantly negative direction(s) ({how})"
+        if self.verdict == "psd":
+            bound = "" if self.lower_bound is None else f"; lowest eigenvalue >= {self.lower_bound:.3g}"
+            return f"PSD: every eigenvalue above -{self.delta:.3g} ({how}{bound})"
+        more = f"; about {self.samples_to_decide} samples would decide" if self.samples_to_decide else ""
+        seen = "" if self.detectable is None else f", negatives below about -{self.detectable:.3g} detectable"
+        return f"undetermined: no significant negative and no PSD bound ({how}{seen}{more})"
 
 
 def holm(p_values: np.ndarray, alpha: float) -> np.ndarray:
@@ -158,6 +190,13 @@ def holm(p_values: np.ndarray, alpha: float) -> np.ndarray:
     reject = np.zeros(flat.size, dtype=bool)
     reject[order[:k]] = True
     return reject.reshape(p_values.shape)
+
+
+def fixed_sequence(p_values: np.ndarray, alpha: float) -> int:
+    """How many hypotheses, tested in their given order each at level alpha, are rejected before the first
+    that is not: family-wise error <= alpha for any order fixed before the data are seen."""
+    passed = np.asarray(p_values) <= alpha
+    return int(passed.size if passed.all() else np.argmin(passed))
 
 
 def one_sided_t(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -174,71 +213,182 @@ def one_sided_t(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def _held_out(select: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Eigen-directions of mean(select) (descending) and the t statistics of v^T X_b v over ``test``."""
+    """Eigen-directions of mean(select), ascending (most negative first), and the t statistics of v^T X_b v
+    over ``test``."""
     sel = np.mean(select, axis=0)
-    vectors = np.linalg.eigh(0.5 * (sel + sel.T))[1][:, ::-1]
+    vectors = np.linalg.eigh(0.5 * (sel + sel.T))[1]
     return vectors, *one_sided_t(np.einsum("ik,bij,jk->bk", vectors, test, vectors))
+
+
+def psd_lower_bound(samples: np.ndarray, alpha: float = PSD_ALPHA, draws: int = BOOTSTRAP_DRAWS) -> float:
+    """(1 - alpha) lower confidence bound on the lowest eigenvalue of E[X] from i.i.d. samples X_b.
+
+    Weyl: lambda_min(E[X]) >= lambda_min(mean) - lambda_max(mean - E[X]). The quantile of the last term is
+    taken from a sign-flip (Rademacher multiplier) bootstrap, (1/B) sum_b e_b (X_b - mean) scaled by
+    sqrt(B / (B - 1)), which has the covariance of mean - E[X]. The draws use a fixed seed: reproducible.
+    """
+    b = len(samples)
+    mean = samples.mean(axis=0)
+    signs = np.random.default_rng(0).choice([-1.0, 1.0], size=(draws, b))
+    flips = np.einsum("rb,bij->rij", signs, samples - mean) * (np.sqrt(b / (b - 1)) / b)
+    quantile = float(np.quantile(np.linalg.eigvalsh(flips)[:, -1], 1.0 - alpha))
+    return float(np.linalg.eigvalsh(mean)[0]) - quantile
+
+
+def significant_negatives(samples: np.ndarray, alpha: float = PSD_ALPHA) -> tuple:
+    """The "not psd" half of ``psd_check``: cross-fitted fixed-sequence t tests on symmetric samples (B, d, d).
+
+    Returns (directions, standard errors, t statistics, p-values), each stacked over the two splits, and the
+    number of rejections per split; P(any rejection) <= alpha when E[X] is PSD.
+    """
+    half = len(samples) // 2
+    halves = (samples[:half], samples[half:])
+    splits = [_held_out(halves[s], halves[1 - s]) for s in (0, 1)]
+    directions, errors, stats, p_values = (np.stack(parts) for parts in zip(*splits, strict=True))
+    return directions, errors, stats, p_values, tuple(fixed_sequence(p_values[s], alpha / 2) for s in (0, 1))
 
 
 def psd_check(
     matrix: np.ndarray,
     rtol: float = PSD_RTOL,
     samples: np.ndarray | None = None,
-    z_score: float | None = None,
     alpha: float = PSD_ALPHA,
+    delta: float | None = None,
 ) -> PSDCheck:
     """Is E[X] PSD, and along which directions is it significantly negative (Theorem 1, Corollary 1)?
 
-    Without ``samples``: eigenvalue k of ``matrix`` counts as negative when it is below -rtol * max|eig|.
+    Without ``samples`` ``matrix`` is taken as exact: eigenvalue k counts as negative when it is below
+    -rtol * max|eig|, and the verdict is "not psd" or "psd" by that rule alone.
 
     With ``samples`` (B independent, identically distributed estimates X_b of E[X], shape (B, d, d);
-    ``matrix`` is normally their mean), a cross-fitted test decides the count. The samples are cut into
-    two halves H0, H1 (first and second B // 2). For split s, the eigenvectors v_k of mean(H_s) are fixed
-    before H_{1-s} is looked at, so on H_{1-s} each v_k^T X_b v_k is an i.i.d. sample whose mean is
-    v_k^T E[X] v_k; its one-sided t test (Student t, |H_{1-s}| - 1 degrees of freedom) rejects
-    H0_k: v_k^T E[X] v_k >= 0. If E[X] is PSD every H0_k is true, so Holm's correction over the 2d tests
-    makes P(any rejection) <= ``alpha`` (default 0.01; exact for Gaussian X_b, asymptotic in the batch size
-    otherwise). Choosing and testing on the same batches would select the most negative noise and is biased
-    toward "not PSD". The count is the larger number of rejections of the two splits, further capped by the
-    relative rule above (an eigenvalue of ``matrix`` below -rtol * max|eig|), and the reported basis is the
-    eigenvectors of ``matrix`` for its ``n_negative`` lowest eigenvalues. ``z_score``, if given, replaces the
-    Holm threshold by the per-direction rule t < -z_score (no multiplicity correction, not calibrated).
-    With B < 4 there is no held-out spread to test with: the relative rule alone decides (``statistics`` is
-    None), as without samples.
+    ``matrix`` is normally their mean) three outcomes, each with its error controlled:
 
-    The samples must be independent draws at one fixed W: for gradient flow on a fixed sample, pass X of
-    fresh batches at the final W, never snapshots of X over time (their spread is drift, not noise).
-    The verdict is invariant to an orthogonal change of basis of X and of all samples.
+    * "not psd": cross-fitted fixed-sequence t tests. The samples are cut into halves H0, H1 (first and
+      second B // 2). For split s the eigenvectors v_1, v_2, ... of mean(H_s), most negative first, are fixed
+      before H_{1-s} is looked at, so on H_{1-s} each v_k^T X_b v_k is an i.i.d. sample with mean
+      v_k^T E[X] v_k; its one-sided t test (|H_{1-s}| - 1 degrees of freedom) rejects H0_k:
+      v_k^T E[X] v_k >= 0. The tests run in that order at level alpha / 2 and stop at the first that does not
+      reject, so the family-wise error is <= alpha over both splits (exact for Gaussian X_b, asymptotic in the
+      batch size otherwise) without the d-fold penalty of correcting over every direction. The count is the
+      larger of the two splits' rejections, capped by the relative rule above; the basis is the eigenvectors
+      of ``matrix`` for its ``n_negative`` lowest eigenvalues.
+    * "psd": when nothing is rejected and the (1 - alpha) lower bound of ``psd_lower_bound`` on E[X]'s lowest
+      eigenvalue is >= -delta (default delta = rtol * max|eig(matrix)|).
+    * "undetermined": neither. ``samples_to_decide`` scales the sample count by the squared ratio of what is
+      needed to what was seen (the bound's width, or the first direction's t statistic), as both shrink
+      like 1 / sqrt(B).
+
+    B < 4 leaves no held-out spread: "undetermined". The samples must be independent draws at one fixed W:
+    for gradient flow on a fixed sample, pass X of fresh batches at the final W, never snapshots of X over
+    time (their spread is drift, not noise). The verdict is invariant to an orthogonal change of basis.
     """
+    from scipy.special import stdtrit
+
     matrix = np.asarray(matrix, dtype=np.float64)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         raise ValueError(f"expected a square matrix, got shape {matrix.shape}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
     d = matrix.shape[0]
     values, vectors = np.linalg.eigh(0.5 * (matrix + matrix.T))
     values, vectors = values[::-1], vectors[:, ::-1]
     scale = float(np.max(np.abs(values))) if values.size else 0.0
     rel_tol = rtol * scale
+    delta = rel_tol if delta is None else float(delta)
     relative = int(np.sum(values < -rel_tol))
-    if samples is not None:
-        samples = np.asarray(samples, dtype=np.float64)
-        if samples.ndim != 3 or samples.shape[1:] != (d, d):
-            raise ValueError(f"samples must have shape (B, {d}, {d}), got {samples.shape}")
-    if samples is None or len(samples) < 4:
-        return PSDCheck(values, vectors, relative, relative == 0, rel_tol)
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    if samples is None:
+        verdict = "not psd" if relative else "psd"
+        return PSDCheck(values, vectors, relative, verdict, rel_tol, delta, float(values[-1]) if d else None)
+    samples = np.asarray(samples, dtype=np.float64)
+    if samples.ndim != 3 or samples.shape[1:] != (d, d):
+        raise ValueError(f"samples must have shape (B, {d}, {d}), got {samples.shape}")
+    b = len(samples)
+    if b < MIN_SAMPLES:
+        return PSDCheck(values, vectors, 0, "undetermined", np.full(d, np.inf), delta, samples_to_decide=MIN_SAMPLES,
+                        samples=b)
     samples = 0.5 * (samples + np.swapaxes(samples, -1, -2))
-    half = len(samples) // 2
-    halves = (samples[:half], samples[half:])
-    splits = [_held_out(halves[s], halves[1 - s]) for s in (0, 1)]
-    directions, errors, stats, p_values = (np.stack(parts) for parts in zip(*splits, strict=True))
-    reject = stats < -z_score if z_score is not None else holm(p_values, alpha)
-    n_significant = (int(reject[0].sum()), int(reject[1].sum()))
+    directions, errors, stats, p_values, n_significant = significant_negatives(samples, alpha)
     n_negative = min(max(n_significant), relative)
     tol = np.maximum(rel_tol, -values)  # not negative ...
     tol[d - n_negative :] = rel_tol  # ... except the n_negative lowest, all below -rel_tol
-    return PSDCheck(values, vectors, n_negative, n_negative == 0, tol, errors, stats, p_values, directions,
-                    alpha, n_significant)
+    half = b // 2
+    t_crit = -stdtrit(np.array([b - half, half]) - 1, alpha / 2)  # per split: its test half's size
+    detectable = float(np.max(t_crit * np.median(errors, axis=1)))
+    check = PSDCheck(values, vectors, n_negative, "not psd" if n_negative else "undetermined", tol, delta,
+                     detectable=detectable, samples=b, standard_errors=errors, statistics=stats,
+                     p_values=p_values, directions=directions, alpha=alpha, n_significant=n_significant)
+    if n_negative:
+        return check
+    check.lower_bound = psd_lower_bound(samples, alpha)
+    if check.lower_bound >= -delta:
+        check.verdict = "psd"
+        return check
+    needed = []
+    width = float(np.linalg.eigvalsh(samples.mean(axis=0))[0]) - check.lower_bound
+    gap = width + check.lower_bound + delta  # lambda_min(mean) + delta
+    if gap > 0:
+        needed.append(b * (width / gap) ** 2)
+    first = np.min(stats[:, 0])
+    if first < 0 and np.isfinite(first):
+        needed.append(b * (float(np.min(t_crit)) / first) ** 2)
+    check.samples_to_decide = int(np.ceil(min(needed))) if needed else None
+    return check
+
+
+def x_batches(
+    x: np.ndarray, x_aug: np.ndarray, weight: np.ndarray | None, loss: str = "paper",
+    temperature: float = DEFAULT_TEMPERATURE, batch_size: int | None = None,
+) -> np.ndarray:
+    """X of consecutive, disjoint batches of ``batch_size`` pairs: shape (N // batch_size, d, d).
+
+    x, x_aug: (N, d) paired views (inputs of the linear map ``weight``, (d_out, d)); ``weight=None`` is
+    W -> 0 (every alpha_ij = 1/N). X depends on the batch size through the softmax over the batch, so it
+    should be the training batch size; None takes all N pairs as one batch.
+    """
+    x, x_aug = np.asarray(x, dtype=np.float64), np.asarray(x_aug, dtype=np.float64)
+    n, d = x.shape
+    size = n if batch_size is None else int(batch_size)
+    if not 2 <= size <= n:
+        raise ValueError(f"batch size must lie in [2, {n}] (the number of pairs), got {batch_size}")
+    count = n // size
+    weight = np.zeros((1, d)) if weight is None else weight
+    shape = (count, size, d)
+    return contrastive_x(x[: count * size].reshape(shape), x_aug[: count * size].reshape(shape), weight, loss,
+                         temperature)
+
+
+def x_verdict(
+    views: tuple[np.ndarray, np.ndarray] | Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]],
+    weight: np.ndarray | None = None, loss: str = "paper", temperature: float = DEFAULT_TEMPERATURE,
+    batch_size: int | None = None, batches: int = X_BATCHES, budget: int | None = None,
+    rng: np.random.Generator | None = None, alpha: float = PSD_ALPHA, rtol: float = PSD_RTOL,
+) -> tuple[PSDCheck, np.ndarray]:
+    """The PSD verdict on X at fixed weights, and the per-batch samples it rests on.
+
+    ``views`` is either paired representations (x, x_aug), each (N, d), cut into N // batch_size disjoint
+    batches (``x_batches``), or a sampler ``views(rng) -> (x, x_aug)`` of one fresh batch. A sampler draws
+    ``batches`` batches, and while the verdict is "undetermined" doubles them up to ``budget`` (default
+    ``batches``). Each look is tested at alpha / (number of planned looks), so the error stays <= alpha.
+    """
+    if callable(views):
+        rng = np.random.default_rng(0) if rng is None else rng
+        budget = batches if budget is None else max(int(budget), batches)
+        looks = 1 + int(np.floor(np.log2(budget / batches)))
+
+        def draw() -> np.ndarray:
+            x, x_aug = views(rng)
+            return contrastive_x(x, x_aug, np.zeros((1, x.shape[-1])) if weight is None else weight, loss,
+                                 temperature)
+
+        drawn = [draw() for _ in range(batches)]
+        while True:
+            samples = np.stack(drawn)
+            check = psd_check(samples.mean(axis=0), rtol, samples, alpha / looks)
+            if check.verdict != "undetermined" or len(drawn) * 2 > budget:
+                return check, samples
+            drawn += [draw() for _ in range(len(drawn))]
+    samples = x_batches(*views, weight, loss, temperature, batch_size)
+    return psd_check(samples.mean(axis=0), rtol, samples, alpha), samples
 
 
 def apriori_covariance(x: np.ndarray, x_aug: np.ndarray) -> np.ndarray:

@@ -250,7 +250,7 @@ def test_psd_check_statistics_are_held_out_one_sided_t_tests():
     check = psd_check(samples.mean(0), samples=samples)
     halves = (samples[:11], samples[11:])
     for s in (0, 1):
-        vecs = np.linalg.eigh(halves[s].mean(0))[1][:, ::-1]
+        vecs = np.linalg.eigh(halves[s].mean(0))[1]  # ascending: tested most negative first
         np.testing.assert_allclose(np.abs(np.sum(vecs * check.directions[s], axis=0)), 1.0, atol=1e-10)
         rayleigh = np.einsum("ik,bij,jk->bk", vecs, halves[1 - s], vecs)
         ref = ttest_1samp(rayleigh, 0.0, alternative="less")
@@ -278,8 +278,9 @@ def test_holm_equals_closed_testing_with_bonferroni():
 def test_psd_check_sample_errors():
     rng = np.random.default_rng(34)
     few = np.diag([1.0, 0.5, -0.3, 0.2]) + 0.01 * sym_noise(rng, (3,), 4)
-    check = psd_check(few.mean(0), samples=few)  # too few to cross-fit: the relative rule alone
-    assert check.n_negative == 1 and check.statistics is None and check.alpha is None
+    check = psd_check(few.mean(0), samples=few)  # too few to cross-fit: nothing can be decided
+    assert check.verdict == "undetermined" and check.n_negative == 0 and check.statistics is None
+    assert check.samples_to_decide == 4
     with pytest.raises(ValueError, match="shape"):
         psd_check(np.eye(3), samples=sym_noise(rng, (8,), 4))
     with pytest.raises(ValueError, match="alpha"):
@@ -291,7 +292,8 @@ def test_psd_check_identical_samples_are_exact():
     m = np.diag([1.0, 0.0, -1.0])
     check = psd_check(m, samples=np.repeat(m[None], 6, axis=0))
     assert check.n_negative == 1
-    assert check.p_values[:, -1].tolist() == [0.0, 0.0] and np.all(check.p_values[:, :2] == 1.0)
+    assert check.p_values[:, 0].tolist() == [0.0, 0.0] and np.all(check.p_values[:, 1:] == 1.0)
+    assert check.verdict == "not psd"
 
 
 def test_psd_check_without_samples_uses_the_relative_tolerance_only():
