@@ -32,8 +32,8 @@ def tracked_text_files() -> list[Path]:
     files = []
     for name in out.decode().split("\0"):
         path = ROOT / name
-        if not name or not path.is_file():
-            continue
+        if not name or not path.is_file() or path == Path(__file__).resolve():
+            continue  # this file names the patterns it looks for
         raw = path.read_bytes()[:2_000_000]
         if b"\0" in raw[:8192]:
             continue  # binary (PNG, PDF, checkpoints)
