@@ -14,6 +14,7 @@ Checkpoints are pickles (``weights_only=False``, they contain RNG states): load 
 from __future__ import annotations
 
 import glob
+import json
 import os
 import random
 import re
@@ -137,3 +138,30 @@ def latest(out_dir: str, map_location="cpu") -> tuple[str, dict] | None:
             except OSError:
                 pass
     return None
+
+
+def truncate_log(path: str, step: int) -> int:
+    """Keep the rows of a .jsonl log with ``step`` <= ``step`` (a resume replays the rest); atomic rewrite.
+
+    A torn last line (a crash mid-write) is dropped too. Returns the number of rows dropped.
+    """
+    if not os.path.exists(path):
+        return 0
+    keep, dropped = [], 0
+    with open(path) as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                dropped += 1
+                continue
+            if row.get("step", 0) <= step:
+                keep.append(line if line.endswith("\n") else line + "\n")
+            else:
+                dropped += 1
+    if dropped:
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.writelines(keep)
+        os.replace(tmp, path)
+    return dropped

@@ -5,6 +5,7 @@ checks. Every bad value becomes ``theory.io.UserError`` (one line, exit status 2
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -32,8 +33,9 @@ examples:
   resume after a crash:       add --resume (same flags, same --out)
   a long run in chunks:       add --stop-at 5000, later --resume --stop-at 10000, ... (same schedule)
   plot the spectra:           python -m empirical.evaluate runs/digits-mlp-s0 --plot spectrum.png
-  the theory during training: python -m empirical.train --dataset mnist5k --loss paper --projector linear \
-                                --optimizer sgd --momentum 0 --lr 0.05 --monitor-every 5 --out runs/b; \
+  the theory during training (two commands):
+                              python -m empirical.train --dataset mnist5k --loss paper --projector linear \\
+                                --optimizer sgd --momentum 0 --lr 0.05 --monitor-every 5 --out runs/b
                               python -m empirical.bridge runs/b --out results/b
 """
 
@@ -46,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    for add in (_data_flags, _model_flags, _optimization_flags, _speed_flags, _run_flags):
+        add(p)
+    return p
+
+
+def _data_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument(
         "--dataset", default="synthetic", choices=DATASETS, help="default: synthetic (no files needed)"
@@ -84,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         "torchvision.io.decode_jpeg decodes each batch on the device (nvJPEG on CUDA) and crops there "
         "(same crop boxes; default: device on CUDA, workers on CPU)",
     )
+
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument(
         "--backbone",
@@ -112,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="sub-space dimension for directclr/fixed-lowrank/random-subset (default round(360/2048*width))",
     )
+
+
+def _optimization_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("loss and optimization")
     g.add_argument(
         "--loss",
@@ -122,14 +136,18 @@ def build_parser() -> argparse.ArgumentParser:
         "(infonce / ntxent also accepted); paper: Eqn 2 on unnormalized z; dot: z1.z2/t on unnormalized z "
         "(the forms of the theory, where -dL/dW = W X for a linear projector)",
     )
-    g.add_argument("--temperature", type=float, default=0.1)
-    g.add_argument("--epochs", type=int, default=10)
+    g.add_argument(
+        "--temperature", type=float, default=0.1, help="softmax temperature of info_nce / nt_xent / dot (default 0.1)"
+    )
+    g.add_argument("--epochs", type=int, default=10, help="default 10")
     g.add_argument("--batch-size", type=int, default=256, help="global batch, split over ranks (default 256)")
-    g.add_argument("--optimizer", default="lars", choices=OPTIMIZERS)
+    g.add_argument(
+        "--optimizer", default="lars", choices=OPTIMIZERS, help="default lars (the official recipe's)"
+    )
     g.add_argument(
         "--lr", type=float, default=4.8, help="base learning rate, not scaled by batch (official: 4.8)"
     )
-    g.add_argument("--weight-decay", type=float, default=1e-6)
+    g.add_argument("--weight-decay", type=float, default=1e-6, help="default 1e-6")
     g.add_argument("--momentum", type=float, default=0.9, help="sgd and lars momentum (default 0.9)")
     g.add_argument("--eta", type=float, default=0.001, help="LARS trust coefficient (default 0.001)")
     g.add_argument(
@@ -153,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after this step with a checkpoint, without changing the schedule; continue later with "
         "--resume (runs in chunks)",
     )
+
+
+def _speed_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("speed")
     g.add_argument("--precision", default=None, choices=PRECISIONS, help="default: bf16 on CUDA, fp32 on CPU")
     g.add_argument(
@@ -176,12 +197,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+def _run_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument(
+        "--seed", type=int, default=0, help="fixes weights, data order and augmentations (default 0)"
+    )
     g.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<projector>-s<seed>)")
     g.add_argument("--resume", action="store_true", help="continue from the latest good checkpoint in --out")
     g.add_argument(
-        "--spectrum-every", type=int, default=100, help="steps between spectra (0: only at the end)"
+        "--spectrum-every",
+        type=int,
+        default=100,
+        help="steps between embedding spectra in spectra.jsonl (default 100; 0: only at the end)",
     )
     g.add_argument(
         "--spectrum-samples",
@@ -190,7 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="held-out images for the spectrum (default and minimum: 2 x the representation width, so the "
         "covariance is not rank-deficient by construction)",
     )
-    g.add_argument("--log-every", type=int, default=10, help="steps between metrics.jsonl rows")
+    g.add_argument(
+        "--log-every",
+        type=int,
+        default=10,
+        help="steps between metrics.jsonl rows (default 10; a row also ends each epoch)",
+    )
     g.add_argument(
         "--monitor-every",
         type=int,
@@ -223,26 +257,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     g.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard even if installed")
-    return p
 
 
 def resolve(args: argparse.Namespace, world: int = 1) -> argparse.Namespace:
-    """Fill the automatic defaults and check every flag that does not need the data; raise UserError."""
+    """A copy of ``args`` with the automatic defaults filled in and every flag that does not need the data
+    checked (``world``: the number of ranks); raise UserError."""
+    args = argparse.Namespace(**vars(args))
+    _resolve_speed(args)
+    _resolve_model(args)
+    _check_batch(args, world)
+    _check_ranges(args)
+    _resolve_monitor(args)
+    _resolve_spectrum(args)
+    if args.out is None:
+        args.out = os.path.join("runs", f"{args.dataset}-{args.projector}-s{args.seed}")
+    return args
+
+
+def _resolve_speed(args: argparse.Namespace) -> None:
     import torch
 
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     check_device(args.device)
+    on_cuda = args.device.startswith("cuda")
     if args.precision is None:
-        args.precision = "bf16" if args.device.startswith("cuda") else "fp32"
+        args.precision = "bf16" if on_cuda else "fp32"
     if args.channels_last is None:
-        args.channels_last = args.device.startswith("cuda")
+        args.channels_last = on_cuda
     if args.decode is None:
-        args.decode = "device" if args.device.startswith("cuda") else "workers"
+        args.decode = "device" if on_cuda else "workers"
     if args.compile_mode is None:
         args.compile_mode = "default" if args.compile else "none"
     elif args.compile and args.compile_mode == "none":
         raise UserError("--compile contradicts --compile-mode none: give one of them")
+
+
+def _resolve_model(args: argparse.Namespace) -> None:
     if args.image_size is None:
         args.image_size = NATIVE_SIZE[args.dataset]
     _at_least("--image-size", args.image_size, 8)
@@ -257,6 +308,11 @@ def resolve(args: argparse.Namespace, world: int = 1) -> argparse.Namespace:
         raise UserError(
             f"--d0 {args.d0} must be between 1 and the {args.backbone} representation width {width}"
         )
+    if args.projector_layers > 1 and args.projector != "linear":
+        raise UserError(f"--projector-layers {args.projector_layers} needs --projector linear")
+
+
+def _check_batch(args: argparse.Namespace, world: int) -> None:
     if args.batch_size < 2:
         raise UserError(
             f"--batch-size {args.batch_size}: contrastive learning needs at least 2 images per batch"
@@ -267,41 +323,33 @@ def resolve(args: argparse.Namespace, world: int = 1) -> argparse.Namespace:
         raise UserError(
             "--batch-size per rank must be at least 2 for the BatchNorm layers of the mlp projector"
         )
-    lows = {
-        "epochs": 1,
-        "log_every": 1,
-        "spectrum_every": 0,
-        "checkpoint_every_steps": 0,
-        "seed": 0,
-        "projector_layers": 1,
-        "monitor_every": 0,
-    }
-    for flag, low in lows.items():
-        _at_least("--" + flag.replace("_", "-"), getattr(args, flag), low)
-    for flag in ("max_steps", "stop_at", "threads"):
+
+
+# the integer flags and their least values (None: unset is allowed)
+LEAST = {
+    "epochs": 1,
+    "log_every": 1,
+    "spectrum_every": 0,
+    "checkpoint_every_steps": 0,
+    "seed": 0,
+    "projector_layers": 1,
+    "monitor_every": 0,
+    "workers": 0,
+    "max_steps": 1,
+    "stop_at": 1,
+    "threads": 1,
+}
+
+
+def _check_ranges(args: argparse.Namespace) -> None:
+    for flag, low in LEAST.items():
         if getattr(args, flag) is not None:
-            _at_least("--" + flag.replace("_", "-"), getattr(args, flag), 1)
-    _at_least("--workers", args.workers, 0)
+            _at_least("--" + flag.replace("_", "-"), getattr(args, flag), low)
     check_finite("--temperature", args.temperature, 1e-4, 100.0)
     check_finite("--lr", args.lr, 0.0)  # no upper bound: a too-high lr is caught as divergence (exit 3)
     check_finite("--weight-decay", args.weight_decay, 0.0, 1.0)
     check_finite("--momentum", args.momentum, 0.0, 0.999)
     check_finite("--eta", args.eta, 0.0)
-    if args.projector_layers > 1 and args.projector != "linear":
-        raise UserError(f"--projector-layers {args.projector_layers} needs --projector linear")
-    if args.monitor_pairs is None:
-        args.monitor_pairs = 8 * args.batch_size
-    if args.monitor_every:
-        if args.loss == "nt_xent" or args.projector != "linear":
-            raise UserError(
-                f"--monitor-every needs --projector linear and --loss paper, dot or info_nce (X is not defined "
-                f"for --projector {args.projector} / --loss {args.loss})"
-            )
-        if args.monitor_pairs < args.batch_size:
-            raise UserError(
-                f"--monitor-pairs {args.monitor_pairs} must be at least the batch size {args.batch_size} "
-                "(X is estimated on batches of the training size; 4 or more batches calibrate the PSD test)"
-            )
     check_finite("--augment-strength", args.augment_strength, 0.0, 10.0)
     check_finite("--checkpoint-every-minutes", args.checkpoint_every_minutes, 0.0)
     try:
@@ -311,6 +359,27 @@ def resolve(args: argparse.Namespace, world: int = 1) -> argparse.Namespace:
     if args.warmup_epochs is None:
         args.warmup_epochs = 10.0  # the official code: 10 epochs, whatever the run's length
     check_finite("--warmup-epochs", args.warmup_epochs, 0.0)
+
+
+def _resolve_monitor(args: argparse.Namespace) -> None:
+    if args.monitor_pairs is None:
+        args.monitor_pairs = 8 * args.batch_size
+    if not args.monitor_every:
+        return
+    if args.loss == "nt_xent" or args.projector != "linear":
+        raise UserError(
+            f"--monitor-every needs --projector linear and --loss paper, dot or info_nce (X is not defined "
+            f"for --projector {args.projector} / --loss {args.loss})"
+        )
+    if args.monitor_pairs < args.batch_size:
+        raise UserError(
+            f"--monitor-pairs {args.monitor_pairs} must be at least the batch size {args.batch_size} "
+            "(X is estimated on batches of the training size; 4 or more batches calibrate the PSD test)"
+        )
+
+
+def _resolve_spectrum(args: argparse.Namespace) -> None:
+    width = WIDTH[args.backbone]
     least = 2 * width
     if args.spectrum_samples is None:
         args.spectrum_samples = least
@@ -322,9 +391,6 @@ def resolve(args: argparse.Namespace, world: int = 1) -> argparse.Namespace:
             file=sys.stderr,
         )
         args.spectrum_samples = least
-    if args.out is None:
-        args.out = os.path.join("runs", f"{args.dataset}-{args.projector}-s{args.seed}")
-    return args
 
 
 def check_device(name: str, flag: str = "--device") -> None:
@@ -394,3 +460,72 @@ TRAJECTORY_KEYS = (
     "total_steps",
     "warmup_steps",
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Every flag of a training, resolved and checked: built once from argv (``from_argv``), never changed.
+
+    The fields are the parser's destinations in its order (config.json keeps that order)."""
+
+    dataset: str
+    data_dir: str
+    image_size: int
+    augment: str
+    augment_strength: float
+    workers: int
+    decode: str
+    backbone: str
+    cifar_stem: bool
+    projector: str
+    projector_layers: int
+    d0: int
+    loss: str
+    temperature: float
+    epochs: int
+    batch_size: int
+    optimizer: str
+    lr: float
+    weight_decay: float
+    momentum: float
+    eta: float
+    warmup_epochs: float
+    max_steps: int | None
+    stop_at: int | None
+    precision: str
+    channels_last: bool
+    compile_mode: str
+    compile: bool
+    prefetch: bool
+    device: str
+    threads: int | None
+    seed: int
+    out: str
+    resume: bool
+    spectrum_every: int
+    spectrum_samples: int
+    log_every: int
+    monitor_every: int
+    monitor_pairs: int
+    checkpoint_every_steps: int
+    checkpoint_every_minutes: float
+    no_progress: bool
+    no_tensorboard: bool
+
+    @classmethod
+    def from_argv(cls, argv: list[str] | None = None, world: int = 1) -> RunConfig:
+        """Parse and check ``argv`` (``UserError`` / argparse's exit 2 on bad input) for ``world`` ranks."""
+        return cls(**vars(resolve(build_parser().parse_args(argv), world)))
+
+    def record(self, **derived) -> dict:
+        """The run's record (config.json): every flag, then ``derived`` (sizes fixed by the data and model)."""
+        return {**dataclasses.asdict(self), **derived}
+
+    def trajectory_changes(self, old: dict, derived: dict) -> list[str]:
+        """The settings fixing the trajectory (``TRAJECTORY_KEYS``) that differ from the record ``old`` of a
+        checkpoint, as "flag old -> new"; ``derived`` as in ``record``."""
+        new = self.record(**derived)
+        old = {**old, "loss": LOSS_ALIASES.get(old.get("loss"), old.get("loss"))}  # earlier spellings
+        return [
+            f"{k.replace('_', '-')} {old[k]} -> {new[k]}" for k in TRAJECTORY_KEYS if k in old and old[k] != new[k]
+        ]

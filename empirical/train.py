@@ -9,20 +9,24 @@ as the official code), contrastive loss with negatives gathered over ranks, plus
 detached representation (monitor only). Outputs in --out: config.json, metrics.jsonl, spectra.jsonl,
 ckpt-*.pt (last 2), final.pt (model weights), all written atomically; with --monitor-every, monitor.jsonl and
 monitor/*.npz (``empirical.xmonitor``: X and the projector's growth rates, read by ``empirical.bridge``).
-Exit status: 0 done (or stopped at --stop-at), 2 bad input, 3 diverged (non-finite loss or weights), 130 interrupted.
+Exit status: 0 done (or stopped at --stop-at), 2 bad input, 3 diverged (non-finite loss or weights), 130
+interrupted (Ctrl-C or SIGTERM: the current step is checkpointed first). One training per --out at a time.
+
+As a library: ``config = RunConfig.from_argv(argv)``; ``run = build_run(config)`` (data, schedule, model,
+optimizer, scaler, step function, resume state); ``train_loop(run, hooks)`` (``empirical.hooks``: metrics,
+monitor and checkpoints are hooks; a test adds its own).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
-import json
 import os
 import random
-import resource
 import sys
 import time
-import types
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -31,23 +35,27 @@ import torch.nn.functional as F
 
 from empirical import checkpoint
 from empirical.augment import Prefetcher, augment, augment_packed, recipe, view_params
-from empirical.config import LOSS_ALIASES, TRAJECTORY_KEYS, build_parser, check_out_dir, resolve
-from empirical.data import FolderPairs, folder_batches, folder_heldout, load_memory_dataset, memory_batches
+from empirical.config import LOSS_ALIASES, RunConfig, check_out_dir
+from empirical.data import (
+    Batch,
+    FolderPairs,
+    Split,
+    folder_batches,
+    folder_heldout,
+    load_memory_dataset,
+    memory_batches,
+)
+from empirical.hooks import CheckpointHook, Hook, MetricsHook, MonitorHook
 from empirical.interrupt import Interrupted, StopSignals
 from empirical.losses import all_gather_with_grad, dot_loss, info_nce, nt_xent, paper_loss
 from empirical.models import SSLModel
-from empirical.monitor import spectrum_metrics
 from empirical.optim import build_optimizer, lr_at, set_lr
 from empirical.runlock import RunLock
 from empirical.syncbn import convert_sync_batchnorm
 from empirical.viewwise import stack_views
-from empirical.xmonitor import MonitorLog, monitor
-from theory.io import NonFiniteError, UserError, jsonable, run_cli, write_json
+from theory.io import NonFiniteError, UserError, run_cli
 
 AMP = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
-LOGS = ("metrics.jsonl", "spectra.jsonl")
-MONITOR_LOSS = {"paper": "paper", "dot": "dot", "info_nce": "cosine"}  # the trainer's loss -> X's form
-MONITOR_SEED = 20_221_011  # the held-out pairs: one fixed draw for every run, seed and resume
 
 
 def contrastive(loss: str, z1, z2, temperature: float, gather=None):
@@ -170,70 +178,9 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     )
 
 
-def monitor_pairs(images: torch.Tensor, recipes, size: int, n: int, chunk: int = 512) -> tuple[torch.Tensor, ...]:
-    """The monitor's fixed held-out pairs: ``n`` augmented pairs of ``images`` (cycled when fewer), drawn once
-    from ``MONITOR_SEED`` so that every call, seed and resume sees the same pairs."""
-    idx = torch.arange(n, device=images.device) % len(images)
-    views = ([], [])
-    for lo in range(0, n, chunk):
-        m = min(chunk, n - lo)
-        params = view_params(recipes, MONITOR_SEED, 0, n, lo, m)
-        x = images.index_select(0, idx[lo : lo + m])
-        for out, p in zip(views, params, strict=True):
-            out.append(augment(x, p, size, crop=True))
-    return torch.cat(views[0]), torch.cat(views[1])
-
-
-@torch.no_grad()
-def monitor_features(model: SSLModel, v1: torch.Tensor, v2: torch.Tensor, chunk: int, amp=None):
-    """Representations r1, r2 of the pairs as training sees them: BatchNorm in train mode on chunks of the
-    global batch, one view at a time (per-view batch statistics, as a training step), as plain BatchNorm
-    (synchronized BN would wait for the other ranks), with the running statistics restored afterwards so the
-    monitor leaves no trace on the run. Eval mode would use running statistics that lag the weights early in
-    training, i.e. other features than the ones whose gradient Lemma 2 describes."""
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    saved = [[b.clone() for b in m.buffers()] for m in bns]
-    was_training = model.training
-    plain = torch.nn.modules.batchnorm._BatchNorm.forward
-    try:
-        model.train()
-        for m in bns:
-            m.forward = plain.__get__(m)
-        out = []
-        for v in (v1, v2):
-            parts = []
-            for lo in range(0, len(v) - chunk + 1, chunk):
-                with torch.autocast(v.device.type, dtype=amp, enabled=amp is not None):
-                    parts.append(model.backbone(v[lo : lo + chunk]).float())
-            out.append(torch.cat(parts))
-    finally:
-        for m, bufs in zip(bns, saved, strict=True):
-            m.__dict__.pop("forward", None)
-            for b, old in zip(m.buffers(), bufs, strict=True):
-                b.copy_(old)
-        model.train(was_training)
-    return out[0], out[1]
-
-
-def lars_trust_ratios(weights: list[torch.Tensor], eta: float, weight_decay: float) -> torch.Tensor:
-    """q_l = eta ||W_l|| / ||G_l + wd W_l|| of the update about to be taken (empirical.optim.LARS), on the device."""
-    out = []
-    for w in weights:
-        p_norm, g_norm = w.detach().norm(), (w.grad + weight_decay * w.detach()).norm()
-        one = torch.ones_like(p_norm)
-        out.append(torch.where((p_norm > 0) & (g_norm > 0), eta * p_norm / torch.where(g_norm > 0, g_norm, one), one))
-    return torch.stack(out)
-
-
 def _dist_env() -> tuple[int, int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def _peak_mem_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def choose_checkpoint(out: str, rank: int, world: int) -> tuple[str, dict] | None:
@@ -248,42 +195,335 @@ def choose_checkpoint(out: str, rank: int, world: int) -> tuple[str, dict] | Non
     return found
 
 
-def truncate_log(path: str, step: int) -> int:
-    """Keep the rows of a .jsonl log with ``step`` <= ``step`` (a resume replays the rest); atomic rewrite.
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """A run's steps: per epoch, in all (the learning-rate schedule spans them), of warm-up, and the step this
+    invocation stops after (--stop-at, or the end)."""
 
-    A torn last line (a crash mid-write) is dropped too. Returns the number of rows dropped.
-    """
-    if not os.path.exists(path):
-        return 0
-    keep, dropped = [], 0
-    with open(path) as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                dropped += 1
-                continue
-            if row.get("step", 0) <= step:
-                keep.append(line if line.endswith("\n") else line + "\n")
-            else:
-                dropped += 1
-    if dropped:
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.writelines(keep)
-        os.replace(tmp, path)
-    return dropped
+    steps_per_epoch: int
+    total: int
+    warmup: int
+    stop: int
+    base_lr: float
+
+    def lr(self, step: int) -> float:
+        """The learning rate of step ``step`` (0-based): linear warm-up, then cosine."""
+        return lr_at(step, self.base_lr, self.warmup, self.total)
+
+    def log_due(self, done: int, log_every: int) -> bool:
+        """Whether a metrics row closes after ``done`` steps (every ``log_every``, each epoch's end, the end)."""
+        return done % log_every == 0 or done == self.total or done % self.steps_per_epoch == 0
 
 
-def _stop_now(signals: StopSignals, world: int, device: torch.device, sync_point: bool) -> bool:
-    """Whether to stop after this step on a signal. Alone: at once. Under DDP the ranks agree at the log steps
-    (every rank passes them; a signal reaches the ranks at different steps, and one rank stopping alone would
-    leave the others waiting in a collective)."""
-    if world == 1:
+def make_schedule(config: RunConfig, n_train: int, notes: bool = True) -> Schedule:
+    """The schedule of ``config`` on ``n_train`` images; ``notes``: say when --max-steps is capped."""
+    steps_per_epoch = n_train // config.batch_size
+    if steps_per_epoch < 1:
+        raise UserError(f"--batch-size {config.batch_size} is larger than the {n_train} training images")
+    total = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        if config.max_steps > total and notes:
+            print(
+                f"note: --max-steps {config.max_steps} is more than --epochs {config.epochs} x {steps_per_epoch} "
+                f"steps per epoch: training {total} steps (raise --epochs for more)",
+                file=sys.stderr,
+            )
+        total = min(total, config.max_steps)
+    warmup = min(round(config.warmup_epochs * steps_per_epoch), total)
+    stop = total if config.stop_at is None else min(config.stop_at, total)
+    return Schedule(steps_per_epoch, total, warmup, stop, config.lr)
+
+
+@dataclasses.dataclass
+class Data:
+    """A run's images: the training set (``train`` in memory on the device, or ``folder`` read by loader
+    workers), the spectrum's held-out images (``heldout``, at most --spectrum-samples) and the monitor's."""
+
+    n_train: int
+    num_classes: int
+    heldout: Split
+    monitor_images: torch.Tensor
+    train: Split | None = None
+    folder: FolderPairs | None = None
+
+    def batches(self, config: RunConfig, start: int, stop: int, rank: int, world: int, device) -> Iterator[Batch]:
+        """This rank's slice of the global batches of steps [start, stop)."""
+        c = config
+        if self.folder is not None:
+            return folder_batches(
+                self.folder, start, stop, c.batch_size, rank, world, c.seed, c.workers, device, c.decode
+            )
+        return memory_batches(self.train, start, stop, c.batch_size, rank, world, c.seed)
+
+
+def load_data(config: RunConfig, device: torch.device, notes: bool = True) -> Data:
+    """The images of --dataset (in-memory sets moved to ``device``); ``notes``: say when the held-out split is
+    smaller than --spectrum-samples."""
+    c = config
+    if c.dataset == "imagefolder":
+        scale_min = recipe(c.augment, c.augment_strength, c.image_size)[0].scale_min
+        train_root, val_root = os.path.join(c.data_dir, "train"), os.path.join(c.data_dir, "val")
+        folder = FolderPairs(train_root, c.image_size, scale_min)
+        held_root = val_root if os.path.isdir(val_root) else train_root
+        heldout = folder_heldout(held_root, c.image_size, c.spectrum_samples)
+        data = Data(len(folder), folder.num_classes, heldout, heldout.images, folder=folder)
+    else:
+        train, test, num_classes = load_memory_dataset(c.dataset, c.data_dir, c.image_size)
+        train.images, train.labels = train.images.to(device), train.labels.to(device)
+        data = Data(len(train.images), num_classes, test, test.images, train=train)
+    held = data.heldout  # the monitor's pairs cycle over every held-out image; the spectrum takes the first
+    held.images, held.labels = held.images[: c.spectrum_samples], held.labels[: c.spectrum_samples]
+    if len(held.images) < c.spectrum_samples and notes:
+        print(
+            f"note: the held-out split has {len(held.images)} images, fewer than --spectrum-samples "
+            f"{c.spectrum_samples}; the spectrum uses all of them",
+            file=sys.stderr,
+        )
+    return data
+
+
+def seed_all(seed: int) -> None:
+    """Python's, numpy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(config: RunConfig, num_classes: int, device: torch.device, world: int = 1):
+    """(model, optimizer, grad scaler) of ``config``: SyncBatchNorm under DDP, both views in one call on CUDA."""
+    c = config
+    model = SSLModel(c.backbone, c.projector, c.d0, c.cifar_stem, num_classes, c.seed, c.projector_layers).to(device)
+    if world > 1:
+        model = convert_sync_batchnorm(model, device.type)
+    views_in_one_call(model, device)
+    if c.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(c.optimizer, model, c.lr, c.weight_decay, momentum=c.momentum, eta=c.eta)
+    scaler = torch.amp.GradScaler(device.type, enabled=c.precision == "fp16")
+    return model, optimizer, scaler
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything a training loop needs (``build_run``). ``model`` is the module itself (weights, checkpoints,
+    the monitor), ``net`` what the step runs (``model`` or its DDP wrapper). ``record``: config.json (the
+    checkpoint's own record on a resume). ``start``: the first step; ``resume``: the checkpoint's path and
+    extras (the open metrics row) when resumed, else empty. ``finished``: why there is nothing to train."""
+
+    config: RunConfig
+    device: torch.device
+    rank: int
+    world: int
+    data: Data
+    schedule: Schedule
+    model: SSLModel
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    amp: torch.dtype | None
+    recipes: tuple
+    record: dict
+    start: int = 0
+    resume: dict = dataclasses.field(default_factory=dict)
+    finished: str | None = None
+    eager_step: Callable | None = None
+    step_fn: CompiledOrEager | None = None
+    prefetcher: Prefetcher | None = None
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def batches(self) -> Iterator[Batch]:
+        """This rank's batches from ``start`` to the schedule's stop (--prefetch: parameters drawn ahead)."""
+        c = self.config
+        if c.prefetch:  # every batch has the same rows (drop-last epochs), as the prefetcher needs
+            memory = self.data.train is not None
+            src_hw = tuple(self.data.train.images.shape[-2:]) if memory else (c.image_size, c.image_size)
+            local = c.batch_size // self.world
+            self.prefetcher = Prefetcher(self.recipes, c.seed, c.batch_size, self.rank * local, local, src_hw,
+                                         memory, self.device, self.start)  # fmt: skip
+        return self.data.batches(c, self.start, self.schedule.stop, self.rank, self.world, self.device)
+
+    def take_step(self, batch: Batch, before_update: Callable | None = None) -> tuple:
+        """One training step on ``batch``: learning rate, both views, forward, backward, update. Returns (ssl,
+        probe, correct, count, seen); ``before_update`` (eager step): ``seen = before_update()`` before the update."""
+        c = self.config
+        set_lr(self.optimizer, self.schedule.lr(batch.step))
+        if c.projector == "random-subset":
+            self.model.projector.set_step(batch.step)
+        offset = self.rank * (c.batch_size // self.world)
+        v1, v2 = make_views(batch, self.recipes, c.image_size, c.seed, c.batch_size, offset, c.channels_last,
+                            self.prefetcher)  # fmt: skip
+        if before_update is not None:
+            return self.eager_step(v1, v2, batch.labels, False, before_update)
+        return self.step_fn(v1, v2, batch.labels)
+
+    def close(self) -> None:
+        if self.prefetcher is not None:
+            self.prefetcher.close()
+            self.prefetcher = None
+
+
+def build_run(
+    config: RunConfig, rank: int = 0, world: int = 1, device: torch.device | None = None, data: Data | None = None
+) -> Run:
+    """The run of ``config``: data (``data``, default --dataset loaded), schedule, model, optimizer, scaler,
+    step function, and with --resume the newest good checkpoint of --out loaded into them. Writes nothing.
+    ``device``: default --device (under DDP, this rank's)."""
+    device = torch.device(config.device) if device is None else device
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    cuda_settings(device)
+    seed_all(config.seed)
+    data = load_data(config, device, rank == 0) if data is None else data
+    schedule = make_schedule(config, data.n_train, rank == 0)
+    model, optimizer, scaler = build_model(config, data.num_classes, device, world)
+    derived = {
+        "world_size": world,
+        "steps_per_epoch": schedule.steps_per_epoch,
+        "total_steps": schedule.total,
+        "warmup_steps": schedule.warmup,
+        "n_train": data.n_train,
+        "width": model.width,
+        "torch": torch.__version__,
+    }
+    recipes = recipe(config.augment, config.augment_strength, config.image_size)
+    run = Run(config, device, rank, world, data, schedule, model, model, optimizer, scaler, AMP[config.precision],
+              recipes, config.record(**derived))  # fmt: skip
+    if config.resume:
+        restore(run, derived)
+    if config.optimizer == "lars":
+        lr_tensor(optimizer, device)
+    if world > 1:
+        run.net = wrap_ddp(model, device)
+    gather = all_gather_with_grad if world > 1 else None
+    run.eager_step = functools.partial(
+        train_step, run.net, optimizer, scaler, config.loss, config.temperature, gather, run.amp
+    )
+    run.step_fn = CompiledOrEager(run.eager_step, config.compile_mode, restore=(model, optimizer, scaler))
+    return run
+
+
+def restore(run: Run, derived: dict) -> None:
+    """--resume: load the newest good checkpoint of --out into ``run`` (weights, optimizer, scaler, RNG, start),
+    or mark a finished run; ``UserError`` when the checkpoint's trajectory differs from the flags'."""
+    c = run.config
+    found = choose_checkpoint(c.out, run.rank, run.world)
+    finished = os.path.exists(os.path.join(c.out, "final.pt"))
+    if found is None:
+        if finished:  # checkpoints removed by hand: the finished weights are not overwritten
+            run.finished = f"{c.out} holds a finished run (final.pt, no checkpoint): nothing to do"
+        elif run.main:
+            print(f"no checkpoint in {c.out}: starting from scratch", file=sys.stderr)
+        return
+    path, ckpt = found
+    changes = c.trajectory_changes(ckpt["config"], derived)
+    if changes:
+        raise UserError("--resume with different settings than the checkpoint: " + ", ".join(changes))
+    start = ckpt["step"]
+    if start >= run.schedule.total and finished:
+        run.finished = f"{c.out} is already finished (step {start} of {run.schedule.total}): nothing to do"
+        return
+    if c.stop_at is not None and c.stop_at < start:
+        raise UserError(
+            f"--stop-at {c.stop_at} is before the checkpoint to resume from ({path}, step {start}): "
+            "nothing to train; give a later --stop-at or none"
+        )
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scaler.load_state_dict(ckpt["scaler"])
+    checkpoint.set_rng_state(ckpt["rng"])
+    run.start, run.resume = start, {"path": path, "log_acc": ckpt.get("log_acc")}
+    old = ckpt["config"]  # the checked settings stay the run's record; config.json is not rewritten
+    run.record = {**old, "loss": LOSS_ALIASES.get(old.get("loss"), old.get("loss"))}
+    if run.main:
+        print(f"resumed from {path} at step {start}", file=sys.stderr)
+
+
+class LoopState:
+    """What the loop knows after each step: ``done`` steps taken, the step's outputs ``out``, and the first step
+    whose loss (``bad_loss``) or weights (``bad_weights``) went non-finite, kept on the device (no host sync
+    until ``check_finite``)."""
+
+    def __init__(self, run: Run, signals: StopSignals | None = None) -> None:
+        self.run, self.signals = run, signals
+        self.done, self.out = run.start, None
+        self.bad_loss = torch.full((), -1, dtype=torch.long, device=run.device)
+        self.bad_weights = torch.full((), -1, dtype=torch.long, device=run.device)
+        # weights and BN running statistics: eval-mode features overflow when either does
+        self.params = [*run.model.parameters(), *(b for b in run.model.buffers() if b.is_floating_point())]
+        self.settle: Callable[[], None] = lambda: None  # waits for a checkpoint in flight (CheckpointHook)
+
+    def track(self, step: int) -> None:
+        """Note whether step ``step`` left the loss or the weights non-finite (device-side)."""
+        ssl, probe = self.out[0].detach(), self.out[1].detach()
+        finite = torch.isfinite(ssl) & torch.isfinite(probe)
+        self.bad_loss = torch.where(~finite & (self.bad_loss < 0), torch.full_like(self.bad_loss, step), self.bad_loss)
+        # sum of the parameter norms: inf/NaN iff some weight is (or overflows); no host sync here
+        w_ok = torch.isfinite(torch.stack(torch._foreach_norm(self.params)).sum())
+        bad = ~w_ok & (self.bad_weights < 0)
+        self.bad_weights = torch.where(bad, torch.full_like(self.bad_weights, step), self.bad_weights)
+
+    def check_finite(self) -> None:
+        """Raise NonFiniteError if the loss or the weights went non-finite (one host sync, at log/save time)."""
+        b_loss, b_w = int(self.bad_loss), int(self.bad_weights)
+        if b_loss < 0 and b_w < 0:
+            return
+        self.settle()  # a save in flight is of an earlier, good step
+        loss_first = b_loss >= 0 and (b_w < 0 or b_loss <= b_w)
+        b, what = (b_loss, "loss") if loss_first else (b_w, "weights or BatchNorm statistics")
+        good = checkpoint.list_checkpoints(self.run.config.out)
+        keep = f"last good checkpoint kept: {good[0]}" if good else "no checkpoint was written before it"
+        s = self.run.schedule
+        raise NonFiniteError(
+            f"non-finite {what} at step {b} of {s.total} (lr {s.lr(b):.3g} there), stopped before step "
+            f"{self.done}; {keep}. Likely cause: the learning rate is too high for this batch size and precision; "
+            "try a lower --lr, or --precision fp32"
+        )
+
+
+def train_loop(run: Run, hooks: Sequence[Hook], signals: StopSignals | None = None) -> LoopState:
+    """Train ``run`` from its start to its schedule's stop: a step per batch, then every hook in order
+    (``empirical.hooks``). With ``signals``, a SIGINT / SIGTERM stops it after the step in progress: the hooks'
+    ``interrupt`` (the checkpoint) runs, then ``Interrupted`` is raised."""
+    state = LoopState(run, signals)
+    try:
+        run.net.train()
+        for hook in hooks:
+            hook.start(run, state)
+        if signals is not None:
+            signals.arm()
+        for batch in run.batches():
+            state.done = batch.step + 1
+            before = next((f for h in hooks if (f := h.before_update(run, state.done)) is not None), None)
+            state.out = run.take_step(batch, before)
+            state.track(batch.step)
+            for hook in hooks:
+                hook.after_step(run, state)
+            if signals is not None and state.done < run.schedule.stop and _stop_now(signals, run, state.done):
+                for hook in hooks:
+                    hook.interrupt(run, state)
+                path = checkpoint.path_for(run.config.out, state.done)
+                raise Interrupted(signals.requested or "signal", state.done, run.schedule.total, path)
+        for hook in hooks:
+            hook.end(run, state)
+    finally:
+        run.close()
+        for hook in hooks:
+            hook.close()
+    return state
+
+
+def _stop_now(signals: StopSignals, run: Run, done: int) -> bool:
+    """Whether to stop after step ``done`` on a signal. Alone: at once. Under DDP the ranks agree at the
+    metrics rows (every rank passes them; a signal reaches the ranks at different steps, and one rank
+    stopping alone would leave the others waiting in a collective)."""
+    if run.world == 1:
         return signals.requested is not None
-    if not sync_point:
+    if not run.schedule.log_due(done, run.config.log_every):
         return False
-    flag = torch.tensor(float(signals.requested is not None), device=device)
+    flag = torch.tensor(float(signals.requested is not None), device=run.device)
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return bool(flag)
 
@@ -300,20 +540,32 @@ def _remove_if_empty(folder: str) -> None:
         pass
 
 
-def run(argv: list[str] | None = None, hooks: tuple = ()) -> int:
-    """Train with the flags ``argv``; the exit status (``theory.io.EXIT_CODES``). ``hooks``: see ``_train``."""
-    args = build_parser().parse_args(argv)
+def init_distributed(config: RunConfig, world: int, local_rank: int) -> torch.device:
+    """This process's device; under torchrun (``world`` > 1) also the process group (nccl on CUDA, else gloo)."""
+    device = torch.device(config.device)
+    if world > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def run(argv: list[str] | None = None, hooks: Sequence[Hook] = ()) -> int:
+    """Train with the flags ``argv``; the exit status (``theory.io.EXIT_CODES``). ``hooks`` run after the
+    standard ones (metrics, monitor, checkpoints) at every point of the loop."""
     rank, world, local_rank = _dist_env()
-    args = resolve(args, world)  # every flag checked before any work
-    created = rank == 0 and not os.path.lexists(args.out)
+    config = RunConfig.from_argv(argv, world)  # every flag checked before any work
+    created = rank == 0 and not os.path.lexists(config.out)
     lock = None
     try:
-        with StopSignals() as stop:
+        with StopSignals() as signals:
             if rank == 0:
-                check_out_dir(args.out)
-                lock = RunLock(args.out)
+                check_out_dir(config.out)
+                lock = RunLock(config.out)
                 lock.acquire()  # before looking at the folder's contents: they may be another run's, in flight
-            return _train(args, rank, world, local_rank, stop, hooks)
+            return _train(config, rank, world, local_rank, signals, hooks)
     except Interrupted as e:
         if rank == 0:
             print(e.message(), file=sys.stderr)
@@ -322,369 +574,29 @@ def run(argv: list[str] | None = None, hooks: tuple = ()) -> int:
         if lock is not None:
             lock.release()
         if created:
-            _remove_if_empty(args.out)
+            _remove_if_empty(config.out)
 
 
-def _train(args, rank: int, world: int, local_rank: int, signals: StopSignals, hooks: tuple = ()) -> int:
-    main_rank = rank == 0
-    if not args.resume and _existing_run(args.out):
+def _train(config: RunConfig, rank: int, world: int, local_rank: int, signals: StopSignals, hooks) -> int:
+    """The command line's training into a locked --out: build the run, loop with the standard hooks, summarize."""
+    t_start = time.time()
+    if not config.resume and _existing_run(config.out):
         raise UserError(
-            f"--out {args.out} already holds a run (checkpoints or final.pt): add --resume to continue it, "
+            f"--out {config.out} already holds a run (checkpoints or final.pt): add --resume to continue it, "
             "or choose another --out"
         )
-    t_start = time.time()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    cuda_settings(device)
-    if world > 1:
-        if device.type == "cuda":
-            device = torch.device("cuda", local_rank)
-            torch.cuda.set_device(device)
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-
-    # ---- data ----
-    scale_min = recipe(args.augment, args.augment_strength, args.image_size)[0].scale_min
-    if args.dataset == "imagefolder":
-        train_root = os.path.join(args.data_dir, "train")
-        folder = FolderPairs(train_root, args.image_size, scale_min)
-        val_root = os.path.join(args.data_dir, "val")
-        heldout = folder_heldout(
-            val_root if os.path.isdir(val_root) else train_root, args.image_size, args.spectrum_samples
-        )
-        n_train, num_classes = len(folder), folder.num_classes
-    else:
-        train, test, num_classes = load_memory_dataset(args.dataset, args.data_dir, args.image_size)
-        train.images, train.labels = train.images.to(device), train.labels.to(device)
-        heldout = test
-        n_train = len(train.images)
-    monitor_images = heldout.images  # the monitor's pairs: every held-out image, cycled
-    heldout.images = heldout.images[: args.spectrum_samples]
-    heldout.labels = heldout.labels[: args.spectrum_samples]
-    if len(heldout.images) < args.spectrum_samples and main_rank:
-        print(
-            f"note: the held-out split has {len(heldout.images)} images, fewer than --spectrum-samples "
-            f"{args.spectrum_samples}; the spectrum uses all of them",
-            file=sys.stderr,
-        )
-    steps_per_epoch = n_train // args.batch_size
-    if steps_per_epoch < 1:
-        raise UserError(f"--batch-size {args.batch_size} is larger than the {n_train} training images")
-    total = args.epochs * steps_per_epoch
-    if args.max_steps is not None:
-        if args.max_steps > total and main_rank:
-            print(
-                f"note: --max-steps {args.max_steps} is more than --epochs {args.epochs} x {steps_per_epoch} steps "
-                f"per epoch: training {total} steps (raise --epochs for more)",
-                file=sys.stderr,
-            )
-        total = min(total, args.max_steps)
-    warmup = min(round(args.warmup_epochs * steps_per_epoch), total)
-    stop = total if args.stop_at is None else min(args.stop_at, total)
-
-    # ---- model, optimizer ----
-    model = SSLModel(
-        args.backbone, args.projector, args.d0, args.cifar_stem, num_classes, args.seed, args.projector_layers
-    ).to(device)
-    if world > 1:
-        model = convert_sync_batchnorm(model, device.type)
-    views_in_one_call(model, device)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(
-        args.optimizer, model, args.lr, args.weight_decay, momentum=args.momentum, eta=args.eta
-    )
-    scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
-    config = {
-        **vars(args),
-        "world_size": world,
-        "steps_per_epoch": steps_per_epoch,
-        "total_steps": total,
-        "warmup_steps": warmup,
-        "n_train": n_train,
-        "width": model.width,
-        "torch": torch.__version__,
-    }
-    start, resume_acc = 0, None
-    found = choose_checkpoint(args.out, rank, world) if args.resume else None
-    if args.resume and found is None and os.path.exists(os.path.join(args.out, "final.pt")):
-        if main_rank:  # checkpoints removed by hand: the finished weights are not overwritten
-            print(f"{args.out} holds a finished run (final.pt, no checkpoint): nothing to do")
-        if world > 1:
-            dist.destroy_process_group()
-        return 0
-    if args.resume and found is None and main_rank:
-        print(f"no checkpoint in {args.out}: starting from scratch", file=sys.stderr)
-    if found is not None:
-        path, ckpt = found
-        old = {**ckpt["config"]}
-        old["loss"] = LOSS_ALIASES.get(old.get("loss"), old.get("loss"))  # runs saved with the earlier spelling
-        diff = [k for k in TRAJECTORY_KEYS if k in old and old[k] != config[k]]
-        if diff:
-            raise UserError(
-                "--resume with different settings than the checkpoint: "
-                + ", ".join(f"{k.replace('_', '-')} {old[k]} -> {config[k]}" for k in diff)
-            )
-        start = ckpt["step"]
-        if start >= total and os.path.exists(os.path.join(args.out, "final.pt")):
-            if main_rank:
-                print(f"{args.out} is already finished (step {start} of {total}): nothing to do")
-            if world > 1:
-                dist.destroy_process_group()
-            return 0
-        if args.stop_at is not None and args.stop_at < start:
-            raise UserError(
-                f"--stop-at {args.stop_at} is before the checkpoint to resume from ({path}, step {start}): "
-                "nothing to train; give a later --stop-at or none"
-            )
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
-        checkpoint.set_rng_state(ckpt["rng"])
-        resume_acc = ckpt.get("log_acc")
-        config = old  # the checked settings stay the run's record; config.json is not rewritten
-        found, ckpt = path, None  # drop the loaded state
-        if main_rank:
-            print(f"resumed from {path} at step {start}", file=sys.stderr)
-    if args.optimizer == "lars":
-        lr_tensor(optimizer, device)
-    raw = model
-    if world > 1:
-        model = wrap_ddp(model, device)
-    gather = all_gather_with_grad if world > 1 else None
-    amp = AMP[args.precision]
-    eager_step = functools.partial(
-        train_step, model, optimizer, scaler, args.loss, args.temperature, gather, amp
-    )
-    step_fn = CompiledOrEager(eager_step, args.compile_mode, restore=(raw, optimizer, scaler))
-
-    # ---- logging ----
-    writer = None
-    if main_rank:
-        if found is None or not os.path.exists(os.path.join(args.out, "config.json")):
-            write_json(os.path.join(args.out, "config.json"), config, indent=2)
-        for name in LOGS:  # rows after the checkpoint are replayed by this run: no duplicates
-            truncate_log(os.path.join(args.out, name), start)
-        if not args.no_tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                writer = SummaryWriter(os.path.join(args.out, "tb"), purge_step=start + 1)
-            except ImportError:
-                pass
-    metrics_f = open(os.path.join(args.out, "metrics.jsonl"), "a") if main_rank else None
-    spectra_f = open(os.path.join(args.out, "spectra.jsonl"), "a") if main_rank else None
-    last: dict = {}  # the latest metrics row and spectrum scalars, for the closing summary
-
-    def log(row: dict) -> None:
-        metrics_f.write(json.dumps(jsonable(row), allow_nan=False) + "\n")
-        metrics_f.flush()
-        last.update(row)
-        if writer is not None:
-            for k, v in row.items():
-                if isinstance(v, int | float) and not isinstance(v, bool) and k != "step":
-                    writer.add_scalar(k, v, row["step"])
-
-    def spectrum_row(step: int) -> dict:
-        """Spectrum scalars; a failure here is reported and logged but never stops the training."""
-        try:
-            scalars, spectra = spectrum_metrics(raw, heldout.images, heldout.labels, amp, args.channels_last)
-        except Exception as e:  # the monitor must not cost the run (any error: shapes, memory, linalg)
-            msg = f"{type(e).__name__}: {e}".splitlines()[0]
-            print(f"warning: spectrum at step {step} failed ({msg}); training continues", file=sys.stderr)
-            return {"spectrum_error": msg}
-        spectra_f.write(json.dumps(jsonable({"step": step, **spectra}), allow_nan=False) + "\n")
-        spectra_f.flush()
-        return scalars
-
-    mlog, pairs = None, None
-    if main_rank and args.monitor_every:
-        mlog = MonitorLog(args.out, resume_step=start if found is not None else -1)
-        recipes_m = recipe(args.augment, args.augment_strength, args.image_size)
-        pairs = monitor_pairs(monitor_images.to(device), recipes_m, args.image_size, args.monitor_pairs)
-        if args.channels_last:
-            pairs = tuple(v.contiguous(memory_format=torch.channels_last) for v in pairs)
-    want_trust = args.optimizer == "lars" and args.precision != "fp16"  # fp16 grads are loss-scaled
-
-    def monitor_row(step: int, trust: torch.Tensor | None) -> None:
-        """One monitor.jsonl row; a failure is reported and logged but never stops the training."""
-        try:
-            r1, r2 = monitor_features(raw, *pairs, args.batch_size, amp)
-            res = monitor(
-                r1,
-                r2,
-                [w.detach() for w in raw.projector_weights()],
-                loss=MONITOR_LOSS[args.loss],
-                temperature=args.temperature,
-                batch_size=args.batch_size,
-                symmetric=args.loss == "info_nce",
-            )
-            extra = {} if trust is None else {"trust_ratio": trust.tolist()}
-            mlog.write(step, res, lr=lr_at(step, args.lr, warmup, total), **extra)
-        except Exception as e:  # the monitor must not cost the run (any error: shapes, memory, linalg)
-            msg = f"{type(e).__name__}: {e}".splitlines()[0]
-            print(f"warning: monitor at step {step} failed ({msg}); training continues", file=sys.stderr)
-            log({"step": step, "epoch": step / steps_per_epoch, "monitor_error": msg})
-
-    saver = checkpoint.AsyncSaver()
-
-    def save(step: int) -> None:
-        if main_rank:
-            payload = {
-                "model": raw.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(),
-                "rng": checkpoint.rng_state(),
-                "config": config,
-                "epoch": step // steps_per_epoch,
-                "log_acc": (acc_sum, last_log_step),  # the open metrics row: a resume continues it exactly
-            }
-            saver.save(args.out, step, payload)
-
-    # ---- loop ----
-    from tqdm import tqdm
-
-    recipes = recipe(args.augment, args.augment_strength, args.image_size)
-    local = args.batch_size // world
-    if args.dataset == "imagefolder":
-        batches = folder_batches(
-            folder, start, stop, args.batch_size, rank, world, args.seed, args.workers, device, args.decode
-        )
-    else:
-        batches = memory_batches(train, start, stop, args.batch_size, rank, world, args.seed)
-    pre = None
-    if args.prefetch:  # every batch has the same rows (drop-last epochs), as the prefetcher needs
-        folder_input = args.dataset == "imagefolder"
-        src_hw = (args.image_size, args.image_size) if folder_input else tuple(train.images.shape[-2:])
-        pre = Prefetcher(recipes, args.seed, args.batch_size, rank * local, local, src_hw, not folder_input,
-                         device, start)
-    bar = tqdm(
-        total=stop,
-        initial=start,
-        disable=not main_rank or args.no_progress,
-        dynamic_ncols=True,
-        desc=f"{args.projector}/{args.loss}",
-    )
-    # weights and BN running statistics: eval-mode features overflow when either does
-    params = [*raw.parameters(), *(b for b in raw.buffers() if b.is_floating_point())]
-    bad_loss = torch.full((), -1, dtype=torch.long, device=device)  # first step with a non-finite loss
-    bad_weights = torch.full((), -1, dtype=torch.long, device=device)  # first step leaving weights/BN stats non-finite
-    acc_sum = torch.zeros(3, device=device)  # loss sum, probe correct, probe count since the last log row
-    last_log_t, last_log_step, last_ckpt_t = time.time(), start, time.time()
-    if resume_acc is not None:
-        acc_sum.copy_(resume_acc[0])
-        last_log_step = resume_acc[1]
-    view = types.SimpleNamespace(model=raw, saver=saver, out=args.out, signals=signals)  # what hooks may look at
-    model.train()
-    signals.arm()
-    if mlog is not None and start == 0:
-        monitor_row(0, None)
-
-    def check_finite(step_done: int) -> None:
-        """Raise NonFiniteError if the loss or the weights went non-finite (one host sync, at log/save time)."""
-        b_loss, b_w = int(bad_loss), int(bad_weights)
-        if b_loss < 0 and b_w < 0:
-            return
-        saver.wait()  # a save in flight is of an earlier, good step
-        loss_first = b_loss >= 0 and (b_w < 0 or b_loss <= b_w)
-        b, what = (b_loss, "loss") if loss_first else (b_w, "weights or BatchNorm statistics")
-        good = checkpoint.list_checkpoints(args.out)
-        keep = f"last good checkpoint kept: {good[0]}" if good else "no checkpoint was written before it"
-        raise NonFiniteError(
-            f"non-finite {what} at step {b} of {total} (lr {lr_at(b, args.lr, warmup, total):.3g} there), "
-            f"stopped before step {step_done}; {keep}. Likely cause: the learning rate is too high for "
-            "this batch size and precision; try a lower --lr, or --precision fp32"
-        )
-
-    for batch in batches:
-        step = batch.step
-        lr = lr_at(step, args.lr, warmup, total)
-        set_lr(optimizer, lr)
-        if args.projector == "random-subset":
-            raw.projector.set_step(step)
-        v1, v2 = make_views(
-            batch, recipes, args.image_size, args.seed, args.batch_size, rank * local, args.channels_last, pre
-        )
-        done = step + 1
-        monitor_now = mlog is not None and (done % args.monitor_every == 0 or done == total)
-        if monitor_now and want_trust:  # eager: the trust ratios of the update, taken between backward and it
-            def trust_now():
-                return lars_trust_ratios(raw.projector_weights(), args.eta, args.weight_decay)
-
-            ssl, probe, correct, count, trust = eager_step(
-                v1, v2, batch.labels, False, trust_now
-            )
-        else:
-            ssl, probe, correct, count, trust = step_fn(v1, v2, batch.labels)
-        finite = torch.isfinite(ssl.detach()) & torch.isfinite(probe.detach())
-        bad_loss = torch.where(~finite & (bad_loss < 0), torch.full_like(bad_loss, step), bad_loss)
-        # sum of the parameter norms: inf/NaN iff some weight is (or overflows); no host sync here
-        w_ok = torch.isfinite(torch.stack(torch._foreach_norm(params)).sum())
-        bad_weights = torch.where(~w_ok & (bad_weights < 0), torch.full_like(bad_weights, step), bad_weights)
-        acc_sum += torch.stack([ssl.detach().float(), correct.float(), count.float()])
-        bar.update(1)
-        if monitor_now:
-            monitor_row(done, trust)
-        log_now = done % args.log_every == 0 or done == total or done % steps_per_epoch == 0
-        if log_now:
-            check_finite(done)
-            if main_rank:
-                now = time.time()
-                s = acc_sum.tolist()
-                n_steps = done - last_log_step
-                img_s = n_steps * args.batch_size / max(now - last_log_t, 1e-9)
-                row = {
-                    "step": done,
-                    "epoch": done / steps_per_epoch,
-                    "loss": s[0] / n_steps,
-                    "lr": lr,
-                    "probe_acc": s[1] / s[2] if s[2] else None,
-                    "img_per_s": img_s,
-                    "views_per_s": 2 * img_s,
-                    "peak_mem_mb": _peak_mem_mb(device),
-                }
-                if (args.spectrum_every and done % args.spectrum_every == 0) or done == total:
-                    row.update(spectrum_row(done))
-                log(row)
-                bar.set_postfix(loss=f"{row['loss']:.3f}", img_s=f"{img_s:.0f}")
-                last_log_t = time.time()
-            acc_sum.zero_()
-            last_log_step = done
-        elif main_rank and args.spectrum_every and done % args.spectrum_every == 0:
-            log({"step": done, "epoch": done / steps_per_epoch, **spectrum_row(done)})
-        timed = args.checkpoint_every_minutes > 0 and time.time() - last_ckpt_t > 60 * args.checkpoint_every_minutes
-        if done == stop or timed or (args.checkpoint_every_steps and done % args.checkpoint_every_steps == 0):
-            check_finite(done)
-            save(done)
-            last_ckpt_t = time.time()
-            saved = True
-        else:
-            saved = False
-        for hook in hooks:
-            hook.after_step(done, view)
-        if done < stop and _stop_now(signals, world, device, log_now):
-            if not saved:
-                check_finite(done)
-                save(done)
-            saver.wait()
-            raise Interrupted(signals.requested or "signal", done, total, checkpoint.path_for(args.out, done))
-    bar.close()
-    if pre is not None:
-        pre.close()
-    check_finite(stop)
-    saver.wait()
-    if main_rank:
-        if stop == total:
-            checkpoint.atomic_save(raw.state_dict(), os.path.join(args.out, "final.pt"))
-        metrics_f.close()
-        spectra_f.close()
-        if writer is not None:
-            writer.close()
-        print(summary(args, start, stop, total, last, time.time() - t_start, num_classes))
+    device = init_distributed(config, world, local_rank)
+    run = build_run(config, rank, world, device)
+    if run.finished is None:
+        metrics = MetricsHook()
+        monitor = [MonitorHook(metrics)] if run.main and config.monitor_every else []
+        train_loop(run, [metrics, *monitor, CheckpointHook(sources=(metrics,)), *hooks], signals)
+        if run.main:
+            s = run.schedule
+            print(summary(config, run.start, s.stop, s.total, metrics.last, time.time() - t_start,
+                          run.data.num_classes))  # fmt: skip
+    elif run.main:
+        print(run.finished)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()

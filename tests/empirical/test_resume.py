@@ -109,7 +109,7 @@ def test_stop_at_chunks_equal_one_run_and_finished_run_is_left_alone(tmp_path, c
 
 
 def test_truncate_log_keeps_rows_up_to_the_step_and_drops_a_torn_line(tmp_path):
-    from empirical.train import truncate_log
+    from empirical.checkpoint import truncate_log
 
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 2}\n{"step": 4}\n{"step": 6}\n{"step": 8, "lo')

@@ -178,12 +178,12 @@ def test_huge_lr_diverges_with_exit_3_and_strict_json(tmp_path, capsys):
 
 def test_failing_spectrum_does_not_lose_the_run(tmp_path, capsys, monkeypatch):
     """Any exception in the monitor is reported and logged; the run still checkpoints and finishes."""
-    import empirical.train as tr
+    import empirical.hooks as hooks
 
     def broken(*a, **k):
         raise ValueError("embeddings must have shape (N >= 2, d)")
 
-    monkeypatch.setattr(tr, "spectrum_metrics", broken)
+    monkeypatch.setattr(hooks, "spectrum_metrics", broken)
     out = tmp_path / "run"
     assert main([*TINY_RUN, "--max-steps", "3", "--spectrum-every", "2", "--out", str(out), *FAST]) == 0
     assert (out / "final.pt").exists() and checkpoint.list_checkpoints(str(out))

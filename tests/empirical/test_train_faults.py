@@ -2,8 +2,9 @@
 reaches the uninterrupted run's weights bit for bit; one training per run folder (a lock, exit 2 for a second
 one, a stale lock from a killed process taken over).
 
-Fault injection lives here, as hooks the tests install (``train.run(argv, hooks=...)``); run as a script,
-``python tests/empirical/test_train_faults.py --kill-at N | --signal-at N:SIG -- TRAIN_ARGS`` trains with them.
+Fault injection lives here, as hooks the tests install (``train.main(argv, hooks=...)``, see
+``empirical.hooks``); as a script, ``python tests/empirical/test_train_faults.py --kill-at N | --signal-at N:SIG
+-- TRAIN_ARGS`` trains with them.
 """
 
 import argparse
@@ -22,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _emp_helpers import REPO, TINY_RUN, cli_env  # noqa: E402
 
 from empirical import checkpoint  # noqa: E402
+from empirical.hooks import Hook  # noqa: E402
 from empirical.train import main  # noqa: E402
 
 FAST = ["--backbone", "tiny", "--no-progress", "--threads", "1", "--no-tensorboard"]
@@ -29,37 +31,37 @@ ARGS = [*TINY_RUN, "--max-steps", "12", "--log-every", "2", "--spectrum-every", 
         "--warmup-epochs", "0.2", *FAST]  # fmt: skip
 
 
-class SigkillAt:
+class SigkillAt(Hook):
     """A crash: SIGKILL right after step ``step`` (once the checkpoints written so far are on disk)."""
 
     def __init__(self, step: int) -> None:
         self.step = step
 
-    def after_step(self, step: int, run) -> None:
-        if step == self.step:
-            run.saver.wait()
+    def after_step(self, run, state) -> None:
+        if state.done == self.step:
+            state.settle()
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-class SignalAt:
+class SignalAt(Hook):
     """Ctrl-C (or SIGTERM) as a user sends it, arriving during step ``step``."""
 
     def __init__(self, step: int, sig: int = signal.SIGINT) -> None:
         self.step, self.sig = step, sig
 
-    def after_step(self, step: int, run) -> None:
-        if step == self.step:
+    def after_step(self, run, state) -> None:
+        if state.done == self.step:
             os.kill(os.getpid(), self.sig)
 
 
-class NanAt:
+class NanAt(Hook):
     """Non-finite input from step ``step`` on (0-based, as the error message counts): the loss goes NaN."""
 
     def __init__(self, step: int) -> None:
         self.step = step
 
-    def after_step(self, step: int, run) -> None:
-        if step == self.step:
+    def after_step(self, run, state) -> None:
+        if state.done == self.step:
             run.model.backbone.register_forward_pre_hook(lambda m, a: (a[0] * float("nan"), *a[1:]))
 
 
@@ -153,20 +155,18 @@ def test_stale_lock_of_a_killed_process_is_taken_over(tmp_path, capsys):
     assert not (out / "train.lock").exists() and (out / "final.pt").exists()
 
 
-class HoldAt:
+class HoldAt(Hook):
     """Mark ``held`` in the run folder after step ``step`` and wait there for a signal (at most 2 minutes)."""
 
     def __init__(self, step: int) -> None:
         self.step = step
 
-    def after_step(self, step: int, run) -> None:
-        if step == self.step:
-            open(os.path.join(run.out, "held"), "w").close()
+    def after_step(self, run, state) -> None:
+        if state.done == self.step:
+            open(os.path.join(run.config.out, "held"), "w").close()
             deadline = time.time() + 120
-            while time.time() < deadline:
+            while time.time() < deadline and not state.signals.requested:
                 time.sleep(0.05)
-                if getattr(run, "signals", None) is not None and run.signals.requested:
-                    return
 
 
 def _script(argv: list[str]) -> int:

@@ -15,7 +15,8 @@ from empirical import xmonitor  # noqa: E402
 from empirical.augment import recipe  # noqa: E402
 from empirical.data import load_memory_dataset  # noqa: E402
 from empirical.evaluate import load_trained  # noqa: E402
-from empirical.train import main, monitor_features, monitor_pairs  # noqa: E402
+from empirical.hooks import monitor_features, monitor_pairs  # noqa: E402
+from empirical.train import main  # noqa: E402
 
 FAST = ["--backbone", "tiny", "--no-progress", "--threads", "1", "--no-tensorboard"]
 MONITORED = [
@@ -96,12 +97,12 @@ def test_resume_refuses_changed_monitor_or_momentum(monitored_run, tmp_path, cap
 
 
 def test_monitor_failure_is_logged_and_the_run_finishes(tmp_path, capsys, monkeypatch):
-    import empirical.train as tr
+    import empirical.hooks as hooks
 
     def broken(*a, **k):
         raise np.linalg.LinAlgError("SVD did not converge")
 
-    monkeypatch.setattr(tr, "monitor", broken)
+    monkeypatch.setattr(hooks, "monitor", broken)
     out = tmp_path / "run"
     args = [*TINY_RUN, *FAST, "--max-steps", "4", "--loss", "dot", "--projector", "linear",
             "--monitor-every", "2", "--monitor-pairs", "64", "--spectrum-every", "0", "--out", str(out)]  # fmt: skip
