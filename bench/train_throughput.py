@@ -1,15 +1,15 @@
 """Training throughput of ``empirical``: the full step (per-sample augmentation included) vs the model alone.
 
-All measured in one run on the same model, interleaved, with the training step of ``empirical.train`` itself
-(``train_step``: both views' forward, in one call with view-wise BatchNorm on CUDA, loss, backward, LARS with
-a 0-d learning-rate tensor; compiled as a unit with --compile-mode, eager fallback) and its CUDA settings
-(cudnn.benchmark, TF32 for fp32; channels-last by default on CUDA): "full" = uint8 batch on the device -> two
-augmented views -> the step; "full_prefetch" (with --prefetch) = the same with the per-sample parameters drawn
-ahead in a background thread; "model" = the same step on pre-augmented views (what the step
-would cost with free data); "augment" = the two views alone. Then the LARS step alone, vectorized
-(``optimizer_ms``) and the per-parameter reference loop (``optimizer_loop_ms``), on the same parameters and
-gradients. ``mfu``: FLOPs of one step (torch.utils.flop_counter.FlopCounterMode, forward + backward) x full
-steps/s over the device's peak: the vendor's dense peak for known GPUs at the run's precision; on a CPU the
+All measured in one run on the same model, interleaved, with the training run of ``empirical.train`` itself
+(``build_run`` on a random uint8 dataset on the device; its step: both views' forward, in one call with view-wise
+BatchNorm on CUDA, loss, backward, LARS with a 0-d learning-rate tensor that follows the schedule; compiled as a
+unit with --compile-mode, eager fallback) and its CUDA settings (cudnn.benchmark, TF32 for fp32; channels-last by
+default on CUDA): "full" = uint8 batch on the device -> two augmented views -> the step; "full_prefetch" (with
+--prefetch) = the same with the per-sample parameters drawn ahead in a background thread; "model" = the same step
+on pre-augmented views (what the step would cost with free data); "augment" = the two views alone. Then the LARS
+step alone, vectorized (``optimizer_ms``) and the per-parameter reference loop (``optimizer_loop_ms``), on the same
+parameters and gradients. ``mfu``: FLOPs of one step (torch.utils.flop_counter.FlopCounterMode, forward + backward)
+x full steps/s over the device's peak: the vendor's dense peak for known GPUs at the run's precision; on a CPU the
 rate of a large matmul at the run's precision measured in the same run (so there "mfu" is the fraction of this
 CPU's matmul rate); null with a reason when neither is known (--peak-tflops sets it).
 
@@ -37,22 +37,13 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from empirical.augment import Prefetcher, augment_packed, recipe  # noqa: E402
-from empirical.data import Batch  # noqa: E402
-from empirical.models import SSLModel  # noqa: E402
+from empirical.augment import Prefetcher  # noqa: E402
+from empirical.config import RunConfig  # noqa: E402
+from empirical.data import Batch, Split  # noqa: E402
 from empirical.optim import build_optimizer  # noqa: E402
-from empirical.train import (  # noqa: E402
-    AMP,
-    CompiledOrEager,
-    cuda_settings,
-    lr_tensor,
-    make_views,
-    step_loss,
-    train_step,
-    views_in_one_call,
-)
+from empirical.train import Data, Run, build_run, lr_tensor, make_views, step_loss, train_step  # noqa: E402
 from empirical.viewwise import make_viewwise, stack_views  # noqa: E402
-from theory.io import write_json  # noqa: E402
+from theory.io import run_cli, write_json  # noqa: E402
 
 # Vendor dense peaks in TFLOP/s (bf16/fp16 tensor cores; tf32 is half). First match of the device name wins.
 GPU_PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("A100", 312.0))
@@ -106,7 +97,7 @@ def _step_flops(model, views, labels, amp, device) -> int:
     return counter.get_total_flops()
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbone", default="tiny", choices=("tiny", "resnet18", "resnet50"))
     p.add_argument("--projector", default="mlp")
@@ -135,145 +126,151 @@ def main() -> None:
     p.add_argument("--peak-tflops", type=float, default=None, help="MFU denominator (default: see above)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=None, help="also write the result as JSON here")
-    args = p.parse_args()
-    for name in ("batch_size", "image_size", "steps", "warmup", "opt_steps"):
-        if getattr(args, name) < (0 if name == "warmup" else 1):
-            p.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
-    if args.threads is not None and args.threads < 1:
-        p.error(f"--threads must be >= 1, got {args.threads}")
-    compile_mode = args.compile_mode or ("default" if args.compile else None)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.channels_last is None:
-        args.channels_last = device.type == "cuda"
-    cuda_settings(device)
+    return p
+
+
+def _build(args: argparse.Namespace) -> Run:
+    """The training's own run (``empirical.train.build_run``) on a random uint8 dataset of 4 batches on the
+    device, as the in-memory datasets are during training: LARS, InfoNCE, the trainer's flags for the rest."""
+    flags = ["--backbone", args.backbone, "--projector", args.projector, "--batch-size", str(args.batch_size),
+             "--image-size", str(args.image_size), "--augment", args.augment, "--optimizer", "lars", "--lr", "0.1",
+             "--weight-decay", "1e-6", "--loss", "info_nce", "--epochs", "1000", "--warmup-epochs", "0"]  # fmt: skip
+    for flag in ("device", "precision", "threads", "compile_mode"):
+        if getattr(args, flag) is not None:
+            flags += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
+    if args.compile and args.compile_mode is None:
+        flags.append("--compile")
+    if args.channels_last is not None:
+        flags.append("--channels-last" if args.channels_last else "--no-channels-last")
+    config = RunConfig.from_argv(flags)
+    device, b, s = torch.device(config.device), args.batch_size, args.image_size
     torch.manual_seed(0)
-    b, s = args.batch_size, args.image_size
-    model = SSLModel(args.backbone, args.projector, None, s <= 64, num_classes=10).to(device)
-    views_in_one_call(model, device)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = build_optimizer("lars", model, 0.1, 1e-6)
-    lr_tensor(opt, device)
-    amp = AMP[precision]
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    step_fn = CompiledOrEager(
-        functools.partial(train_step, model, opt, scaler, "info_nce", 0.1, None, amp),
-        compile_mode or "none",
-        restore=(model, opt, scaler),
-    )
-    other_fn = None
-    if compile_mode is None:  # the other way of running the views (eager): does one call pay on this device?
-        other = copy.deepcopy(model)
-        if other.one_call:
-            other.one_call = False
-            make_viewwise(other, 1)
-        else:
-            stack_views(other)
-        opt2 = build_optimizer("lars", other, 0.1, 1e-6)
-        lr_tensor(opt2, device)
-        scaler2 = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-        other_fn = functools.partial(train_step, other, opt2, scaler2, "info_nce", 0.1, None, amp)
-    recipes = recipe(args.augment, 1.0, s)
-    # A uint8 "dataset" already on the device, as the in-memory datasets are during training.
-    data = torch.randint(0, 256, (4 * b, 3, s, s), dtype=torch.uint8, device=device)
+    images = torch.randint(0, 256, (4 * b, 3, s, s), dtype=torch.uint8, device=device)
     labels = torch.randint(0, 10, (4 * b,), device=device)
-    pre = Prefetcher(recipes, 0, b, 0, b, (s, s), True, device) if args.prefetch else None
+    data = Data(4 * b, 10, Split(images[:2], labels[:2]), images, train=Split(images, labels))
+    return build_run(config, device=device, data=data)
 
-    def views(step: int, prefetched: bool = False):
-        i = (step % 4) * b
-        x = data[i : i + b]
-        if not prefetched:
-            return make_views(
-                Batch(step, x, x, labels[i : i + b], cropped=False), recipes, s, 0, b, 0, args.channels_last
-            )
-        out = [augment_packed(x, q, s, crop=True) for q in pre.get(step)]
-        return [v.contiguous(memory_format=torch.channels_last) for v in out] if args.channels_last else out
 
-    fixed = views(0)
-    flops = _step_flops(model, fixed, labels[:b], amp, device)
-    next_step = {"full": 0, "full_prefetch": 0, "augment": 0}  # each kind walks its own step sequence
+def _other_calls(run: Run):
+    """The step with the views run the other way (eager): one call where the run takes two, or the reverse."""
+    other = copy.deepcopy(run.model)
+    if other.one_call:
+        other.one_call = False
+        make_viewwise(other, 1)
+    else:
+        stack_views(other)
+    opt = build_optimizer("lars", other, 0.1, 1e-6)
+    lr_tensor(opt, run.device)
+    scaler = torch.amp.GradScaler(run.device.type, enabled=run.config.precision == "fp16")
+    return functools.partial(train_step, other, opt, scaler, "info_nce", 0.1, None, run.amp)
 
-    def run(kind: str, n: int) -> float:
+
+def _timers(run: Run, args: argparse.Namespace, pre, other_fn):
+    """``time(kind, n)``: seconds for ``n`` steps of one kind (each kind walks its own step sequence)."""
+    b, device = args.batch_size, run.device
+    images, labels = run.data.train.images, run.data.train.labels[:b]
+    next_step: dict = {}
+    fixed = _views(run, images, 0, None)
+
+    def time_kind(kind: str, n: int) -> float:
         _sync(device)
         t0 = time.perf_counter()
         for _ in range(n):
             step = next_step.get(kind, 0)
             next_step[kind] = step + 1
-            if kind == "full":
-                step_fn(*views(step), labels[:b])
-            elif kind == "full_prefetch":
-                step_fn(*views(step, prefetched=True), labels[:b])
+            i = (step % 4) * b
+            batch = Batch(step, images[i : i + b], images[i : i + b], labels, cropped=False)
+            if kind in ("full", "full_prefetch"):
+                run.prefetcher = pre if kind == "full_prefetch" else None
+                run.take_step(batch)
             elif kind == "model":
-                step_fn(*fixed, labels[:b])
+                run.step_fn(*fixed, labels)
             elif kind == "model_other_calls":
-                other_fn(*fixed, labels[:b])
+                other_fn(*fixed, labels)
             else:
-                views(step)
+                _views(run, images, step, None)
         _sync(device)
         return time.perf_counter() - t0
 
+    return time_kind, fixed
+
+
+def _views(run: Run, images: torch.Tensor, step: int, pre) -> list[torch.Tensor]:
+    c, b = run.config, run.config.batch_size
+    i = (step % 4) * b
+    batch = Batch(step, images[i : i + b], images[i : i + b], run.data.train.labels[i : i + b], cropped=False)
+    return make_views(batch, run.recipes, c.image_size, c.seed, b, 0, c.channels_last, pre)
+
+
+def _optimizer_timing(run: Run, opt_steps: int) -> dict:
+    """The LARS step alone: vectorized vs the reference loop, same parameters and gradients (the last step's)."""
+    vec = build_optimizer("lars", run.model, 0.1, 1e-6, foreach=True)
+    loop = build_optimizer("lars", run.model, 0.1, 1e-6, foreach=False)
+    for o in (vec, loop):
+        o.step()  # warm-up, momentum buffers allocated
+    best = {"vec": float("inf"), "loop": float("inf")}
+    for _ in range(5):  # interleaved rounds; the best round of each is the least disturbed by other tenants
+        for key, o in (("vec", vec), ("loop", loop)):
+            _sync(run.device)
+            t0 = time.perf_counter()
+            for _ in range(opt_steps):
+                o.step()
+            _sync(run.device)
+            best[key] = min(best[key], (time.perf_counter() - t0) / opt_steps)
+    return {
+        "optimizer_ms": round(1e3 * best["vec"], 4),
+        "optimizer_loop_ms": round(1e3 * best["loop"], 4),
+        "optimizer_speedup": round(best["loop"] / best["vec"], 2),
+        "optimizer_params": sum(len(g["params"]) for g in run.optimizer.param_groups),
+    }
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Every rate of the module docstring, measured in one run on one model, interleaved."""
+    run = _build(args)
+    c, device, b = run.config, run.device, args.batch_size
+    pre = Prefetcher(run.recipes, c.seed, b, 0, b, (c.image_size,) * 2, True, device) if args.prefetch else None
+    other_fn = _other_calls(run) if c.compile_mode == "none" else None  # does one call pay on this device?
+    time_kind, fixed = _timers(run, args, pre, other_fn)
+    flops = _step_flops(run.model, fixed, run.data.train.labels[:b], run.amp, device)
     kinds = ["full"] + (["full_prefetch"] if pre else []) + ["model"] + (["model_other_calls"] if other_fn else [])
     kinds += ["augment"]
     for kind in kinds[:-1]:
-        run(kind, args.warmup)
+        time_kind(kind, args.warmup)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    compile_mode = None if c.compile_mode == "none" else c.compile_mode
     result = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "backbone": args.backbone,
-        "projector": args.projector,
-        "batch": b,
-        "image_size": s,
-        "precision": precision,
-        "channels_last": args.channels_last,
-        "compile": compile_mode is not None,
-        "compile_mode": compile_mode,
-        "prefetch": args.prefetch,
-        "views_in_one_call": model.one_call,
-    }
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "backbone": c.backbone,
+        "projector": c.projector, "batch": b, "image_size": c.image_size, "precision": c.precision,
+        "channels_last": c.channels_last, "compile": compile_mode is not None, "compile_mode": compile_mode,
+        "prefetch": args.prefetch, "views_in_one_call": run.model.one_call,
+    }  # fmt: skip
     # Interleave the measurements so that drifting clocks and noisy neighbours hit all of them alike.
     times = dict.fromkeys(kinds, 0.0)
     for _ in range(2):
         for kind in kinds:
-            times[kind] += run(kind, args.steps)
-    n = 2 * args.steps
+            times[kind] += time_kind(kind, args.steps)
     for kind, t in times.items():
-        result[f"{kind}_img_per_s"] = round(n * b / t, 1)
-        result[f"{kind}_views_per_s"] = round(2 * n * b / t, 1)
+        result[f"{kind}_img_per_s"] = round(2 * args.steps * b / t, 1)
+        result[f"{kind}_views_per_s"] = round(4 * args.steps * b / t, 1)
     result["full_over_model"] = round(result["full_img_per_s"] / result["model_img_per_s"], 3)
     if pre:
         result["full_prefetch_over_model"] = round(result["full_prefetch_img_per_s"] / result["model_img_per_s"], 3)
         pre.close()
     if other_fn:  # model-only step rate, both views in one call over two calls (eager, same run)
         rates = (result["model_img_per_s"], result["model_other_calls_img_per_s"])
-        result["one_call_over_two_calls"] = round(rates[0] / rates[1] if model.one_call else rates[1] / rates[0], 3)
+        result["one_call_over_two_calls"] = round(rates[0] / rates[1] if run.model.one_call else rates[1] / rates[0], 3)
     result["peak_mem_mb"] = round(_peak_mb(device), 1)
+    result.update(_optimizer_timing(run, args.opt_steps))
+    result.update(_mfu(args, device, c.precision, flops, result, b))
+    result["kinds"] = kinds
+    return result
 
-    # The LARS step alone: vectorized vs the reference loop, same parameters and gradients (from the last step).
-    vec = build_optimizer("lars", model, 0.1, 1e-6, foreach=True)
-    loop = build_optimizer("lars", model, 0.1, 1e-6, foreach=False)
-    for o in (vec, loop):
-        o.step()  # warm-up, momentum buffers allocated
-    best = {"vec": float("inf"), "loop": float("inf")}
-    for _ in range(5):  # interleaved rounds; the best round of each is the least disturbed by other tenants
-        for key, o in (("vec", vec), ("loop", loop)):
-            _sync(device)
-            t0 = time.perf_counter()
-            for _ in range(args.opt_steps):
-                o.step()
-            _sync(device)
-            best[key] = min(best[key], (time.perf_counter() - t0) / args.opt_steps)
-    result["optimizer_ms"] = round(1e3 * best["vec"], 4)
-    result["optimizer_loop_ms"] = round(1e3 * best["loop"], 4)
-    result["optimizer_speedup"] = round(best["loop"] / best["vec"], 2)
-    result["optimizer_params"] = sum(len(g["params"]) for g in opt.param_groups)
 
+def _mfu(args: argparse.Namespace, device: torch.device, precision: str, flops: int, result: dict, b: int) -> dict:
     peak, source = (
         (args.peak_tflops, "--peak-tflops")
         if args.peak_tflops
@@ -281,38 +278,58 @@ def main() -> None:
     )
     full_tflops = flops * result["full_img_per_s"] / b / 1e12
     model_tflops = flops * result["model_img_per_s"] / b / 1e12
-    result["flops_per_step"] = flops
-    result["full_tflops"] = round(full_tflops, 4)
-    result["model_tflops"] = round(model_tflops, 4)
-    result["peak_tflops"] = None if peak is None else round(peak, 4)
-    result["peak_source"] = source
-    result["mfu"] = None if peak is None else round(full_tflops / peak, 4)
-    result["mfu_model"] = None if peak is None else round(model_tflops / peak, 4)
+    return {
+        "flops_per_step": flops,
+        "full_tflops": round(full_tflops, 4),
+        "model_tflops": round(model_tflops, 4),
+        "peak_tflops": None if peak is None else round(peak, 4),
+        "peak_source": source,
+        "mfu": None if peak is None else round(full_tflops / peak, 4),
+        "mfu_model": None if peak is None else round(model_tflops / peak, 4),
+    }
 
+
+def report(result: dict) -> None:
+    """The measurements as text, then as one JSON line."""
+    kinds = result.pop("kinds")
+    r = result
     print(
-        f"{result['device']}  {args.backbone}/{args.projector}  batch {b}  {s}px  {precision}  "
-        f"channels_last={args.channels_last}  compile={compile_mode}  prefetch={args.prefetch}"
+        f"{r['device']}  {r['backbone']}/{r['projector']}  batch {r['batch']}  {r['image_size']}px  {r['precision']}  "
+        f"channels_last={r['channels_last']}  compile={r['compile_mode']}  prefetch={r['prefetch']}"
     )
     for kind in kinds:
-        img, vs = result[f"{kind}_img_per_s"], result[f"{kind}_views_per_s"]
-        print(f"  {kind:17s} {img:10.1f} img/s  {vs:10.1f} views/s")
-    print(f"  full/model {result['full_over_model']:.3f}   peak memory {result['peak_mem_mb']:.0f} MiB")
-    if other_fn:
+        print(f"  {kind:17s} {r[f'{kind}_img_per_s']:10.1f} img/s  {r[f'{kind}_views_per_s']:10.1f} views/s")
+    print(f"  full/model {r['full_over_model']:.3f}   peak memory {r['peak_mem_mb']:.0f} MiB")
+    if "one_call_over_two_calls" in r:
         print(
-            f"  views in one call: {model.one_call} (model_other_calls: the other way, eager); one call over two "
-            f"calls {result['one_call_over_two_calls']:.3f}"
+            f"  views in one call: {r['views_in_one_call']} (model_other_calls: the other way, eager); one call over "
+            f"two calls {r['one_call_over_two_calls']:.3f}"
         )
     print(
-        f"  LARS step ({result['optimizer_params']} tensors): vectorized {result['optimizer_ms']:.3f} ms, "
-        f"loop {result['optimizer_loop_ms']:.3f} ms, ratio {result['optimizer_speedup']:.2f}x"
+        f"  LARS step ({r['optimizer_params']} tensors): vectorized {r['optimizer_ms']:.3f} ms, "
+        f"loop {r['optimizer_loop_ms']:.3f} ms, ratio {r['optimizer_speedup']:.2f}x"
     )
-    mfu = "null" if result["mfu"] is None else f"{100 * result['mfu']:.1f}%"
-    print(f"  {flops / b / 1e9:.3f} GFLOP per image (fwd+bwd, 2 views); full step {full_tflops:.3f} TFLOP/s, mfu {mfu}")
-    print(f"  peak: {source}")
+    mfu = "null" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
+    print(
+        f"  {r['flops_per_step'] / r['batch'] / 1e9:.3f} GFLOP per image (fwd+bwd, 2 views); full step "
+        f"{r['full_tflops']:.3f} TFLOP/s, mfu {mfu}"
+    )
+    print(f"  peak: {r['peak_source']}")
     print(json.dumps(result))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _parser()
+    args = p.parse_args(argv)
+    for name in ("batch_size", "image_size", "steps", "warmup", "opt_steps"):
+        if getattr(args, name) < (0 if name == "warmup" else 1):
+            p.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    result = measure(args)
+    report(result)
     if args.json:
         write_json(args.json, result, indent=2)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))
