@@ -10,7 +10,8 @@ detached representation (monitor only). Outputs in --out: config.json, metrics.j
 ckpt-*.pt (last 2), final.pt (model weights), all written atomically; with --monitor-every, monitor.jsonl and
 monitor/*.npz (``empirical.xmonitor``: X and the projector's growth rates, read by ``empirical.bridge``).
 Exit status: 0 done (or stopped at --stop-at), 2 bad input, 3 diverged (non-finite loss or weights), 130
-interrupted (Ctrl-C or SIGTERM: the current step is checkpointed first). One training per --out at a time.
+interrupted (Ctrl-C or SIGTERM: the current step is checkpointed first). One training per --out at a time
+(``empirical.runlock``: train.lock, holding the PID and host, while it runs).
 
 As a library: ``config = RunConfig.from_argv(argv)``; ``run = build_run(config)`` (data, schedule, model,
 optimizer, scaler, step function, resume state); ``train_loop(run, hooks)`` (``empirical.hooks``: metrics,
@@ -532,12 +533,29 @@ def _existing_run(out: str) -> bool:
     return os.path.exists(os.path.join(out, "final.pt")) or bool(checkpoint.list_checkpoints(out))
 
 
-def _remove_if_empty(folder: str) -> None:
-    """A refused or failed training leaves no empty folder behind (one it created itself)."""
-    try:
-        os.rmdir(folder)
-    except OSError:  # not empty (the run wrote something worth keeping) or already gone
-        pass
+def _first_missing(folder: str) -> str | None:
+    """The outermost folder of the path ``folder`` that does not exist yet (None: ``folder`` exists)."""
+    missing, path = None, os.path.abspath(folder)
+    while not os.path.lexists(path):
+        missing, parent = path, os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing
+
+
+def _remove_if_empty(folder: str, top: str) -> None:
+    """A refused or failed training leaves no empty folder behind: ``folder`` and its parents up to ``top``
+    (the folders it created itself), as far as they are empty."""
+    path = os.path.abspath(folder)
+    while True:
+        try:
+            os.rmdir(path)
+        except OSError:  # not empty (the run wrote something worth keeping) or already gone
+            return
+        if path == top:
+            return
+        path = os.path.dirname(path)
 
 
 def init_distributed(config: RunConfig, world: int, local_rank: int) -> torch.device:
@@ -557,7 +575,7 @@ def run(argv: list[str] | None = None, hooks: Sequence[Hook] = ()) -> int:
     standard ones (metrics, monitor, checkpoints) at every point of the loop."""
     rank, world, local_rank = _dist_env()
     config = RunConfig.from_argv(argv, world)  # every flag checked before any work
-    created = rank == 0 and not os.path.lexists(config.out)
+    created = _first_missing(config.out) if rank == 0 else None
     lock = None
     try:
         with StopSignals() as signals:
@@ -573,8 +591,8 @@ def run(argv: list[str] | None = None, hooks: Sequence[Hook] = ()) -> int:
     finally:
         if lock is not None:
             lock.release()
-        if created:
-            _remove_if_empty(config.out)
+        if created is not None:
+            _remove_if_empty(config.out, created)
 
 
 def _train(config: RunConfig, rank: int, world: int, local_rank: int, signals: StopSignals, hooks) -> int:
