@@ -3,7 +3,8 @@
 ``StopSignals`` installs handlers for SIGINT and SIGTERM (main thread only; elsewhere it does nothing). Until
 ``arm()`` (before the first step) a signal interrupts at once (``KeyboardInterrupt``: nothing to save yet);
 once armed, the first signal only sets ``requested`` and the loop stops after the step in progress, saving it;
-a second signal interrupts at once (the newest checkpoint on disk is kept).
+a second signal interrupts at once (the newest checkpoint on disk is kept). A repeat within ``REPEAT_S`` of the
+first counts as the same request: torchrun passes a terminal's Ctrl-C on to workers that already received it.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+REPEAT_S = 1.0
 
 
 class Interrupted(Exception):
@@ -35,6 +38,7 @@ class StopSignals:
     def __init__(self) -> None:
         self.requested: str | None = None  # the name of the first signal received while armed
         self.armed = False
+        self._at = 0.0
         self._old: dict = {}
 
     def arm(self) -> None:
@@ -43,9 +47,11 @@ class StopSignals:
 
     def _handle(self, signum: int, frame) -> None:
         name = signal.Signals(signum).name
+        if self.requested is not None and time.monotonic() - self._at < REPEAT_S:
+            return  # the same request, delivered twice
         if not self.armed or self.requested is not None:
             raise KeyboardInterrupt(name)
-        self.requested = name
+        self.requested, self._at = name, time.monotonic()
         print(
             f"\n{name}: stopping after the current step with a checkpoint (send it again to stop at once)",
             file=sys.stderr,

@@ -155,6 +155,23 @@ def test_stale_lock_of_a_killed_process_is_taken_over(tmp_path, capsys):
     assert not (out / "train.lock").exists() and (out / "final.pt").exists()
 
 
+def test_stop_signals_first_asks_a_repeat_is_the_same_a_second_stops_at_once(monkeypatch, capsys):
+    from empirical import interrupt
+
+    with interrupt.StopSignals() as signals:
+        with pytest.raises(KeyboardInterrupt):  # before the first step: nothing to save, stop at once
+            signal.raise_signal(signal.SIGTERM)
+        signals.arm()
+        signal.raise_signal(signal.SIGINT)
+        assert signals.requested == "SIGINT"
+        signal.raise_signal(signal.SIGINT)  # the same Ctrl-C passed on (torchrun): still a request
+        monkeypatch.setattr(interrupt, "REPEAT_S", 0.0)
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the previous handler is back
+    assert capsys.readouterr().err.count("stopping after the current step") == 1
+
+
 class HoldAt(Hook):
     """Mark ``held`` in the run folder after step ``step`` and wait there for a signal (at most 2 minutes)."""
 
