@@ -161,8 +161,8 @@ def _optimization_flags(p: argparse.ArgumentParser) -> None:
         "--max-steps",
         type=int,
         default=None,
-        help="stop the schedule after this many steps; the schedule then spans them (smoke runs). Capped at "
-        "--epochs x steps per epoch, with a note when it is",
+        help="train this many steps in all, the schedule spanning them (smoke runs); capped at --epochs x "
+        "steps per epoch (a larger value trains that many, with a note)",
     )
     g.add_argument(
         "--stop-at",

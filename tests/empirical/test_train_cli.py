@@ -163,7 +163,7 @@ def test_max_steps_beyond_the_epochs_is_capped_with_a_note(tmp_path, capsys):
     assert json.load(open(out / "config.json"))["total_steps"] == 44
     from empirical.config import build_parser
 
-    assert "Capped at --epochs x steps per epoch" in " ".join(build_parser().format_help().split())
+    assert "capped at --epochs x steps per epoch" in " ".join(build_parser().format_help().split())
 
 
 def test_huge_lr_diverges_with_exit_3_and_strict_json(tmp_path, capsys):
