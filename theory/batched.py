@@ -639,13 +639,13 @@ def sweep(
     """Train ``len(strengths) x [len(lrs) x] seeds`` linear networks (seeds base.seed, base.seed + 1, ...).
 
     Returns arrays indexed [strength, (lr,) seed]: ``collapsed_dims`` (embedding spectrum on clean data,
-    collapse rule against the largest variance at t = 0 or at the end), ``collapsed_dims_initial`` (the
-    same rule at t = 0, the baseline), ``predicted_apriori`` (significantly negative eigenvalues of X at
+    ``theory.spectrum.collapse_counts``, as ``theory.simulate``), ``collapsed_dims_initial`` (t = 0, the
+    baseline), ``total_collapse``, ``predicted_apriori`` (significantly negative eigenvalues of X at
     W -> 0) and ``predicted_late`` (of X at the trained W), both over ``X_BATCHES`` fresh batches,
     ``diverged`` and ``embedding_singular_values`` [..., dim]. Diverged networks count -1.
     """
     from .covariance import contrastive_x, psd_check
-    from .spectrum import n_collapsed, singular_values
+    from .spectrum import collapse_counts, singular_values
 
     base = base or SimConfig()
     strengths = np.asarray(strengths, dtype=np.float64)
@@ -673,8 +673,8 @@ def sweep(
 
     final = spectra(traj.final)
     initial = spectra([a[0] for a in traj.weights])
-    reference = np.maximum(initial.max(-1), final.max(-1))
-    collapsed = np.where(diverged, -1, n_collapsed(final, reference))
+    counts = collapse_counts(initial, final)  # the rule theory.simulate applies, per configuration
+    collapsed = np.where(diverged, -1, counts["final"])
     result = {
         "strengths": strengths.tolist(),
         "seeds": seed_list.tolist(),
@@ -682,12 +682,13 @@ def sweep(
         "config": {k: v for k, v in vars(base).items() if k not in ("augment_strength", "seed")},
         "dtype": dtype,
         "collapsed_dims": collapsed,
-        "collapsed_dims_initial": n_collapsed(initial, reference),
+        "collapsed_dims_initial": counts["initial"],
+        "total_collapse": np.where(diverged, False, counts["total"]),
         "diverged": diverged,
         "embedding_singular_values": final,
         "final_weights": end_to_end(traj.final),
         "final_loss": traj.losses[-1],
-        "apriori_threshold": _finite_or_none(toy.apriori_threshold(base.noisy_views)),
+        "apriori_threshold": _finite_or_none(toy.apriori_threshold(base.noisy_views, loss=base.loss)),
     }
     if not predict:
         return result

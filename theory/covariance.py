@@ -367,8 +367,9 @@ def x_verdict(
 
     ``views`` is either paired representations (x, x_aug), each (N, d), cut into N // batch_size disjoint
     batches (``x_batches``), or a sampler ``views(rng) -> (x, x_aug)`` of one fresh batch. A sampler draws
-    ``batches`` batches, and while the verdict is "undetermined" doubles them up to ``budget`` (default
-    ``batches``). Each look is tested at alpha / (number of planned looks), so the error stays <= alpha.
+    ``batches`` batches and doubles them up to ``budget`` (default ``batches``) while the answer is open: the
+    verdict is "undetermined", or "not psd" with fewer significant directions than the mean has eigenvalues
+    below -delta. Each look is tested at alpha / (number of planned looks), so the error stays <= alpha.
     """
     if callable(views):
         rng = np.random.default_rng(0) if rng is None else rng
@@ -384,11 +385,18 @@ def x_verdict(
         while True:
             samples = np.stack(drawn)
             check = psd_check(samples.mean(axis=0), rtol, samples, alpha / looks)
-            if check.verdict != "undetermined" or len(drawn) * 2 > budget:
+            if _settled(check) or len(drawn) * 2 > budget:
                 return check, samples
             drawn += [draw() for _ in range(len(drawn))]
     samples = x_batches(*views, weight, loss, temperature, batch_size)
     return psd_check(samples.mean(axis=0), rtol, samples, alpha), samples
+
+
+def _settled(check: PSDCheck) -> bool:
+    """Shown PSD, or every eigenvalue of the mean below -delta counted as significantly negative."""
+    if check.verdict == "psd":
+        return True
+    return check.verdict == "not psd" and check.n_negative >= int(np.sum(check.eigenvalues < -check.delta))
 
 
 def apriori_covariance(x: np.ndarray, x_aug: np.ndarray) -> np.ndarray:

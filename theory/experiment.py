@@ -4,12 +4,13 @@
 JSON-ready dict with what was observed next to what the theory predicts; ``python -m theory.simulate`` is
 its command line.
 
-Collapse verdict. A dimension is collapsed when its embedding variance is at most ``COLLAPSE_RTOL`` times a
-scale that does not itself collapse: S = max(largest variance at t = 0, largest variance at the end). At
-t = 0 the same rule uses the t = 0 largest variance. So a total collapse counts every dimension, a small init
-that grows is not "collapsed at t = 0", and an init that starts with collapsed dimensions is reported as
-such (``collapsed_dims_initial``); ``collapsed_by_training`` counts the dimensions collapsed at the end
-outside the subspace already collapsed at t = 0.
+Collapse verdict (``theory.spectrum.collapse_counts``). A dimension is collapsed when its embedding variance
+is at most ``COLLAPSE_RTOL`` times the largest variance of the same spectrum: at t = 0 of t = 0's, at the end of
+the end's, so neither the init's scale nor a loss that shrinks the whole spectrum moves the count. When the
+end's largest variance is itself at most ``COLLAPSE_RTOL`` times t = 0's, the collapse is total: every
+dimension counts (``total_collapse``). ``collapsed_dims_initial`` is the t = 0 baseline;
+``collapsed_by_training`` counts the dimensions collapsed at the end outside the subspace already collapsed at
+t = 0.
 
 Predictions. X is measured on ``X_BATCHES`` fresh batches of the run's data distribution at fixed weights
 (W -> 0, the initial weights, the final weights), for gd and ode alike, and tested with the cross-fitted
@@ -30,7 +31,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from . import toy
-from .covariance import COVARIANCE_LOSSES, contrastive_covariance, holm, one_sided_t, psd_check
+from .covariance import COVARIANCE_LOSSES, PSD_ALPHA, PSDCheck, contrastive_covariance, holm, one_sided_t, x_verdict
 from .dynamics import (
     ODE_METHODS,
     DivergenceError,
@@ -47,10 +48,12 @@ from .dynamics import (
 from .io import jsonable
 from .losses import DEFAULT_TEMPERATURE, LOSSES
 from .predict import adjacent_alignments, conserved_quantities, subspace_overlap
-from .spectrum import COLLAPSE_RTOL, collapsed_mask, singular_values
+from .spectrum import COLLAPSE_RTOL, collapse_counts, collapsed_mask, singular_values
 
 EVAL_SAMPLES = 4096
 X_BATCHES = 64  # fresh batches per X measurement: i.i.d. samples for the cross-fitted psd_check
+X_BUDGET = 512  # while the verdict is undetermined the batches double, up to this many
+MAX_X_BUDGET = 65536
 MAX_STRENGTH = 1e3
 EXPLICIT_ODE_STEPS = 1e6  # an explicit ODE method needs about |lambda| t steps on a stiff X
 DIAGNOSIS_EVALUATIONS = 20_000  # budget of the flow that tells a gd step-size instability from a blow-up
@@ -74,6 +77,7 @@ class SimConfig:
     noisy_views: int = 1
     ode_method: str = "RK45"
     seed: int = 0
+    x_budget: int = X_BUDGET
 
     @property
     def total_time(self) -> float:
@@ -117,6 +121,8 @@ class SimConfig:
             raise ValueError(f"--seed must be an integer >= 0, got {self.seed}")
         if self.noisy_views not in toy.NOISY_VIEWS:
             raise ValueError(f"--noisy-views must be 1 or 2, got {self.noisy_views}")
+        if not X_BATCHES <= self.x_budget <= MAX_X_BUDGET:
+            raise ValueError(f"--x-budget must be between {X_BATCHES} and {MAX_X_BUDGET} batches, got {self.x_budget}")
         if self.ode_method not in ODE_METHODS:
             raise ValueError(f"--ode-method must be one of {', '.join(ODE_METHODS)}, got {self.ode_method!r}")
 
@@ -220,9 +226,10 @@ def _smallest_directions(matrix: np.ndarray, count: int, side: str) -> np.ndarra
 class CollapseVerdict:
     """Collapsed embedding dimensions at t = 0 and at the end against one scale (module doc)."""
 
-    reference: float  # S = max(largest variance at t = 0, at the end)
+    reference: float  # the scale the end was judged against: its own largest variance, t = 0's if total
     initial: int  # collapsed at t = 0 (relative to the t = 0 largest variance)
-    final: int  # collapsed at the end (relative to S)
+    final: int  # collapsed at the end (relative to the end's largest; every dim for a total collapse)
+    total: bool  # the end's largest variance is at most COLLAPSE_RTOL times t = 0's
     by_training: int  # collapsed at the end outside the subspace already collapsed at t = 0
     initial_ranks: list[int]  # 1-based ranks of the t = 0 spectrum that start collapsed
     initial_log10: list[float]  # their log10 variances at t = 0, relative to the largest
@@ -234,8 +241,10 @@ def collapse_verdict(cfg: SimConfig, w0: list[np.ndarray], w1: list[np.ndarray],
     network, embedding space for a ReLU one)."""
     z0, z1 = forward(w0, x_eval, cfg.relu)[0], forward(w1, x_eval, cfg.relu)[0]
     var0, var1 = singular_values(z0), singular_values(z1)
-    reference = float(max(var0.max(), var1.max()))
-    mask0, mask1 = collapsed_mask(var0), collapsed_mask(var1, reference)
+    counts = collapse_counts(var0, var1)
+    reference = counts["reference"]
+    mask0 = collapsed_mask(var0)
+    mask1 = np.ones_like(mask0) if counts["total"] else collapsed_mask(var1)
     k0, k1 = int(mask0.sum()), int(mask1.sum())
     if cfg.relu:
         p0 = _smallest_directions(np.cov(z0.T, bias=True).reshape(cfg.dim, cfg.dim), k0, "cov")
@@ -246,7 +255,7 @@ def collapse_verdict(cfg: SimConfig, w0: list[np.ndarray], w1: list[np.ndarray],
     with np.errstate(divide="ignore"):
         rel0 = np.log10(var0 / var0.max()) if var0.max() > 0 else np.full_like(var0, -np.inf)
     verdict = CollapseVerdict(
-        reference=reference, initial=k0, final=k1, by_training=max(0, k1 - round(shared)),
+        reference=reference, initial=k0, final=k1, total=counts["total"], by_training=max(0, k1 - round(shared)),
         initial_ranks=(np.flatnonzero(mask0) + 1).tolist(), initial_log10=rel0[mask0].tolist(),
     )
     return verdict, var0, var1, p1
@@ -276,8 +285,20 @@ def time_to_collapse(variance: np.ndarray, target: float, lam: np.ndarray, layer
     return ((target ** (-p / (2 * layers))) - variance ** (-p / (2 * layers))) / (p * lam)
 
 
-def _check(samples: np.ndarray):
-    return psd_check(samples.mean(axis=0), samples=samples)
+def x_check(cfg: SimConfig, weights: list[np.ndarray] | None, rng: np.random.Generator,
+            budget: int = X_BUDGET) -> PSDCheck:
+    """The PSD verdict on X at fixed weights (``weights=None``: W -> 0) from fresh batches of the run's data:
+    ``X_BATCHES`` first, doubled while undetermined up to ``budget`` (``theory.covariance.x_verdict``)."""
+    if weights is None:
+        return x_verdict(lambda r: _views(cfg, r), None, cfg.loss, cfg.temperature, batches=X_BATCHES,
+                         budget=budget, rng=rng)[0]
+
+    def last_inputs(r: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        x, x_aug = _views(cfg, r)
+        return _last_input(cfg, weights, x), _last_input(cfg, weights, x_aug)
+
+    return x_verdict(last_inputs, _last_map(cfg, weights), cfg.loss, cfg.temperature, batches=X_BATCHES,
+                     budget=budget, rng=rng)[0]
 
 
 def self_consistent(cfg: SimConfig, weights: list[np.ndarray], candidates: np.ndarray, rng: np.random.Generator,
@@ -293,71 +314,124 @@ def self_consistent(cfg: SimConfig, weights: list[np.ndarray], candidates: np.nd
     k = candidates.shape[1]
     if k == 0:
         return np.zeros(0, dtype=bool)
-    stripped = end_to_end(weights) @ (np.eye(cfg.dim) - candidates @ candidates.T)
-    samples = covariance_samples(cfg, [stripped], rng)
+    drop = np.eye(cfg.dim) - candidates @ candidates.T
+    if cfg.relu and len(weights) > 1:  # candidates live in the last layer's input space
+        samples = covariance_samples(cfg, [*weights[:-1], weights[-1] @ drop], rng)
+    else:
+        samples = covariance_samples(cfg, [end_to_end(weights) @ drop], rng)
     rayleigh = np.einsum("ik,bij,jk->bk", candidates, samples, candidates)
     return holm(one_sided_t(rayleigh)[2], alpha)
 
 
+def _overlaps(checks: dict[str, PSDCheck], observed: np.ndarray, end_basis: np.ndarray) -> dict:
+    """Overlap of the observed collapsed subspace with each prediction (W -> 0, t = 0, the end's
+    self-consistent directions); None where nothing was predicted and nothing collapsed."""
+    bases = {"apriori": checks["apriori"].basis, "initial": checks["initial"].basis, "final": end_basis}
+    return {k: None if b.shape[1] == 0 and observed.shape[1] == 0 else subspace_overlap(b, observed)
+            for k, b in bases.items()}
+
+
 def _x_predictions(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator, verdict: CollapseVerdict,
-                   observed: np.ndarray, var1: np.ndarray) -> dict:
-    """Theorem 1 for a linear network: X at W -> 0, t = 0 and the end; overlap; the direction table;
+                   observed: np.ndarray, var1: np.ndarray, budget: int) -> dict:
+    """Theorem 1 for a linear network: X at W -> 0, t = 0 and the end; overlaps; the direction table;
     whether the run has finished."""
     initial, final = [w[0] for w in traj.weights], traj.final
-    s_init, s_final = covariance_samples(cfg, initial, rng), covariance_samples(cfg, final, rng)
-    s_prior = covariance_samples(cfg, None, rng)
-    check0, check1, check_prior = _check(s_init), _check(s_final), _check(s_prior)
+    checks = {"apriori": x_check(cfg, None, rng, budget), "initial": x_check(cfg, initial, rng, budget),
+              "final": x_check(cfg, final, rng, budget)}
+    check1 = checks["final"]
     w_end = end_to_end(final)
     vectors = check1.eigenvectors
     gain = np.linalg.norm(w_end @ vectors, axis=0) ** 2  # embedding variance along each direction
-    threshold = COLLAPSE_RTOL * verdict.reference
     # a direction is observed collapsed when it lies in the collapsed subspace; its own variance |W v|^2 is not
     # a reliable test, as X's sampled eigenvectors tilt by ~1e-2 and pick up the large variances next to them
     collapsed = np.sum((observed.T @ vectors) ** 2, axis=0) > 0.5
     predicted = check1.negative.copy()
-    predicted[predicted] = self_consistent(cfg, final, check1.basis, rng, check1.alpha)
+    predicted[predicted] = self_consistent(cfg, final, check1.basis, rng, PSD_ALPHA)
+    shrinks = check1.negative & ~predicted  # negative in X, but held at a finite equilibrium
     basis = vectors[:, predicted]
     n_predicted = int(predicted.sum())
     mask = toy.augmentation_mask(cfg.dim, cfg.augmented_dims)
-    nothing = n_predicted == 0 and verdict.final == 0
+    overlaps = _overlaps(checks, observed, basis)
+    x_initial = covariance_samples(cfg, initial, rng, X_BATCHES).mean(0)
     out = {
         "predicted_collapsed_dims": n_predicted,
         "x_negative_dims_final": check1.n_negative,
-        "predicted_collapsed_dims_initial": check0.n_negative,
-        "predicted_collapsed_dims_apriori": check_prior.n_negative,
-        "collapsed_subspace_overlap": None if nothing else subspace_overlap(basis, observed),
-        "contrastive_covariance_eigenvalues": {"initial": check0.eigenvalues, "final": check1.eigenvalues,
-                                               "apriori": check_prior.eigenvalues},
-        "is_psd": {"initial": check0.is_psd, "final": check1.is_psd, "apriori": check_prior.is_psd},
-        "psd_test": {"alpha": check1.alpha, "batches": X_BATCHES, "batch_size": cfg.samples},
+        "predicted_collapsed_dims_initial": checks["initial"].n_negative,
+        "predicted_collapsed_dims_apriori": checks["apriori"].n_negative,
+        "collapsed_subspace_overlap": overlaps["final"],
+        "overlaps": overlaps,
+        # Theorem 1 is ruled out only where every prediction was shown PSD, not where it was undecided
+        "not_theorem1": verdict.final > 0 and all(c.verdict == "psd" for c in checks.values()),
+        "contrastive_covariance_eigenvalues": {k: c.eigenvalues for k, c in checks.items()},
+        "is_psd": {k: c.is_psd for k, c in checks.items()},
+        "x_verdict": {k: c.verdict for k, c in checks.items()},
+        "x_verdict_text": {k: c.describe() for k, c in checks.items()},
+        "psd_test": {"alpha": check1.alpha, "batches": {k: c.samples for k, c in checks.items()},
+                     "first_batches": X_BATCHES, "budget": budget, "batch_size": cfg.samples,
+                     "detectable": {k: c.detectable for k, c in checks.items()},
+                     "lower_bound": {k: c.lower_bound for k, c in checks.items()},
+                     "delta": {k: c.delta for k, c in checks.items()}},
         "directions": {  # eigen-directions of the final X, ascending eigenvalue
             "x_eigenvalue_final": check1.eigenvalues[::-1],
-            "x_rayleigh_initial": np.einsum("ik,ij,jk->k", vectors, s_init.mean(0), vectors)[::-1],
+            "x_rayleigh_initial": np.einsum("ik,ij,jk->k", vectors, x_initial, vectors)[::-1],
             "embedding_variance": gain[::-1],
             "augmented_share": ((vectors**2).T @ mask)[::-1],
             "predicted_collapsed": predicted[::-1],
+            "shrinks": shrinks[::-1],
             "observed_collapsed": collapsed[::-1],
         },
     }
-    # unfinished: predicted directions outside the collapsed subspace. Their variances are the smallest
-    # not-yet-collapsed values of the end spectrum; the slowest predicted rate bounds the time they need.
+    out["unfinished"] = _unfinished(cfg, traj, verdict, observed, basis, check1.eigenvalues[predicted], var1)
+    return out
+
+
+def _unfinished(cfg: SimConfig, traj: Trajectory, verdict: CollapseVerdict, observed: np.ndarray,
+                basis: np.ndarray, rates: np.ndarray, var1: np.ndarray) -> dict | None:
+    """Predicted directions outside the collapsed subspace, and a --time that reaches them.
+
+    Their variances are the smallest not-yet-collapsed values of the end spectrum. The time comes from the
+    slower of two rates: the end X's slowest predicted eigenvalue (Theorem 1 / Theorem 3 at fixed X) and the
+    decay those spectrum ranks showed over the last quarter of the run, since X keeps shrinking as the loss
+    saturates and a rate read at the end alone undershoots.
+    """
+    n_predicted = basis.shape[1]
     inside = float(np.sum((observed.T @ basis) ** 2)) if verdict.final and n_predicted else 0.0
     pending = n_predicted - round(inside)
-    unfinished = None
-    if pending > 0:
-        variances = np.sort(np.asarray(var1))[verdict.final : verdict.final + pending]
-        variances = variances[variances > threshold]
-        rates = check1.eigenvalues[predicted]
-        if variances.size:
-            more = float(time_to_collapse(variances.max(), threshold, rates.max(), cfg.layers))
-            decades = np.log10(variances / threshold)
-            unfinished = asdict(Unfinished(
-                directions=int(pending), decades_to_go=[float(decades.min()), float(decades.max())],
-                x_eigenvalues=rates.tolist(), more_time_needed=more,
-                suggested_time=float(_round_up(traj.times[-1] + more)),
-            ))
-    out["unfinished"] = unfinished
-    return out
+    threshold = COLLAPSE_RTOL * verdict.reference
+    if pending <= 0 or verdict.total:
+        return None
+    order = np.argsort(np.asarray(var1))
+    ranks = order[verdict.final : verdict.final + pending]
+    variances = np.asarray(var1)[ranks]
+    keep = variances > threshold
+    if not keep.any():
+        return None
+    variances, ranks = variances[keep], ranks[keep]
+    more = float(time_to_collapse(variances.max(), threshold, rates.max(), cfg.layers))
+    observed_rate = _recent_decay(traj, ranks)
+    if observed_rate is not None and cfg.layers == 1:
+        more = max(more, float(np.log(variances.max() / threshold) / observed_rate))
+    decades = np.log10(variances / threshold)
+    return asdict(Unfinished(
+        directions=int(keep.sum()), decades_to_go=[float(decades.min()), float(decades.max())],
+        x_eigenvalues=rates.tolist(), more_time_needed=more,
+        suggested_time=float(_round_up(traj.times[-1] + more)),
+    ))
+
+
+def _recent_decay(traj: Trajectory, ranks_desc: np.ndarray) -> float | None:
+    """The slowest decay rate -d log(variance)/dt over the last quarter of the run among the given ranks of the
+    descending embedding spectrum (None when it is not decaying there or the trajectory is too short)."""
+    times = np.asarray(traj.times)
+    if len(times) < 8:
+        return None
+    values = np.linalg.svd(end_to_end(traj.weights), compute_uv=False) ** 2  # (records, d) descending
+    start = int(0.75 * (len(times) - 1))
+    span = times[-1] - times[start]
+    with np.errstate(divide="ignore"):
+        drop = np.log(values[start, ranks_desc]) - np.log(values[-1, ranks_desc])
+    rate = float(np.min(drop)) / span if span > 0 else 0.0
+    return rate if np.isfinite(rate) and rate > 0 else None
 
 
 def _round_up(value: float) -> float:
@@ -371,8 +445,8 @@ def _round_up(value: float) -> float:
 def _relu_last_layer(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator, x_eval: np.ndarray) -> dict:
     """Theorem 1 applied to W_L of a ReLU network: -dL/dW_L = W_L X(h), h >= 0 the last layer's input."""
     initial, final = [w[0] for w in traj.weights], traj.final
-    check0 = _check(covariance_samples(cfg, initial, rng))
-    check1 = _check(covariance_samples(cfg, final, rng))
+    check0 = x_check(cfg, initial, rng, cfg.x_budget)
+    check1 = x_check(cfg, final, rng, cfg.x_budget)
     sv0 = np.linalg.svd(initial[-1], compute_uv=False)
     _, sv1, vt1 = np.linalg.svd(final[-1])
     reference = max(sv0.max(), sv1.max()) ** 2
@@ -385,11 +459,16 @@ def _relu_last_layer(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator,
         norm = np.linalg.norm(m)
         return float(abs(v @ m) / norm) if norm > 0 else None
 
-    nothing = check1.n_negative == 0 and observed.shape[1] == 0
-    inside = float(np.sum((observed.T @ check1.basis) ** 2) / check1.n_negative) if check1.n_negative else None
+    keep = self_consistent(cfg, final, check1.basis, rng, PSD_ALPHA)
+    basis = check1.basis[:, keep]
+    k = basis.shape[1]
+    nothing = k == 0 and observed.shape[1] == 0
+    inside = float(np.sum((observed.T @ basis) ** 2) / k) if k else None
     return {
-        "predicted_collapsed_dims": check1.n_negative,
+        "predicted_collapsed_dims": k,
+        "x_negative_dims_final": check1.n_negative,
         "predicted_collapsed_dims_initial": check0.n_negative,
+        "x_verdict": {"initial": check0.verdict, "final": check1.verdict},
         "x_eigenvalues": {"initial": check0.eigenvalues, "final": check1.eigenvalues},
         "most_negative_eigenvalue": {"initial": float(check0.eigenvalues[-1]),
                                      "final": float(check1.eigenvalues[-1])},
@@ -399,7 +478,7 @@ def _relu_last_layer(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator,
         "observed_collapsed_dims_initial": int(np.sum(sv0**2 <= COLLAPSE_RTOL * sv0.max() ** 2)),
         "predicted_inside_observed": inside,  # share of X(h)'s predicted directions among W_L's collapsed ones
         "observed_log10_singular_values": np.log10(np.maximum(sv1, 1e-320)),
-        "overlap": None if nothing else subspace_overlap(check1.basis, observed),
+        "overlap": None if nothing else subspace_overlap(basis, observed),
     }
 
 
@@ -456,10 +535,11 @@ def analyse(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator, fixed: t
         "collapse_reference": verdict.reference,
         "collapsed_dims": verdict.final,
         "collapsed_dims_initial": verdict.initial,
+        "total_collapse": verdict.total,
         "collapsed_by_training": verdict.by_training,
         "collapsed_initial_ranks": verdict.initial_ranks,
         "collapsed_initial_log10": verdict.initial_log10,
-        "apriori_threshold": _finite_or_none(toy.apriori_threshold(cfg.noisy_views)),
+        "apriori_threshold": _finite_or_none(toy.apriori_threshold(cfg.noisy_views, loss=cfg.loss)),
         "trajectory": {
             "times": traj.times,
             "weight_singular_values": [np.linalg.svd(w, compute_uv=False) for w in traj.weights],
@@ -470,7 +550,7 @@ def analyse(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator, fixed: t
         result["trajectory"]["embedding_singular_values"] = np.linalg.svd(end_to_end(traj.weights),
                                                                           compute_uv=False) ** 2
     if has_covariance(cfg) and not (cfg.relu and cfg.layers > 1):
-        result.update(_x_predictions(cfg, traj, rng, verdict, observed, var1))
+        result.update(_x_predictions(cfg, traj, rng, verdict, observed, var1, cfg.x_budget))
     if has_covariance(cfg) and cfg.relu and cfg.layers > 1:
         result["relu_last_layer"] = _relu_last_layer(cfg, traj, rng, x_eval)
     if cfg.layers >= 2:

@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> dict:
     lrs = np.asarray(args.lrs)
     cells = [(w, dp) for w in args.widths for dp in args.depths]
     shape = (len(args.widths), len(args.depths), len(strengths), len(lrs), args.seeds)
-    keys = ("collapsed_dims", "collapsed_dims_initial", "diverged", "predicted_apriori", "predicted_late")
+    keys = ("collapsed_dims", "collapsed_dims_initial", "total_collapse", "diverged", "predicted_apriori",
+            "predicted_late")
     arrays = {k: np.zeros(shape, dtype=int) for k in keys}
     augmented = {}
     start = time.perf_counter()
@@ -161,6 +162,19 @@ def plot(data: dict, stem: str) -> list[str]:
     return paths
 
 
+def summary_line(data: dict) -> str:
+    """Counts over the networks that finished; diverged ones are reported as diverged, never as a count."""
+    collapsed = np.asarray(data["collapsed_dims"])
+    diverged = np.asarray(data["diverged"], dtype=bool)
+    initial = np.asarray(data["collapsed_dims_initial"])[~diverged]
+    text = f"{collapsed.size} networks in {data['seconds']:.1f} s; "
+    if diverged.all():
+        return text + f"all {collapsed.size} diverged"
+    done = collapsed[~diverged]
+    return (text + f"collapsed dims at the end: {done.min()}-{done.max()} (at t=0: {initial.min()}-{initial.max()}), "
+            f"diverged {int(diverged.sum())}")
+
+
 def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
     if args.seeds < 1:
@@ -180,10 +194,7 @@ def _main(argv: list[str] | None) -> int:
     written = [os.path.join(args.out, "phase.json")]
     if not args.no_plot:
         written += plot(data, os.path.join(args.out, "phase"))
-    mean = np.asarray(data["collapsed_dims"], dtype=float)
-    print(f"{mean.size} networks in {data['seconds']:.1f} s; collapsed dims at the end: "
-          f"{mean.min():.0f}-{mean.max():.0f} (at t=0: {np.max(data['collapsed_dims_initial'])} at most), "
-          f"diverged {int(np.sum(data['diverged']))}; wrote {', '.join(written)}")
+    print(summary_line(data) + f"; wrote {', '.join(written)}")
     return 0
 
 

@@ -36,6 +36,39 @@ def _overlap(value: float | None) -> str:
     return "n/a (nothing predicted, nothing collapsed)" if value is None else f"{value:.3f}"
 
 
+def _predicted_word(directions: dict, k: int) -> str:
+    if directions["predicted_collapsed"][k]:
+        return "collapse"
+    return "shrinks" if directions.get("shrinks", [False] * (k + 1))[k] else "-"
+
+
+def _x_lines(result: dict) -> list[str]:
+    """The three X verdicts (W -> 0, t = 0, end) and the overlap of each prediction with what collapsed."""
+    test, verdicts, texts = result["psd_test"], result["x_verdict"], result["x_verdict_text"]
+    names = {"apriori": "W->0", "initial": "t=0", "final": "end"}
+    looks = 1 + int(np.log2(test["budget"] / test["first_batches"]))
+    lines = [f"X's verdicts (fresh batches of {test['batch_size']}: {test['first_batches']} first, doubled while "
+             f"undetermined up to {test['budget']}; error <= {test['alpha'] * looks:g} over {looks} looks):"]
+    counts = {"apriori": result["predicted_collapsed_dims_apriori"],
+              "initial": result["predicted_collapsed_dims_initial"], "final": result["x_negative_dims_final"]}
+    for key, name in names.items():
+        lines.append(f"  X at {name:>4}: {texts[key]}" + ("" if verdicts[key] != "not psd" else
+                     f" -> {counts[key]} direction(s) shrink under X"))
+    if result["x_negative_dims_final"] > result["predicted_collapsed_dims"]:
+        lines.append(f"  of the end's {result['x_negative_dims_final']} negative directions, "
+                     f"{result['predicted_collapsed_dims']} stay negative once W drops them (collapse); the rest "
+                     "shrink toward a finite equilibrium (restoring forces), which is not collapse")
+    ov = result["overlaps"]
+    lines.append("overlap of the observed collapsed subspace with X's prediction at W->0 / t=0 / end: "
+                 + " / ".join("n/a" if ov[k] is None else f"{ov[k]:.3f}" for k in names)
+                 + (" (nothing predicted, nothing collapsed)" if all(v is None for v in ov.values()) else ""))
+    if result["collapsed_dims"] > 0 and result["predicted_collapsed_dims"] == 0:
+        lines.append("  " + ("X was shown PSD at W->0, t=0 and the end: this collapse is not Theorem 1's"
+                             if result["not_theorem1"] else "X's end prediction is empty, but not every X was shown "
+                             "PSD: whether this collapse is Theorem 1's is undetermined"))
+    return lines
+
+
 def summary(result: dict) -> str:
     """A short human-readable report of one run."""
     cfg = result["config"]
@@ -48,13 +81,18 @@ def summary(result: dict) -> str:
         f"augmentation: std {cfg['augment_strength']:g} on the last {cfg['augmented_dims']} dims, "
         f"noisy views {cfg['noisy_views']}; a-priori threshold (X at W->0 stops being PSD): "
         + (f"{result['apriori_threshold']:.4g}" if result["apriori_threshold"] is not None
-           else "none (with both views noised X(W->0) = 2 Cov(clean x) is PSD at every strength)"),
+           else "none: X at W->0 is PSD at every strength for this loss"
+           + (" (2 Cov(clean x) / tau)" if cfg["loss"] == "dot" else " (both views noised: 2 Cov(clean x))")),
         "embedding spectrum, log10 variance, t=0: " + _log10s(result["embedding_log10_spectrum_initial"]),
         "                                    end: " + _log10s(result["embedding_log10_spectrum"]),
-        f"collapsed dims (variance <= 1e-3 x S, S = largest variance at t=0 or at the end = "
-        f"{result['collapse_reference']:.3g}): at t=0 {result['collapsed_dims_initial']} of {dim}, "
-        f"at the end {result['collapsed_dims']} of {dim}, collapsed by training {result['collapsed_by_training']}",
+        f"collapsed dims (variance <= 1e-3 x the same spectrum's largest): at t=0 "
+        f"{result['collapsed_dims_initial']} of {dim}, at the end {result['collapsed_dims']} of {dim}, "
+        f"collapsed by training {result['collapsed_by_training']}",
     ]
+    if result.get("total_collapse"):
+        end, start = (_log10s(result[k][:1]) for k in ("embedding_log10_spectrum", "embedding_log10_spectrum_initial"))
+        lines.append(f"TOTAL COLLAPSE: the end's largest variance (log10 {end}) is 3 or more decades below t=0's "
+                     f"(log10 {start}): all {dim} dims count as collapsed")
     if result["collapsed_dims_initial"]:
         logs = result["collapsed_initial_log10"]
         lines.append(
@@ -62,22 +100,7 @@ def summary(result: dict) -> str:
             f"{max(logs):.1f} to {min(logs):.1f} decades below the largest variance; those are the init's, "
             "not training's (the default --init orthogonal starts with none)")
     if "predicted_collapsed_dims" in result:
-        psd = result["is_psd"]
-        test = result["psd_test"]
-        lines += [
-            f"predicted collapsed dims (significantly negative eigenvalues of X; cross-fitted test at level "
-            f"{test['alpha']:g} on {test['batches']} fresh batches): at W->0 "
-            f"{result['predicted_collapsed_dims_apriori']}, at t=0 {result['predicted_collapsed_dims_initial']},"
-            f" at the end {result['predicted_collapsed_dims']}"
-            + (f" (X at the end is significantly negative along {result['x_negative_dims_final']}, of which "
-               f"{result['predicted_collapsed_dims']} stay negative once W drops them; the rest are restoring "
-               "forces around a finite equilibrium)"
-               if result["x_negative_dims_final"] > result["predicted_collapsed_dims"] else "")
-            + f"; X PSD at t=0: {psd['initial']}, at the end: {psd['final']}",
-            "overlap of predicted and observed collapsed subspaces: " + _overlap(result["collapsed_subspace_overlap"])
-            + (" (X predicts none: this collapse is not Theorem 1's)"
-               if result["predicted_collapsed_dims"] == 0 and result["collapsed_dims"] > 0 else ""),
-        ]
+        lines += _x_lines(result)
         u = result["unfinished"]
         if u:
             rate = "variance ~ exp(2 lambda t) for one layer" if cfg["layers"] == 1 else \
@@ -96,7 +119,7 @@ def summary(result: dict) -> str:
             lines.append(
                 f"  {k:>27d} | {d['x_eigenvalue_final'][k]:>9.3g} | {d['x_rayleigh_initial'][k]:>8.3g} | "
                 f"{d['embedding_variance'][k]:>10.3g} | {d['augmented_share'][k]:>10.2f} | "
-                f"{'collapse' if d['predicted_collapsed'][k] else '-':>9} | "
+                f"{_predicted_word(d, k):>9} | "
                 f"{'collapse' if d['observed_collapsed'][k] else '-':>8}"
             )
     elif "relu_last_layer" in result:
@@ -104,12 +127,14 @@ def summary(result: dict) -> str:
         low, cos = r["most_negative_eigenvalue"], r["cosine_most_negative_with_mean_h"]
         fmt = (lambda c: "n/a" if c is None else f"{c:.3f}")  # noqa: E731
         lines += [
-            f"ReLU last layer (Theorem 1 applied to W_L: -dL/dW_L = W_L X(h), h = its input features): X(h) has "
-            f"{r['predicted_collapsed_dims_initial']} significantly negative eigenvalues at t=0, "
-            f"{r['predicted_collapsed_dims']} at the end (lowest {low['initial']:.3g} at t=0, {low['final']:.3g} "
+            f"ReLU last layer (Theorem 1 applied to W_L: -dL/dW_L = W_L X(h), h = its input features): X(h) is "
+            f"{r['x_verdict']['initial']} at t=0 with {r['predicted_collapsed_dims_initial']} significantly negative "
+            f"eigenvalues, {r['x_verdict']['final']} at the end with {r['x_negative_dims_final']}, of which "
+            f"{r['predicted_collapsed_dims']} stay negative once W_L drops them (collapse; the rest shrink) "
+            f"(lowest {low['initial']:.3g} at t=0, {low['final']:.3g} "
             f"at the end); cosine of its eigenvector with E[h]: {fmt(cos['initial'])} at t=0, "
             f"{fmt(cos['final'])} at the end",
-            f"  W_L's collapsed directions (sigma^2 <= 1e-3 x largest at t=0 or end): "
+            f"  W_L's collapsed directions (sigma^2 <= 1e-3 x largest at t=0 or at the end): "
             f"{r['observed_collapsed_dims_initial']} at t=0, {r['observed_collapsed_dims']} at the end; "
             f"overlap with X(h)'s prediction: {_overlap(r['overlap'])}"
             + ("" if r["predicted_inside_observed"] is None else
@@ -203,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="1: x' = x + noise (paper Sec. 4); 2: noise on both views (official toy code)")
     p.add_argument("--ode-method", default=d.ode_method, help=f"adaptive solve_ivp method: {', '.join(ODE_METHODS)}")
     p.add_argument("--seed", type=int, default=d.seed, help="seeds the init, the data and the augmentation")
+    p.add_argument("--x-budget", type=int, default=d.x_budget,
+                   help="most fresh batches per X verdict (PSD / not PSD / undetermined): 64 first, doubled while "
+                   "undetermined up to this many")
     p.add_argument("--json", metavar="PATH", help="write every number of the run as JSON")
     p.add_argument("--plot", metavar="PATH", help="write the singular-values-over-time figure (.png or .pdf)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")

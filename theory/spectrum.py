@@ -15,6 +15,10 @@ Conventions
   networks, one snapshot) S is the largest value, and a total collapse, where the largest value falls
   with the rest, is invisible; with the t = 0 scale as reference it counts every dimension. A spectrum
   that is all zero is fully collapsed.
+* Collapse over a run (``collapse_counts``): t = 0 is judged against its own largest variance and the end
+  against the end's own largest, so an init's scale, or a loss that shrinks the whole spectrum, does not
+  change the count. When the end's largest variance itself falls to ``COLLAPSE_RTOL`` times t = 0's or
+  below, every dimension has collapsed: a total collapse, counted as all d and reported as such.
 * Effective rank (Roy & Vetterli 2007): exp(H(p)), p_k = s_k / sum(s), on the singular values of the
   centered embedding matrix (= sqrt of C's singular values, up to sqrt(N)).
 * RankMe (Garrido et al. 2023, Eq. 1): the same entropy on the singular values of the *uncentered*
@@ -68,6 +72,22 @@ def collapsed_mask(
     if reference is not None:
         scale = np.maximum(scale, np.asarray(reference, dtype=np.float64)[..., None])
     return values <= rtol * scale
+
+
+def collapse_counts(initial: np.ndarray, final: np.ndarray, rtol: float = COLLAPSE_RTOL) -> dict:
+    """The collapse rule of a run (module doc) for spectra at t = 0 and at the end, each (..., d).
+
+    Returns ``initial`` and ``final`` counts, ``total`` (the end's largest variance at most rtol times t = 0's)
+    and ``reference``, the scale the end was judged against (t = 0's largest for a total collapse).
+    """
+    initial, final = np.asarray(initial, dtype=np.float64), np.asarray(final, dtype=np.float64)
+    top0, top1 = initial.max(axis=-1), final.max(axis=-1)
+    total = top1 <= rtol * top0
+    count = np.where(total, final.shape[-1], collapsed_mask(final, rtol=rtol).sum(axis=-1))
+    scalar = np.ndim(total) == 0
+    return {"initial": n_collapsed(initial, rtol=rtol), "final": int(count) if scalar else count,
+            "total": bool(total) if scalar else total,
+            "reference": float(np.where(total, top0, top1)) if scalar else np.where(total, top0, top1)}
 
 
 def n_collapsed(

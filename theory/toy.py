@@ -48,16 +48,19 @@ def toy_views(
     return clean, x_aug
 
 
-def apriori_threshold(noisy_views: int, data_std: float = 1.0) -> float:
+def apriori_threshold(noisy_views: int, data_std: float = 1.0, loss: str = "paper") -> float:
     """Augmentation strength above which X at W -> 0 (all alpha = 1/N) has negative eigenvalues.
 
-    E X(W -> 0) = (N-1)/N (2 Cov(x) - Cov(x' - x)) (``covariance`` module doc). Along an augmented
+    paper loss: E X(W -> 0) = (N-1)/N (2 Cov(x) - Cov(x' - x)) (``covariance`` module doc). Along an augmented
     coordinate, with data variance v and noise std s:
       one noisy view:  2 v - s^2, negative iff s > sqrt(2) sqrt(v);
       two noisy views: 2 (v + s^2) - 2 s^2 = 2 v > 0 for every s: no a-priori threshold (inf).
+    dot loss: p = 1/N at W -> 0, so X = (x^T C x' + x'^T C x) / (tau N), C the centring matrix: twice the
+    cross-covariance of the views over tau, whose expectation 2 (N-1)/N Cov(clean x) / tau is PSD at every
+    strength with either number of noisy views (the noise of one view is independent of the other): inf.
     """
-    if noisy_views == 1:
-        return float(np.sqrt(2.0) * data_std)
-    if noisy_views == 2:
+    if noisy_views not in (1, 2):
+        raise ValueError(f"noisy_views must be 1 or 2, got {noisy_views!r}")
+    if loss == "dot" or noisy_views == 2:
         return float("inf")
-    raise ValueError(f"noisy_views must be 1 or 2, got {noisy_views!r}")
+    return float(np.sqrt(2.0) * data_std)

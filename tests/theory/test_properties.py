@@ -172,7 +172,7 @@ def not_psd_rate(make_samples, rng: np.random.Generator) -> float:
     hits = 0
     for _ in range(TRIALS):
         samples = make_samples(rng)
-        hits += not psd_check(samples.mean(0), samples=samples).is_psd
+        hits += psd_check(samples.mean(0), samples=samples).verdict == "not psd"
     return hits / TRIALS
 
 
@@ -209,7 +209,7 @@ def test_psd_check_finds_the_one_noisy_view_collapse(seed, at_zero):
     w = np.zeros((1, D)) if at_zero else rng.standard_normal((D, D)) / 4
     samples = contrastive_covariance(x, xa, w)[0]
     check = psd_check(samples.mean(0), samples=samples)
-    assert not check.is_psd and check.n_negative == 8 and check.n_significant == (8, 8)
+    assert check.verdict == "not psd" and check.n_negative == 8 and check.n_significant == (8, 8)
     # the basis spans the augmented coordinates
     assert np.sum(check.basis[D - 8 :] ** 2) / 8 > 0.9
 
@@ -223,7 +223,7 @@ def test_psd_check_with_samples_invariant_under_orthogonal_change_of_basis(seed,
     rotated = q @ samples @ q.T
     a = psd_check(samples.mean(0), samples=samples)
     b = psd_check(rotated.mean(0), samples=rotated)
-    assert (a.n_negative, a.is_psd, a.n_significant) == (b.n_negative, b.is_psd, b.n_significant)
+    assert (a.n_negative, a.verdict, a.n_significant) == (b.n_negative, b.verdict, b.n_significant)
     np.testing.assert_allclose(a.statistics, b.statistics, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(a.eigenvalues, b.eigenvalues, atol=1e-12)
     np.testing.assert_allclose(q @ a.basis @ a.basis.T @ q.T, b.basis @ b.basis.T, atol=1e-8)

@@ -141,7 +141,8 @@ def test_two_layer_example_collapse_is_caused_by_training(tmp_path, capsys):
     result = run_json(tmp_path, [*argv, "--steps", "3000"])
     assert result["collapsed_dims_initial"] == 0
     assert 3 <= result["collapsed_by_training"] == result["collapsed_dims"] < 16
-    assert result["predicted_collapsed_dims"] == 0 and result["is_psd"]["final"]
+    assert result["predicted_collapsed_dims"] == 0 and result["x_verdict"]["final"] != "not psd"
+    assert result["x_verdict"]["initial"] == "psd" and result["x_verdict"]["apriori"] == "psd"
     sv0, sv1 = (np.array(v) for v in (result["weight_singular_values_initial"][0], result["weight_singular_values"][0]))
     growth = sv1 / sv0
     assert growth[0] > 10 and growth[-1] < 3, "the leading modes grew, the trailing ones lagged"
@@ -320,7 +321,7 @@ def test_summary_is_printed_before_plotting(monkeypatch, tmp_path, capsys):
 
 def test_overlap_is_na_when_nothing_predicted_or_observed(capsys):
     out = run_text(["--augment-strength", "0", "--dim", "4", "--augmented-dims", "2", "--steps", "50"], capsys)
-    assert "overlap of predicted and observed collapsed subspaces: n/a" in out
+    assert "with X's prediction at W->0 / t=0 / end: n/a / n/a / n/a (nothing predicted, nothing collapsed)" in out
 
 
 def test_ode_integrator_runs(tmp_path):
