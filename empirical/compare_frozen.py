@@ -16,18 +16,17 @@ from theory import (
     alignment_matrix,
     alignment_score,
     collapsed_input_subspace,
-    contrastive_covariance,
     embedding_spectrum,
     end_to_end,
     forward,
     paper_init,
     predicted_collapsed_modes,
-    psd_check,
     run_gd,
     subspace_overlap,
 )
+from theory.covariance import X_BATCHES, x_verdict
 
-X_BATCHES_MAX = 16
+X_BATCHES_MAX = X_BATCHES  # fresh batches per X verdict: 32 detect one noise edge (docs/psd_test.md)
 
 
 def whiten(r1: np.ndarray, r2: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -63,8 +62,7 @@ def frozen_experiment(
         return x[idx], x_aug[idx]
 
     def sample_x(weight: np.ndarray, rng: np.random.Generator):
-        samples = np.stack([contrastive_covariance(*views(rng), weight)[0] for _ in range(X_BATCHES_MAX)])
-        return psd_check(samples.mean(axis=0), samples=samples)
+        return x_verdict(views, weight, batches=X_BATCHES_MAX, rng=rng)[0]
 
     rng = np.random.default_rng(seed)
     prior = sample_x(np.zeros((1, dim)), rng)
@@ -79,6 +77,7 @@ def frozen_experiment(
         "loss": "paper",
         "apriori_eigenvalues": prior.eigenvalues,
         "apriori_n_negative": prior.n_negative,
+        "apriori_verdict": prior.verdict,
         "augmentation_variance": np.linalg.eigvalsh(np.cov(x_aug - x, rowvar=False))[::-1],
         "depths": {},
     }
@@ -112,6 +111,7 @@ def frozen_experiment(
                 "effective_rank": spec.effective_rank,
                 "final_loss": float(traj.losses[-1]),
                 "late_n_negative": late.n_negative,
+                "late_verdict": late.verdict,
                 "overlap_apriori_vs_observed": subspace_overlap(prior_neg, observed),
                 "overlap_late_vs_observed": subspace_overlap(late_neg, observed),
                 "times": traj.times,

@@ -17,16 +17,10 @@ import math
 import numpy as np
 from scipy.stats import spearmanr
 
-from theory import (
-    COLLAPSE_RTOL,
-    collapsed_input_subspace,
-    contrastive_covariance,
-    n_collapsed,
-    psd_check,
-    subspace_overlap,
-)
+from theory import COLLAPSE_RTOL, collapsed_input_subspace, n_collapsed, psd_check, subspace_overlap
+from theory.covariance import X_BATCHES, x_batches
 
-MIN_BATCHES = 4
+MIN_BATCHES = X_BATCHES  # the PSD test's power grows with the batches: 32 detect one noise edge (docs/psd_test.md)
 
 
 def x_batch(batch: int, samples: int) -> int:
@@ -37,11 +31,9 @@ def x_batch(batch: int, samples: int) -> int:
 def batched_x(r1: np.ndarray, r2: np.ndarray, weight: np.ndarray, batch: int) -> np.ndarray:
     """X of every consecutive batch (B, d, d): the batch size the training step saw sets the softmax.
 
-    At least ``MIN_BATCHES`` batches (the PSD test cross-fits two halves), smaller ones when samples are few.
+    At least ``MIN_BATCHES`` batches, smaller ones when samples are few (``theory.covariance.x_batches``).
     """
-    n = x_batch(batch, len(r1))
-    starts = range(0, len(r1) - n + 1, n)
-    return np.stack([contrastive_covariance(r1[s : s + n], r2[s : s + n], weight)[0] for s in starts])
+    return x_batches(r1, r2, weight, "paper", batch_size=x_batch(batch, len(r1)))
 
 
 def support(r1: np.ndarray, r2: np.ndarray) -> np.ndarray:
@@ -103,6 +95,9 @@ def x_analysis(
             "eigenvalues": check.eigenvalues,
             "n_negative": check.n_negative,
             "is_psd": check.is_psd,
+            "verdict": check.verdict,
+            "verdict_text": check.describe(),
+            "detectable": check.detectable,
             "gain_along_eigenvectors": gain,
             "spearman_eigenvalue_vs_gain": float(spearmanr(check.eigenvalues, gain)[0]) if m > 1 else None,
             "overlap_same_count": subspace_overlap(neg, collapsed_input_subspace(w_s, k)) if k else None,

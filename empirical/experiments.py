@@ -25,7 +25,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -34,7 +33,7 @@ from empirical.data import DATASETS
 from empirical.evaluate import evaluate, load_split, load_trained
 from empirical.features import view_features
 from empirical.models import WIDTH, SSLModel, default_d0
-from theory import apriori_covariance, psd_check
+from theory.covariance import PSDCheck, x_verdict
 from theory.io import OneLineParser, UserError, run_cli, write_json
 
 EXPERIMENTS = ("projector-ablation", "d0-sweep", "augment-strength")
@@ -203,20 +202,20 @@ def run_row(
     return res
 
 
-def apriori_x_count(model: torch.nn.Module, images: torch.Tensor, config: dict, seed: int = X_SEED) -> int:
-    """Significantly negative eigenvalues of the a-priori X (W -> 0, all alpha_ij = 1/N; Sec. 1.5, Theorem 1).
+def apriori_x_check(model: torch.nn.Module, images: torch.Tensor, config: dict, seed: int = X_SEED) -> PSDCheck:
+    """The PSD verdict on the a-priori X (W -> 0, all alpha_ij = 1/N; Sec. 1.5, Theorem 1).
 
     x, x' = the backbone representations r of two views of ``images`` drawn with the run's augmentation
-    (``config``: augment, augment_strength, image_size) and parameters keyed by ``seed``; one X per batch
-    of the training batch size (smaller when that leaves fewer than 4 batches), counted by the cross-fitted
-    test ``theory.psd_check`` on their mean.
+    (``config``: augment, augment_strength, image_size) and parameters keyed by ``seed``; one X per disjoint
+    batch of the training batch size (smaller when that leaves fewer than 32 batches), decided by
+    ``theory.psd_check`` on their mean.
     """
     f = view_features(model, images, config, seed)
-    n = x_batch(config["batch_size"], len(images))
-    samples = np.stack(
-        [apriori_covariance(f["r1"][s : s + n], f["r2"][s : s + n]) for s in range(0, len(images) - n + 1, n)]
-    )
-    return psd_check(samples.mean(axis=0), samples=samples).n_negative
+    return x_verdict((f["r1"], f["r2"]), None, batch_size=x_batch(config["batch_size"], len(images)))[0]
+
+
+def _verdict_fields(check: PSDCheck) -> dict:
+    return {"negative": check.n_negative, "verdict": check.verdict, "detectable": check.detectable}
 
 
 def apriori_x_counts(run_dir: str, device: str = "cpu") -> dict:
@@ -235,8 +234,8 @@ def apriori_x_counts(run_dir: str, device: str = "cpu") -> dict:
                     model.probe.out_features, seed, config.get("projector_layers", 1)).to(device)  # fmt: skip
     torch.random.set_rng_state(state)
     return {
-        "x_apriori_negative": apriori_x_count(model, images, config),
-        "x_apriori_negative_init": apriori_x_count(init, images, config),
+        **{f"x_apriori_{key}{suffix}": value for suffix, net in (("", model), ("_init", init))
+           for key, value in _verdict_fields(apriori_x_check(net, images, config)).items()},
         "x_apriori_images": len(images),
         "x_apriori_batch": x_batch(config["batch_size"], len(images)),
     }
@@ -271,7 +270,8 @@ def summary_rows(name: str, rows: list[dict]) -> list[dict]:
             paper_top1=PAPER_TOP1.get(r["projector"]) if name == "projector-ablation" else None,
         )
         if "x_apriori_negative" in r:
-            base.update({k: r[k] for k in ("x_apriori_negative", "x_apriori_negative_init")})
+            base.update({k: r.get(k) for k in ("x_apriori_negative", "x_apriori_negative_init", "x_apriori_verdict",
+                                               "x_apriori_verdict_init", "x_apriori_detectable")})
         out.append(base)
         if name == "projector-ablation" and "linear_r_head" in r:
             out.append(
@@ -280,6 +280,14 @@ def summary_rows(name: str, rows: list[dict]) -> list[dict]:
                  "paper_top1": PAPER_TOP1["directclr r[:d0]"]}
             )  # fmt: skip
     return out
+
+
+def _x_cell(row: dict, suffix: str) -> str:
+    """The count beside its verdict: 0 means "not shown negative", which is "undetermined" unless shown PSD."""
+    count, verdict = row.get(f"x_apriori_negative{suffix}"), row.get(f"x_apriori_verdict{suffix}")
+    if count is None:
+        return "–"
+    return f"{count} ({verdict})" if verdict else f"{count} (old test, no verdict)"
 
 
 def markdown(name: str, table: list[dict]) -> str:
@@ -308,7 +316,7 @@ def markdown(name: str, table: list[dict]) -> str:
             f"| {r} | {re_} | {z} | {ze} | {paper} |"
         )
         if x_cols:
-            x, x0 = t.get("x_apriori_negative", "–"), t.get("x_apriori_negative_init", "–")
+            x, x0 = (_x_cell(t, suffix) for suffix in ("", "_init"))
             lines[-1] += f" {x} / {t.get('r_dim', '–')} | {x0} |"
     return "\n".join(lines) + "\n"
 
@@ -374,7 +382,7 @@ def _main(argv: list[str] | None) -> int:
             log(f"[{i}/{len(cmds)}] {run}: done earlier, skipped")
             with open(path) as f:
                 res = json.load(f)
-            if args.name == "augment-strength" and "x_apriori_negative" not in res:  # a row from before X
+            if args.name == "augment-strength" and "x_apriori_verdict" not in res:  # a row from before the verdicts
                 res.update(apriori_x_counts(os.path.join(runs_dir, run), device))
                 write_json(path, res)
             results.append(res)

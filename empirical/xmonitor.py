@@ -31,7 +31,9 @@ that the error of the W X form and the error of the dynamics can be told apart.
 
 X of a batch depends on the batch size N through alpha, so X is estimated as the mean of per-batch X_b over
 ``len(r1) // batch_size`` disjoint batches (use the training batch size); those X_b are the i.i.d. samples of
-the cross-fitted PSD test (``theory.covariance.psd_check``, at least 4 batches; fewer: the relative rule).
+the three-outcome PSD test (``theory.covariance.psd_check``: "not psd", "psd" or "undetermined"; fewer than 4
+batches leave it undetermined; a single batch of all the pairs is taken as exact, as it is for full-batch
+training on those pairs). Its power grows with the number of batches: 32 or more are advised.
 """
 
 from __future__ import annotations
@@ -137,7 +139,10 @@ class MonitorResult:
     x: np.ndarray  # (d, d) mean of the per-batch X_b
     x_eigenvalues: np.ndarray  # descending
     x_n_negative: int  # calibrated count (psd_check)
-    x_is_psd: bool
+    x_is_psd: bool  # True only for the verdict "psd"
+    x_verdict: str  # "not psd", "psd" or "undetermined" (theory.covariance.psd_check)
+    x_detectable: float | None  # about the smallest |negative eigenvalue| these batches detect
+    x_lower_bound: float | None  # 99 % lower bound on X's lowest eigenvalue (when nothing was significant)
     x_relative_negative: int  # eigenvalues below -rtol max|eig| (the cap of the count)
     x_n_significant: tuple[int, int] | None
     cosine_c2: float | None
@@ -155,6 +160,7 @@ class MonitorResult:
             "loss": self.loss, "symmetric": self.symmetric, "temperature": self.temperature,
             "pairs": self.pairs, "batch_size": self.batch_size, "n_batches": self.pairs // self.batch_size,
             "x": {"eigenvalues": self.x_eigenvalues, "n_negative": self.x_n_negative, "is_psd": self.x_is_psd,
+                  "verdict": self.x_verdict, "detectable": self.x_detectable, "lower_bound": self.x_lower_bound,
                   "relative_negative": self.x_relative_negative, "n_significant": self.x_n_significant,
                   "cosine_c2": self.cosine_c2},
             "layers": [{k: layer[k] for k in ("sigma", "rate", "rate_exact", "weight_norm", "grad_norm")
@@ -193,7 +199,8 @@ def monitor(r1, r2, weights, loss: str = "paper", temperature: float = 0.1, batc
 
     r1, r2: (N, d) representations of the two views of the held-out pairs (torch tensors or arrays);
     weights: the projector's linear weight (d_out, d) or a list of them, input side first (torch
-    ``nn.Linear.weight`` convention); batch_size: pairs per X sample (default N // 8, at least 2).
+    ``nn.Linear.weight`` convention); batch_size: pairs per X sample (default N // 32, at least 2: the PSD
+    test's power grows with the number of batches, see docs/psd_test.md).
     ``normalize_spectra`` (default: only for ``cosine``) L2-normalizes before the spectra, as the official
     ``spectrum.py``.
     """
@@ -208,7 +215,7 @@ def monitor(r1, r2, weights, loss: str = "paper", temperature: float = 0.1, batc
         if hi.shape[1] != lo.shape[0]:
             raise ValueError(f"layers do not chain: {lo.shape} then {hi.shape}")
     n = len(r1)
-    batch_size = batch_size or max(2, n // 8)
+    batch_size = batch_size or max(2, n // 32)
     if not 2 <= batch_size <= n:
         raise ValueError(f"batch_size must be between 2 and the {n} pairs, got {batch_size}")
     total = chain(weights, 0, len(weights), r1.shape[1])
@@ -222,7 +229,8 @@ def monitor(r1, r2, weights, loss: str = "paper", temperature: float = 0.1, batc
             exact.append(cosine_neg_grad(r1[part], r2[part], total, temperature))
     samples = np.stack(samples)
     x = samples.mean(axis=0)
-    check = psd_check(x, samples=samples, alpha=alpha)
+    # one batch of all the pairs: for full-batch training on them X is exact, not a sample (the relative rule)
+    check = psd_check(x, samples=samples if len(samples) > 1 else None, alpha=alpha)
     relative = int(np.sum(check.eigenvalues < -PSD_RTOL * np.max(np.abs(check.eigenvalues))))
     layers, e2e = growth_rates(weights, total @ x)
     if exact:  # cosine: the exact gradient's rates beside the first-order X ones
@@ -240,7 +248,8 @@ def monitor(r1, r2, weights, loss: str = "paper", temperature: float = 0.1, batc
     return MonitorResult(
         loss=loss, symmetric=symmetric or loss == "cosine", temperature=temperature, pairs=n,
         batch_size=batch_size, x=x, x_eigenvalues=check.eigenvalues, x_n_negative=int(check.n_negative),
-        x_is_psd=bool(check.is_psd), x_relative_negative=relative, x_n_significant=check.n_significant,
+        x_is_psd=bool(check.is_psd), x_verdict=check.verdict, x_detectable=check.detectable,
+        x_lower_bound=check.lower_bound, x_relative_negative=relative, x_n_significant=check.n_significant,
         cosine_c2=float(np.mean(c2s)) if loss == "cosine" else None, layers=layers, end_to_end=e2e,
         spectrum_z=embedding_spectrum(both @ total.T, normalize).to_json(),
         spectrum_r=embedding_spectrum(both, normalize).to_json(), spectra_normalized=normalize,
