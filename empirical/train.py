@@ -271,7 +271,8 @@ def load_data(config: RunConfig, device: torch.device, notes: bool = True) -> Da
     else:
         train, test, num_classes = load_memory_dataset(c.dataset, c.data_dir, c.image_size)
         train.images, train.labels = train.images.to(device), train.labels.to(device)
-        data = Data(len(train.images), num_classes, test, test.images, train=train)
+        monitor = train.images if c.monitor_images == "train" else test.images
+        data = Data(len(train.images), num_classes, test, monitor, train=train)
     held = data.heldout  # the monitor's pairs cycle over every held-out image; the spectrum takes the first
     held.images, held.labels = held.images[: c.spectrum_samples], held.labels[: c.spectrum_samples]
     if len(held.images) < c.spectrum_samples and notes:
