@@ -2,7 +2,8 @@
 
 Theorem 1 / Corollary 1  collapsed input directions = eigen-directions of X with negative eigenvalues.
 Theorem 2                A = V_2^T U_1 -> I between adjacent layers when X > 0 (non-degenerate case);
-                         measured per group of modes separated by singular-value gaps, beside its chance level.
+                         measured by the chance-corrected von Neumann score (``Alignment``): 1 aligned,
+                         0 for Haar-random singular vectors at the same spectra, with its exact spread.
 Conservation (App. B.5)  W_l W_l^T - W_{l+1}^T W_{l+1} is constant under gradient flow of linear layers;
                          one gd step changes it by exactly lr^2 (G_l G_l^T - G_{l+1}^T G_{l+1}).
 Theorem 3 (Eqn 10)       aligned, balanced layers: sigma' = lambda sigma^(2L-1), lambda = v^T X v, so for
@@ -58,39 +59,92 @@ def alignment_score(abs_alignment: np.ndarray, modes: int | None = None) -> floa
     """Mean |A_kk| over the leading ``modes`` ranks (all by default): 1 for perfect alignment.
 
     Rank order only: two nearly equal singular values ordered differently in W_1 and W_2 read as
-    misaligned. ``layer_alignment`` measures per gap-separated group instead.
+    misaligned. ``layer_alignment`` scores invariantly to rotations inside degenerate blocks instead.
     """
     diag = np.diagonal(abs_alignment)
     return float(np.mean(diag[: modes if modes else len(diag)]))
 
 
-ALIGN_GAP_RATIO = 1.1  # consecutive singular values closer than 10% belong to one group
+ALIGN_GAP_RATIO = 1.1  # consecutive singular values closer than 10% belong to one (diagnostic) group
+
+
+def haar_coupling_sd(a: np.ndarray, b: np.ndarray) -> float:
+    """Standard deviation of sum_ij O_ij^2 a_i b_j for a Haar-random orthogonal O (h x h) and centred a, b
+    (sum a = sum b = 0): sqrt(2 / ((h-1)(h+2))) ||a|| ||b||, exact.
+
+    From the orthogonal Weingarten moments E O_11^4 = 3/(h(h+2)), E O_11^2 O_12^2 = E O_11^2 O_21^2 =
+    1/(h(h+2)), E O_11^2 O_22^2 = (h+1)/((h-1)h(h+2)): with sum a = sum b = 0 the four index patterns add up
+    to ||a||^2 ||b||^2 (3 - 1 - 1 + (h+1)/(h-1)) / (h(h+2)) = 2 ||a||^2 ||b||^2 / ((h-1)(h+2)).
+    """
+    h = len(a)
+    if h < 2:
+        return 0.0
+    return float(np.sqrt(2.0 / ((h - 1) * (h + 2))) * np.linalg.norm(a) * np.linalg.norm(b))
 
 
 @dataclass
 class Alignment:
-    """Alignment of two adjacent layers W_1 (lower, input side) and W_2 (Theorem 2: V_2^T U_1 -> I).
+    """Alignment of two adjacent layers W_1 (lower, input side) and W_2 (Theorem 2: A = V_2^T U_1 -> I).
 
-    With A = V_2^T U_1, the modes 0..surviving-1 are cut into groups at the gaps of the singular values; per
-    group g, ||A[g, g]||_F^2 / |g| is the mean squared cosine of the principal angles between
-    span(U_1[:, g]) and span(V_2[:, g]), invariant to any rotation inside the group (where, without a gap,
-    Davis-Kahan leaves the singular vectors undetermined). ``score`` pools the groups:
-    sum_g ||A[g, g]||_F^2 / surviving, 1 iff every group's subspaces coincide. ``chance`` is its exact
-    expectation when U_1 or V_2 is a uniformly random orthogonal matrix (then E[A_ij^2] = 1/h, h the
-    shared width): sum_g |g|^2 / (h surviving).
+    Headline, ``score``: the chance-corrected von Neumann score of the surviving modes. Let m = ``surviving``,
+    W^(m) the rank-m truncation (leading m singular triplets), P = W_2^(m)T W_2^(m) and Q = W_1^(m) W_1^(m)T
+    (both h x h, h the shared width), x = sigma(W_2)^2 and y = sigma(W_1)^2 sorted descending, zero beyond m.
+    In the bases of A,
+
+        tr(P Q) = ||W_2^(m) W_1^(m)||_F^2 = sum_ij A_ij^2 x_i y_j,
+
+    and A o A (entrywise squares) is doubly stochastic. Von Neumann's trace inequality (Birkhoff plus the
+    rearrangement inequality) bounds it by sum_k x_k y_k, with equality iff P and Q are diagonal in one
+    orthonormal basis with their eigenvalues in the same order: exactly Theorem 2's A = I, up to rotations
+    inside blocks of equal singular values, where the singular vectors are not defined. The expectation
+    when U_1 (or V_2) is Haar-random, independent of the rest, is E A_ij^2 = 1/h, i.e. (sum x)(sum y) / h.
+    With x~ = x - mean x and y~ = y - mean y (rows and columns of A o A sum to 1),
+
+        score = sum_ij A_ij^2 x~_i y~_j / sum_k x~_k y~_k
+              = (||W_2^(m) W_1^(m)||_F^2 - E_Haar) / (sum_k sigma_k(W_2)^2 sigma_k(W_1)^2 - E_Haar),
+
+    1 iff aligned, 0 in expectation at chance (``chance`` = 0.0, exact), negative when the layers pair large
+    modes with small ones (its floor is the reversed pairing). It depends on the weights only through
+    tr(P Q) and the spectra, so it is invariant to any rotation inside a degenerate block, continuous across
+    near-degenerate ones (a mix of two modes by angle theta costs sin^2(theta) (x_i - x_j)(y_i - y_j) of the
+    numerator: nothing is cut), and weighs each mode by its share of the product's energy. ``chance_sd`` is
+    its exact standard deviation under the same Haar model, sqrt(2/((h-1)(h+2))) ||x~|| ||y~|| / sum x~ y~
+    (``haar_coupling_sd``): about 1.4/h for well-spread spectra, large when one spectrum is nearly flat (then
+    no pairing can be told from another). If x~ or y~ is zero (a flat spectrum, m = 0) every pairing is
+    equally good: score = chance = 1, chance_sd = 0.
+
+    ``shared_basis`` drops the order: 1 - ||[P, Q]||_F^2 / E_Haar ||[P, Q]||_F^2, 1 iff P and Q commute (the
+    layers share singular vectors, in any order), 0 in expectation at chance; E_Haar ||[P, Q]||_F^2 =
+    2 h^3 var(x) var(y) / ((h-1)(h+2)) (var over the h entries). Layers that share their basis but pair
+    their modes in reverse order score ~1 here and < 0 in ``score``.
+
+    Kept for comparison: the gap-grouped measure (``grouped_score``, ``grouped_chance``, ``groups``,
+    ``group_scores``, ``cut_cosines``: modes 0..m-1 cut into groups at singular-value ratio ``gap_ratio`` in
+    both layers, ||A[g, g]||_F^2 / |g| per group, pooled sum_g ||A[g, g]||_F^2 / m with chance
+    sum_g |g|^2 / (h m)); it splits near-degenerate blocks and its chance level approaches m/h when the
+    spectrum has no 10% gaps. ``diagonal_score`` is the rank-order mean |A_kk|.
     """
 
     matrix: np.ndarray  # |V_2^T U_1|, (h, h), rows: rank of W_2's right vectors, columns: of W_1's left vectors
     sigma_lower: np.ndarray  # singular values of W_1, descending
     sigma_upper: np.ndarray  # singular values of W_2, descending
     surviving: int  # modes scored: ranks 0..surviving-1
-    groups: list[tuple[int, int]]  # (start, size), consecutive, covering 0..surviving-1
+    groups: list[tuple[int, int]]  # (start, size), consecutive, covering 0..surviving-1 (gap-grouped measure)
     group_scores: np.ndarray  # ||A[g, g]||_F^2 / |g| per group
     cut_cosines: list[np.ndarray]  # per group end k: cosines of the principal angles, top-k U_1 vs top-k V_2
-    score: float
-    chance: float
+    score: float  # chance-corrected von Neumann score: 1 aligned, 0 chance
+    chance: float  # its expectation for Haar-random singular vectors at the same spectra: 0 (1 if undefined)
     diagonal_score: float  # the rank-order measure, mean |A_kk| over the surviving modes, for comparison
     gap_ratio: float
+    chance_sd: float = 0.0  # standard deviation of ``score`` at chance (exact)
+    shared_basis: float = 1.0  # order-free: 1 - ||[P, Q]||_F^2 / its chance expectation
+    grouped_score: float = 1.0  # the former gap-grouped score
+    grouped_chance: float = 1.0  # its chance level
+
+    @property
+    def z(self) -> float:
+        """(score - chance) / chance_sd: how many chance standard deviations the score lies above chance."""
+        return float((self.score - self.chance) / self.chance_sd) if self.chance_sd > 0 else 0.0
 
 
 def mode_groups(sigma_lower: np.ndarray, sigma_upper: np.ndarray, modes: int,
@@ -106,12 +160,31 @@ def mode_groups(sigma_lower: np.ndarray, sigma_upper: np.ndarray, modes: int,
     return out
 
 
+def von_neumann_alignment(a: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
+    """(score, chance, chance_sd, shared_basis) of ``Alignment`` from A = V_2^T U_1 (h x h) and the squared
+    singular values x of W_2, y of W_1 (length h, descending, zero beyond the surviving modes)."""
+    h = len(x)
+    xc, yc = x - x.mean(), y - y.mean()
+    top = float(xc @ yc)  # the aligned value: Chebyshev's sum inequality makes it >= 0, 0 iff one is flat
+    scale = float(np.linalg.norm(xc) * np.linalg.norm(yc))
+    flat = min(np.linalg.norm(xc) / max(np.linalg.norm(x), 1e-300), np.linalg.norm(yc) / max(np.linalg.norm(y), 1e-300))
+    if h < 2 or flat <= 1e-9 or top <= 1e-12 * scale:  # a flat spectrum (to rounding): nothing to pair
+        return 1.0, 1.0, 0.0, 1.0
+    score = float(xc @ (a * a) @ yc) / top
+    q = (a * y) @ a.T  # Q in W_2's right basis
+    commutator = float(np.sum(np.subtract.outer(x, x) ** 2 * q**2))
+    expected = 2.0 * h**3 * x.var() * y.var() / ((h - 1) * (h + 2))
+    return score, 0.0, haar_coupling_sd(xc, yc) / top, 1.0 - commutator / expected
+
+
 def layer_alignment(w_lower: np.ndarray, w_upper: np.ndarray, surviving: int | None = None,
                     gap_ratio: float = ALIGN_GAP_RATIO) -> Alignment:
-    """Gap-grouped alignment of W_1 = ``w_lower`` (h, d_in) and W_2 = ``w_upper`` (d_out, h), Theorem 2.
+    """Alignment of W_1 = ``w_lower`` (h, d_in) and W_2 = ``w_upper`` (d_out, h), Theorem 2 (see
+    ``Alignment``: the headline ``score`` is the chance-corrected von Neumann score, chance 0).
 
     ``surviving``: how many leading modes to score (the non-collapsed ones; default every mode both layers
-    have, min(h, d_in, d_out)). A cut is always placed after the last surviving mode.
+    have, min(h, d_in, d_out)); the rest are set to zero (rank-``surviving`` truncation of both layers). A
+    cut inside a block of exactly equal singular values picks arbitrary vectors there: place it at a gap.
     """
     w_lower, w_upper = np.asarray(w_lower, dtype=np.float64), np.asarray(w_upper, dtype=np.float64)
     if w_lower.ndim != 2 or w_upper.ndim != 2 or w_upper.shape[1] != w_lower.shape[0]:
@@ -126,6 +199,9 @@ def layer_alignment(w_lower: np.ndarray, w_upper: np.ndarray, surviving: int | N
     surviving = modes if surviving is None else int(surviving)
     if not 0 <= surviving <= modes:
         raise ValueError(f"surviving must be between 0 and {modes}, got {surviving}")
+    x, y = np.zeros(h), np.zeros(h)
+    x[:surviving], y[:surviving] = s2[:surviving] ** 2, s1[:surviving] ** 2
+    score, chance, chance_sd, shared = von_neumann_alignment(a, x, y) if surviving else (1.0, 1.0, 0.0, 1.0)
     groups = mode_groups(s1, s2, surviving, gap_ratio)
     mass = np.array([np.sum(a[i : i + m, i : i + m] ** 2) for i, m in groups])
     sizes = np.array([m for _, m in groups], dtype=np.float64)
@@ -138,10 +214,14 @@ def layer_alignment(w_lower: np.ndarray, w_upper: np.ndarray, surviving: int | N
         groups=groups,
         group_scores=mass / np.maximum(sizes, 1.0),
         cut_cosines=cosines,
-        score=float(mass.sum() / surviving) if surviving else 1.0,
-        chance=float(np.sum(sizes**2) / (h * surviving)) if surviving else 1.0,
+        score=score,
+        chance=chance,
         diagonal_score=float(np.mean(np.abs(np.diagonal(a))[:surviving])) if surviving else 1.0,
         gap_ratio=gap_ratio,
+        chance_sd=chance_sd,
+        shared_basis=shared,
+        grouped_score=float(mass.sum() / surviving) if surviving else 1.0,
+        grouped_chance=float(np.sum(sizes**2) / (h * surviving)) if surviving else 1.0,
     )
 
 

@@ -234,18 +234,22 @@ def aligned_pair(rng, s1, s2, perm=None, d_in=None, d_out=None):
 
 def test_layer_alignment_survives_a_swapped_degenerate_pair():
     """sigma 2.68 / 2.60 in W1 and swapped in W2 (the 2-layer paper-init case): the rank-order diagonal
-    reads 0.6, the group measure 1, with the pair in one group."""
+    reads 0.6, the group measure 1, with the pair in one group; the von Neumann score loses only the swap's
+    (x_1 - x_2)(y_1 - y_2) / sum x~ y~ (squared singular values, centred)."""
     rng = np.random.default_rng(11)
     s = np.array([4.0, 2.68, 2.60, 1.5, 0.9, 1e-4, 1e-5, 1e-6])
     _, w1, w2 = aligned_pair(rng, s, s, perm=[0, 2, 1, 3, 4, 5, 6, 7])
     al = layer_alignment(w1, w2, surviving=5)
     assert al.groups == [(0, 1), (1, 2), (3, 1), (4, 1)]
-    assert al.score >= 0.99 and al.score == pytest.approx(1.0, abs=1e-10)
+    assert al.grouped_score == pytest.approx(1.0, abs=1e-10)
+    x = np.where(np.arange(8) < 5, s**2, 0.0)
+    xc = x - x.mean()
+    assert al.score >= 0.99 and al.score == pytest.approx(1 - (x[1] - x[2]) ** 2 / (xc @ xc), abs=1e-10)
     assert al.diagonal_score == pytest.approx(alignment_score(alignment_matrix(w1, w2), 5))
     assert al.diagonal_score < 0.65
     np.testing.assert_allclose(al.matrix, alignment_matrix(w1, w2), atol=1e-12)
     # the chance level for these group sizes: (1 + 4 + 1 + 1) / (8 * 5)
-    assert al.chance == pytest.approx(7 / 40)
+    assert al.grouped_chance == pytest.approx(7 / 40) and al.chance == 0.0
     for cos in al.cut_cosines:
         np.testing.assert_allclose(cos, 1.0, atol=1e-10)
     # a rotation inside the degenerate pair (not just a swap) changes nothing
@@ -254,13 +258,17 @@ def test_layer_alignment_survives_a_swapped_degenerate_pair():
     v2 = u1.copy()
     v2[:, 1], v2[:, 2] = c * u1[:, 1] + t * u1[:, 2], -t * u1[:, 1] + c * u1[:, 2]
     w2 = random_orthogonal(rng, 8) @ np.diag(s) @ v2.T
-    assert layer_alignment(w1, w2, 5).score == pytest.approx(1.0, abs=1e-10)
+    assert layer_alignment(w1, w2, 5).grouped_score == pytest.approx(1.0, abs=1e-10)
+    # the von Neumann score is continuous there: the near-degenerate mix costs sin^2 (x_1 - x_2)^2 / sum x~^2
+    assert layer_alignment(w1, w2, 5).score == pytest.approx(1 - t**2 * (x[1] - x[2]) ** 2 / (xc @ xc), abs=1e-10)
 
 
 @pytest.mark.parametrize("theta", [0.0, 0.3, 0.9, np.pi / 2])
 def test_layer_alignment_of_a_rotated_surviving_subspace_is_cos_squared(theta):
     """V2[:, k] = cos(theta) u1_k + sin(theta) u1_{m+k} for the m surviving modes: every principal angle
-    between the surviving subspaces is theta, so score = cos^2(theta) exactly."""
+    between the surviving subspaces is theta, so the grouped score = cos^2(theta) exactly, and so is the von
+    Neumann score (the truncated layers' product keeps cos^2(theta) of its energy, and mean x~ y~ terms
+    cancel: sum_k x~_k y~_k cos^2 + the cross terms, all with the collapsed entries equal)."""
     rng = np.random.default_rng(13)
     m, h = 3, 7
     s1 = np.array([3.0, 2.0, 1.2, 1e-3, 5e-4, 2e-4, 1e-4])
@@ -272,7 +280,15 @@ def test_layer_alignment_of_a_rotated_surviving_subspace_is_cos_squared(theta):
     w2 = random_orthogonal(rng, h) @ np.diag(s1) @ v2.T
     al = layer_alignment(w1, w2, surviving=m)
     assert al.groups == [(0, 1), (1, 1), (2, 1)]
-    assert al.score == pytest.approx(np.cos(theta) ** 2, abs=1e-10)
+    assert al.grouped_score == pytest.approx(np.cos(theta) ** 2, abs=1e-10)
+    # von Neumann score by the closed form for this coupling: the m surviving modes keep cos^2 of their
+    # diagonal pairing and send sin^2 to collapsed modes, where x~ = -mean x
+    x = np.where(np.arange(h) < m, s1**2, 0.0)
+    xc = x - x.mean()
+    top = xc @ xc
+    coupled = np.cos(theta) ** 2 * np.sum(xc[:m] ** 2) + 2 * np.sin(theta) ** 2 * np.sum(xc[:m]) * xc[-1] \
+        + np.cos(theta) ** 2 * m * xc[-1] ** 2 + (h - 2 * m) * xc[-1] ** 2
+    assert al.score == pytest.approx(coupled / top, abs=1e-10)
     np.testing.assert_allclose(al.cut_cosines[-1], abs(np.cos(theta)), atol=1e-10)
     # and against scipy's principal angles between the top-m spans
     cos_scipy = np.cos(subspace_angles(u1[:, :m], np.linalg.svd(w2)[2][:m].T))
@@ -280,8 +296,9 @@ def test_layer_alignment_of_a_rotated_surviving_subspace_is_cos_squared(theta):
 
 
 def test_layer_alignment_chance_level_by_monte_carlo():
-    """Independent Haar factors with fixed singular values (groups of 3, 2, 1, 1 in h = 10): the mean score
-    over 3000 draws matches sum_g |g|^2 / (h m) = 15 / 70 within 4 standard errors."""
+    """Independent Haar factors with fixed singular values (groups of 3, 2, 1, 1 in h = 10): the mean grouped
+    score over 3000 draws matches sum_g |g|^2 / (h m) = 15 / 70 within 4 standard errors; the von Neumann
+    score's mean is 0 and its spread the closed-form chance_sd."""
     rng = np.random.default_rng(14)
     h = 10
     s = np.array([5.0, 5.0, 5.0, 3.0, 3.0, 2.0, 1.0, 0.1, 0.05, 0.01])
@@ -290,12 +307,15 @@ def test_layer_alignment_chance_level_by_monte_carlo():
         w1 = random_orthogonal(rng, h) @ np.diag(s) @ random_orthogonal(rng, h).T
         w2 = random_orthogonal(rng, h) @ np.diag(s) @ random_orthogonal(rng, h).T
         al = layer_alignment(w1, w2, surviving=7)
-        scores.append(al.score)
+        scores.append((al.grouped_score, al.score))
+    grouped, vn = np.array(scores).T
     assert al.groups == [(0, 3), (3, 2), (5, 1), (6, 1)]
-    assert al.chance == pytest.approx(15 / 70)
-    se = np.std(scores) / np.sqrt(len(scores))
-    assert abs(np.mean(scores) - al.chance) < 4 * se
+    assert al.grouped_chance == pytest.approx(15 / 70)
+    se = np.std(grouped) / np.sqrt(len(grouped))
+    assert abs(np.mean(grouped) - al.grouped_chance) < 4 * se
     assert se < 0.005
+    assert al.chance == 0.0 and abs(np.mean(vn)) < 4 * np.std(vn) / np.sqrt(len(vn))
+    assert np.std(vn) == pytest.approx(al.chance_sd, rel=0.08)
 
 
 def test_gaussian_random_layers_score_chance_on_average():
