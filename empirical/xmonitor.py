@@ -243,8 +243,10 @@ def monitor(r1, r2, weights, loss: str = "paper", temperature: float = 0.1, batc
     alignment = []
     for k, al in enumerate(adjacent_alignments(weights, [_surviving(lo, hi) for lo, hi in
                                                          zip(layers[:-1], layers[1:], strict=False)])):
-        alignment.append({"pair": [k, k + 1], "score": al.score, "chance": al.chance,
-                          "diagonal_score": al.diagonal_score, "surviving": al.surviving})
+        alignment.append({"pair": [k, k + 1], "score": al.score, "chance": al.chance, "chance_sd": al.chance_sd,
+                          "shared_basis": al.shared_basis, "grouped_score": al.grouped_score,
+                          "grouped_chance": al.grouped_chance, "diagonal_score": al.diagonal_score,
+                          "surviving": al.surviving})
     return MonitorResult(
         loss=loss, symmetric=symmetric or loss == "cosine", temperature=temperature, pairs=n,
         batch_size=batch_size, x=x, x_eigenvalues=check.eigenvalues, x_n_negative=int(check.n_negative),

@@ -116,7 +116,11 @@ class SimConfig:
             raise ValueError(f"--time must be a finite number > 0, got {self.time}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"--lr must be a finite number > 0, got {self.lr}")
-        parse_init(self.init)
+        from .dynamics import DIVERGENCE_NORM
+
+        if parse_init(self.init)[1] > DIVERGENCE_NORM:  # such weights count as diverged before the first step
+            raise ValueError(f"--init scale must be at most {DIVERGENCE_NORM:g} (weights past it count as diverged), "
+                             f"got {self.init!r}")
         if self.seed < 0:
             raise ValueError(f"--seed must be an integer >= 0, got {self.seed}")
         if self.noisy_views not in toy.NOISY_VIEWS:
@@ -483,11 +487,14 @@ def _relu_last_layer(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator,
 
 
 def _alignment(weights: list[np.ndarray], survivors: int) -> list[dict]:
-    """Every adjacent pair (W_l, W_l+1), Theorem 2: the gap-grouped score over the surviving modes with its
-    chance level, the rank-order mean |A_kk| beside it, and the raw |V_l+1^T U_l|."""
+    """Every adjacent pair (W_l, W_l+1), Theorem 2: the chance-corrected score over the surviving modes with its
+    spread at chance, the shared-basis score, the gap-grouped score and the rank-order mean |A_kk| beside it,
+    and the raw |V_l+1^T U_l| (``theory.predict.Alignment``)."""
     pairs = []
     for layer, a in enumerate(adjacent_alignments(weights, survivors)):
         pairs.append({"pair": [layer + 1, layer + 2], "score": a.score, "chance": a.chance,
+                      "chance_sd": a.chance_sd, "shared_basis": a.shared_basis, "grouped_score": a.grouped_score,
+                      "grouped_chance": a.grouped_chance,
                       "groups": [list(g) for g in a.groups], "group_scores": a.group_scores,
                       "diagonal_score": a.diagonal_score, "surviving": a.surviving, "matrix": a.matrix})
     return pairs

@@ -146,9 +146,10 @@ def summary(result: dict) -> str:
     for pair in result.get("alignment", []):
         i, j = pair["pair"]
         lines.append(
-            f"alignment W{i}-W{j} (Theorem 2, A = V{j}^T U{i}, {pair['surviving']} surviving modes in "
-            f"{len(pair['groups'])} group(s) cut at singular-value gaps): {pair['score']:.3f}, chance "
-            f"{pair['chance']:.3f}; rank-order mean |A_kk| {pair['diagonal_score']:.3f}; raw |A| in the JSON")
+            f"alignment W{i}-W{j} (Theorem 2, A = V{j}^T U{i}, {pair['surviving']} surviving modes): "
+            f"{pair['score']:.3f} (1 aligned, chance 0 +- {pair['chance_sd']:.3f}); shared basis in any order "
+            f"{pair['shared_basis']:.3f}; gap-grouped {pair['grouped_score']:.3f} against its chance "
+            f"{pair['grouped_chance']:.3f}; raw |A| in the JSON")
     for row in result.get("conservation", []):
         i, j = row["pair"]
         text = f"conservation W{i}W{i}^T - W{j}^TW{j}: relative drift {row['drift']:.2e}"
@@ -237,37 +238,55 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _writable(path: str, suffixes: tuple[str, ...] | None = None) -> None:
+def _writable(path: str, flag: str, suffixes: tuple[str, ...] | None = None) -> None:
+    """ValueError naming ``flag`` unless ``path`` is a file name we can write (with one of ``suffixes``)."""
+    allowed = f" ending in {' or '.join(suffixes)}" if suffixes else ""
+    if not path.strip() or path.endswith(("/", os.sep)):
+        raise ValueError(f"{flag} {path!r} is not a file name: give a path{allowed}")
     if suffixes and os.path.splitext(path)[1].lower() not in suffixes:
-        raise ValueError(f"cannot write {path!r}: the file name must end in {' or '.join(suffixes)}")
+        raise ValueError(f"{flag} cannot write {path!r}: the file name must end in {' or '.join(suffixes)}")
     if os.path.isdir(path):
-        raise ValueError(f"cannot write {path!r}: it is a folder, give a file path")
+        raise ValueError(f"{flag} cannot write {path!r}: it is a folder, give a file path{allowed}")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise ValueError(f"cannot write {path!r}: folder {folder!r} does not exist or is not writable")
+        raise ValueError(f"{flag} cannot write {path!r}: folder {folder!r} does not exist or is not writable")
 
 
 def _main(argv: list[str] | None) -> int:
+    from .experiment import X_BATCHES
+    from .io import check_budget
+
     parser = build_parser()
     args = parser.parse_args(argv)
     fields = {k: v for k, v in vars(args).items() if k not in ("json", "plot", "quiet")}
     cfg = SimConfig(**fields)
     try:
         cfg.validate()
-        if args.json:
-            _writable(args.json)
-        if args.plot:
-            _writable(args.plot, (".png", ".pdf"))
+        if args.json is not None:
+            _writable(args.json, "--json")
+        if args.plot is not None:
+            _writable(args.plot, "--plot", (".png", ".pdf"))
+        # Rough cost model, measured on a 2-core machine (float64, one BLAS thread): one gd step costs about
+        # N^2 d + L N d^2 multiply-adds, each of the 3 X verdicts at least X_BATCHES batches of N^2 d + N d^2 + d^3
+        # (up to --x-budget), at ~2e9 per second (so the time is a lower bound); peak memory ~3 N x N float64
+        # arrays, ~5 (d x d) per X batch of the budget plus ~201 snapshots per layer, plus 100 MB of Python.
+        n, d, layers = cfg.samples, cfg.dim, cfg.layers
+        steps = float(cfg.steps) if cfg.time is None or cfg.integrator == "ode" else cfg.time / cfg.lr
+        work = steps * (n * n * d + layers * n * d * d) + 3 * X_BATCHES * (n * n * d + n * d * d + d**3)
+        memory = 8.0 * (3 * n * n + 20 * n * d + (5 * cfg.x_budget + 201 * layers) * d * d) + 100e6
+        check_budget(f"this run ({steps:.4g} steps of N = {n}, dim {d}, {layers} layer(s))", memory,
+                     work / 2e9 + 1e-5 * steps,
+                     "lower --steps / --time, --samples, --dim, --layers or --x-budget")
         result = run_experiment(cfg, progress=not args.quiet)
     except ValueError as err:
         raise UserError(str(err)) from None
     except DivergenceError as err:
         raise NonFiniteError(str(err)) from None
-    if args.json:
+    if args.json is not None:
         write_json(args.json, result)
     if not args.quiet:
         print(summary(result), flush=True)
-    if args.plot:
+    if args.plot is not None:
         plot_trajectory(result, args.plot)
     return 0
 

@@ -202,7 +202,7 @@ def test_alignment_survives_degenerate_modes(tmp_path, capsys):
     assert raw.shape == (16, 16) and np.all((raw >= 0) & (raw <= 1 + 1e-12))
     assert np.array_equal(raw, np.array(result["alignment_matrix"]))
     out = run_text(argv, capsys)
-    assert f"chance {a['chance']:.3f}" in out
+    assert f"{a['score']:.3f} (1 aligned, chance 0 +- {a['chance_sd']:.3f})" in out
 
 
 def test_three_layers_conservation_per_pair_explained_and_shrinks_with_lr(tmp_path, capsys):
