@@ -108,8 +108,9 @@ def summary(result: dict) -> str:
             lines.append(
                 f"UNFINISHED: X still predicts collapse along {u['directions']} direction(s) that have not collapsed;"
                 f" their variance must fall another {u['decades_to_go'][0]:.1f}-{u['decades_to_go'][1]:.1f} decades"
-                f" (to 1e-3 x S). At the end's X eigenvalues there ({max(u['x_eigenvalues']):.2g} to "
-                f"{min(u['x_eigenvalues']):.2g}; {rate}) that takes t = {u['more_time_needed']:.3g} more, "
+                f" (to 1e-3 x the largest). At the end's X eigenvalues there ({max(u['x_eigenvalues']):.2g} to "
+                f"{min(u['x_eigenvalues']):.2g}; {rate}) or at the decay these ranks showed over the run's last "
+                f"quarter, whichever is slower, that takes t = {u['more_time_needed']:.3g} more, "
                 "longer if the rates keep falling as the loss saturates: rerun with at least --time "
                 f"{u['suggested_time']:g}")
         lines += ["", "  eigen-direction of X at end | X eig end | X at t=0 | embed. var | aug. share | "
