@@ -90,8 +90,8 @@ def compare(
     resid = f["z1"] - z_lin - (f["z1"] - z_lin).mean(axis=0)
     info["r2_of_linear_map"] = float(1 - np.sum(resid**2) / np.sum((f["z1"] - f["z1"].mean(axis=0)) ** 2))
     result = {
-        "checkpoint": _portable(checkpoint),
-        "trained_steps": trained_steps(checkpoint, config),
+        "checkpoint": _portable(getattr(model, "loaded_from", checkpoint)),
+        "trained_steps": trained_steps(getattr(model, "loaded_from", checkpoint), config),
         "config": {**config, "out": _portable(config["out"])} if config.get("out") else config,
         "samples": len(r1),
         "split": split,

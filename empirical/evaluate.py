@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from empirical import checkpoint as ckpt_io
 from empirical.augment import ViewRecipe, augment, sample_params
-from empirical.config import check_out_dir
+from empirical.config import check_device, check_out_dir
 from empirical.data import DATASETS, folder_heldout, load_memory_dataset
 from empirical.features import encode_images
 from empirical.models import SSLModel
@@ -49,6 +49,7 @@ from theory.io import NonFiniteError, OneLineParser, UserError, check_finite, ru
 from theory.spectrum import embedding_spectrum
 
 KNN_K, KNN_T = 200, 0.1
+MIN_PROBE_TRAIN = 2  # the probe centres the features and divides by their spread: one image has none
 SPACE_DOC = {
     "r": "representation: backbone output (what the probes see)",
     "z": "embedding: projector output, the space the loss sees",
@@ -69,8 +70,44 @@ def _portable(path: str) -> str:
     return os.path.join(os.path.basename(os.path.dirname(full)), os.path.basename(full))
 
 
-def _read_checkpoint(path: str) -> tuple[dict, dict]:
-    """(state_dict, config) of final.pt (weights; config.json beside it) or ckpt-*.pt (weights + config)."""
+CONFIG_KEYS = ("backbone", "projector", "d0", "cifar_stem", "dataset", "image_size")
+
+
+def _read_config(cfg_path: str) -> dict:
+    """config.json of a run as a dict with the keys a model is rebuilt from; ``UserError`` naming the file."""
+    try:
+        with open(cfg_path) as f:
+            config = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        reason = "empty" if os.path.getsize(cfg_path) == 0 else f"not valid JSON: {e}"
+        raise UserError(f"config {cfg_path!r} is {reason}: it must be the config.json empirical.train wrote "
+                        "(rerun the training, or copy config.json from the run)") from None
+    missing = [k for k in CONFIG_KEYS if k not in config] if isinstance(config, dict) else list(CONFIG_KEYS)
+    if missing:
+        raise UserError(f"config {cfg_path!r} is not a training config (missing {', '.join(missing)})")
+    return config
+
+
+def _load_one(path: str) -> tuple[dict, dict]:
+    """(state_dict, config) of one final.pt (weights; config.json beside it) or ckpt-*.pt (weights + config)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # truncated zip, garbled pickle, not a torch file: several exception types
+        raise UserError(f"cannot read checkpoint {path!r} ({type(e).__name__})") from None
+    if isinstance(obj, dict) and "model" in obj and "config" in obj:
+        return obj["model"], obj["config"]
+    cfg_path = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
+    if not isinstance(obj, dict) or not os.path.isfile(cfg_path):
+        raise UserError(f"{path!r} is not a checkpoint of empirical.train (no config.json beside it)")
+    return obj, _read_config(cfg_path)
+
+
+def _read_checkpoint(path: str) -> tuple[dict, dict, str]:
+    """(state_dict, config, the file read) of a run folder, final.pt or ckpt-*.pt.
+
+    A run folder: final.pt, else its newest checkpoint. A final.pt or checkpoint that cannot be read (truncated by
+    a crash or a full disk) falls back to the newest readable ckpt-*.pt beside it, with a note naming both.
+    """
     if os.path.isdir(path):
         final = os.path.join(path, "final.pt")
         found = ckpt_io.list_checkpoints(path)
@@ -83,24 +120,31 @@ def _read_checkpoint(path: str) -> tuple[dict, dict]:
     if not os.path.isfile(path):
         raise UserError(f"checkpoint {path!r} not found")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # truncated zip, garbled pickle, not a torch file: several exception types
-        raise UserError(f"cannot read checkpoint {path!r} ({type(e).__name__})") from None
-    if isinstance(obj, dict) and "model" in obj and "config" in obj:
-        return obj["model"], obj["config"]
-    cfg_path = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
-    if not isinstance(obj, dict) or not os.path.isfile(cfg_path):
-        raise UserError(f"{path!r} is not a checkpoint of empirical.train (no config.json beside it)")
-    with open(cfg_path) as f:
-        return obj, json.load(f)
+        return (*_load_one(path), path)
+    except UserError as first:
+        if not str(first).startswith("cannot read checkpoint"):
+            raise
+        folder = os.path.dirname(os.path.abspath(path))
+        for other in ckpt_io.list_checkpoints(folder):
+            if os.path.abspath(other) == os.path.abspath(path):
+                continue
+            try:
+                state, config = _load_one(other)
+            except UserError:
+                continue
+            print(f"note: {first} (truncated?): using the newest readable checkpoint beside it, {other!r}",
+                  file=sys.stderr)
+            return state, config, other
+        raise UserError(f"{first}, and no readable ckpt-*.pt beside it") from None
 
 
 def load_trained(checkpoint: str, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
     """Rebuild the model from the checkpoint's saved config, load its weights; eval mode on ``device``.
 
-    ``checkpoint``: final.pt, ckpt-*.pt, or the run folder (final.pt preferred, else the newest ckpt).
+    ``checkpoint``: final.pt, ckpt-*.pt, or the run folder (final.pt preferred, else the newest ckpt); an
+    unreadable one falls back to the newest readable ckpt-*.pt beside it. The file read is ``model.loaded_from``.
     """
-    state, config = _read_checkpoint(checkpoint)
+    state, config, used = _read_checkpoint(checkpoint)
     num_classes = int(state["probe.weight"].shape[0]) if "probe.weight" in state else 10
     model = SSLModel(
         config["backbone"],
@@ -115,6 +159,7 @@ def load_trained(checkpoint: str, device: str = "cpu") -> tuple[torch.nn.Module,
         model.load_state_dict(state)
     except RuntimeError as e:
         raise UserError(f"weights do not match the saved config: {str(e).splitlines()[0]}") from None
+    model.loaded_from = used
     return model.to(device).eval(), config
 
 
@@ -365,7 +410,7 @@ def evaluate(
     yte = labels["test"].numpy()
     keep_te = yte >= 0  # stl10's unlabeled rows
     res: dict = {
-        "checkpoint": _portable(checkpoint),
+        "checkpoint": _portable(getattr(model, "loaded_from", checkpoint)),
         "dataset": data_cfg["dataset"],
         "projector": config["projector"],
         "backbone": config["backbone"],
@@ -378,6 +423,9 @@ def evaluate(
     if not spectra_only:
         ytr = labels["train"].numpy()
         keep_tr = ytr >= 0
+        if keep_tr.sum() < MIN_PROBE_TRAIN:
+            raise UserError(f"only {int(keep_tr.sum())} labelled training image(s): the linear probe needs at least "
+                            f"{MIN_PROBE_TRAIN} (raise --max-train, or --spectra-only)")
         res["n_train"] = int(keep_tr.sum())
         res["max_train"] = max_train
         ftr, fte = feats["train"]["r"][keep_tr], feats["test"]["r"][keep_te]
@@ -415,10 +463,15 @@ def plot_spectra(res: dict, path: str) -> list[str]:
         y = np.array([np.nan if v is None else v for v in s["log10"]], dtype=np.float64)
         top = np.nanmax(y)
         floor = top - 10  # dead channels sit near the float64 floor: show the top 10 decades, the rest at the bottom
-        y = np.where(np.isfinite(y), np.maximum(y, floor), floor)
+        at_floor = ~np.isfinite(y) | (y <= floor)
+        y = np.where(at_floor, floor, y)
         ranks = np.arange(1, len(y) + 1)
         alive = len(y) - s["n_collapsed"]
-        ax.plot(ranks, y, color="#1f77b4", marker="." if len(y) <= 160 else None, ms=3)
+        marker = "." if len(y) <= 160 else None
+        ax.plot(ranks[~at_floor], y[~at_floor], color="#1f77b4", marker=marker, ms=3, label="singular values")
+        if at_floor.any():  # drawn apart, grey and labelled: they are not values but a floor of the display
+            ax.plot(ranks[at_floor], y[at_floor], color="grey", ls="none", marker="v", ms=3,
+                    label=f"{int(at_floor.sum())} at or below the display floor (10 decades under the largest)")
         ax.axhline(top - 3, color="black", ls=":", lw=0.9, label="collapse threshold (1e-3 x largest)")
         if s["n_collapsed"]:
             ax.axvspan(alive + 0.5, len(y) + 0.5, color="#d62728", alpha=0.12,
@@ -490,12 +543,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run", nargs="?", default=None, help="run folder (or final.pt / ckpt-*.pt)")
     p.add_argument("--checkpoint", default=None, help="the same as RUN (final.pt, ckpt-*.pt or the run folder)")
-    p.add_argument("--plot", default=None, metavar="PNG", help="also draw the spectra to this PNG (and .pdf)")
+    p.add_argument("--plot", default=None, metavar="PNG",
+                   help="also draw the spectra to this .png or .pdf (the other format is written beside it)")
     p.add_argument("--spectra-only", action="store_true", help="skip kNN and probes (fast; for --plot)")
     p.add_argument("--dataset", default=None, choices=DATASETS, help="default: the training dataset")
     p.add_argument("--data-dir", default=None, help="default: the training --data-dir")
     p.add_argument("--out", default=None, help="folder for eval.json (default: the run folder)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
     p.add_argument("--k", type=int, default=KNN_K, help="kNN neighbours (default 200)")
     p.add_argument("--temperature", type=float, default=KNN_T, help="kNN temperature (default 0.1)")
     p.add_argument(
@@ -526,16 +580,21 @@ def run(argv: list[str] | None = None) -> int:
         raise UserError(f"--k {args.k} must be at least 1")
     check_finite("--temperature", args.temperature, 1e-4, 100.0)
     if args.max_train is not None and args.max_train < 1:
-        raise UserError(f"--max-train {args.max_train} must be at least 1")
+        raise UserError(f"--max-train {args.max_train} must be at least 1 (and {MIN_PROBE_TRAIN} for the probes)")
+    if args.max_train is not None and args.max_train < MIN_PROBE_TRAIN and not args.spectra_only:
+        raise UserError(f"--max-train {args.max_train} is too few: the linear probe needs at least "
+                        f"{MIN_PROBE_TRAIN} training images (it centres and scales by their spread), or --spectra-only")
     if args.probe_epochs < 1:
         raise UserError(f"--probe-epochs {args.probe_epochs} must be at least 1")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {args.device}: CUDA is not available on this machine")
+    check_device(args.device)
     out = args.out or (target if os.path.isdir(target) else os.path.dirname(target) or ".")
     check_out_dir(out)
     if args.plot is not None:
-        if os.path.splitext(args.plot)[1].lower() not in (".png", ""):
-            raise UserError(f"--plot {args.plot!r}: give a .png name (a .pdf is written beside it)")
+        name = os.path.basename(args.plot)
+        if not name.strip() or name.startswith(".") or os.path.isdir(args.plot):
+            raise UserError(f"--plot {args.plot!r} is not a file name: give one ending in .png or .pdf")
+        if os.path.splitext(args.plot)[1].lower() not in (".png", ".pdf", ""):
+            raise UserError(f"--plot {args.plot!r}: give a .png name or a .pdf name (the other is written beside it)")
         check_out_dir(os.path.dirname(os.path.abspath(args.plot)), "--plot")
     if args.max_train is not None:
         print(f"note: the probes use only the first {args.max_train} training images (--max-train)", file=sys.stderr)
@@ -557,8 +616,8 @@ def run(argv: list[str] | None = None) -> int:
     print(table(res))
     print(f"wrote {path}")
     if args.plot is not None:
-        png = args.plot if args.plot.lower().endswith(".png") else args.plot + ".png"
-        print("wrote " + " and ".join(plot_spectra(res, png)))
+        stem, ext = os.path.splitext(args.plot)
+        print("wrote " + " and ".join(plot_spectra(res, stem + (ext or ".png"))))
     return 0
 
 

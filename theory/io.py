@@ -103,3 +103,37 @@ def check_finite(name: str, value: float, low: float | None = None, high: float 
         hi = "inf" if high is None else f"{high:g}"
         raise UserError(f"{name} {value:g} is outside the allowed range [{lo}, {hi}]")
     return value
+
+
+# ---- sizes that cannot run: refused before any work -------------------------------------------------------
+
+DAY_SECONDS = 86_400.0
+
+
+def machine_memory() -> int:
+    """This machine's physical memory in bytes (24 GiB where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return 24 * 2**30
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("years", 365 * DAY_SECONDS), ("days", DAY_SECONDS), ("hours", 3600.0), ("minutes", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
+def check_budget(what: str, nbytes: float, seconds: float, advice: str) -> None:
+    """``UserError`` (with both estimates) when ``what`` needs more than this machine's memory or more than a day.
+
+    ``nbytes`` / ``seconds``: the caller's rough model of the peak memory and the run time (stated where it is
+    computed); ``advice``: which flags make it smaller.
+    """
+    memory = machine_memory()
+    if nbytes > memory or seconds > DAY_SECONDS:
+        raise UserError(
+            f"{what} would need about {nbytes / 2**30:.3g} GiB of memory (this machine has {memory / 2**30:.0f} GiB) "
+            f"and about {_duration(seconds)} (at most a day is run): {advice}"
+        )

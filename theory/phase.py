@@ -21,7 +21,9 @@ import numpy as np
 
 from .batched import BACKENDS, DTYPES, SWEEP_LOSSES, sweep
 from .experiment import SimConfig
-from .io import OneLineParser, UserError, run_cli, write_json
+from .io import OneLineParser, UserError, check_budget, run_cli, write_json
+
+MAX_GRID_VALUES = 1_000_000  # per axis: a start:stop:count beyond this is refused before it is materialised
 
 
 def grid(text: str) -> list[float]:
@@ -31,6 +33,9 @@ def grid(text: str) -> list[float]:
             start, stop, count = text.split(":")
             if int(count) < 1:
                 raise ValueError
+            if int(count) > MAX_GRID_VALUES:
+                raise argparse.ArgumentTypeError(
+                    f"{text!r} asks for {int(count)} values: at most {MAX_GRID_VALUES} per axis")
             values = np.linspace(float(start), float(stop), int(count)).tolist()
         else:
             values = [float(v) for v in text.split(",")]
@@ -116,8 +121,27 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
+ANNOTATE_CELLS = 100  # a panel with at most this many cells writes its mean count in each
+
+
+def _annotate(ax, mean: np.ndarray, width: int) -> None:
+    """The mean collapsed count in every cell of ``mean`` [strength, lr] (none where every seed diverged)."""
+    whole = np.allclose(mean[np.isfinite(mean)], np.round(mean[np.isfinite(mean)]))
+    size = 8 if mean.size <= 30 else 6
+    for (si, li), m in np.ndenumerate(mean):
+        if not np.isfinite(m):
+            continue
+        text = f"{m:.0f}" if whole else f"{m:.1f}"
+        # magma is dark at the low end: white text there, black on the bright upper part
+        ax.text(si, li, text, ha="center", va="center", fontsize=size,
+                color="white" if m < 0.6 * width else "black")
+
+
 def plot(data: dict, stem: str) -> list[str]:
-    """Heat map per (width, depth): mean collapsed dims over seeds, strength x lr; diverged cells hatched."""
+    """Heat map per (width, depth): mean collapsed dims over seeds, strength x lr; diverged cells hatched; the
+    mean written in each cell of a panel of at most ``ANNOTATE_CELLS`` cells."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -128,9 +152,11 @@ def plot(data: dict, stem: str) -> list[str]:
     initial = np.asarray(data["collapsed_dims_initial"], dtype=float)
     diverged = np.asarray(data["diverged"], dtype=bool)
     nw, nd = len(g["widths"]), len(g["depths"])
-    fig, axes = plt.subplots(nw, nd, figsize=(1.2 + 4.2 * nd, 0.9 + 2.6 * nw), squeeze=False,
+    fig_width = 1.2 + 4.2 * nd
+    fig, axes = plt.subplots(nw, nd, figsize=(fig_width, 1.1 + 2.6 * nw), squeeze=False,
                              constrained_layout=True)
     s, lrs = np.asarray(g["strengths"]), np.asarray(g["lrs"])
+    seeds = collapsed.shape[-1]
     for i, w in enumerate(g["widths"]):
         for j, dp in enumerate(g["depths"]):
             ax = axes[i, j]
@@ -143,15 +169,20 @@ def plot(data: dict, stem: str) -> list[str]:
             hatched = diverged[i, j].any(-1).T
             for (li, si) in zip(*np.nonzero(hatched), strict=True):
                 ax.add_patch(plt.Rectangle((si - 0.5, li - 0.5), 1, 1, fill=False, hatch="xx", color="grey"))
+            if mean.size <= ANNOTATE_CELLS:
+                _annotate(ax, mean, w)
             ax.set_xticks(range(len(s)), [f"{v:g}" for v in s], rotation=90 if len(s) > 8 else 0)
             ax.set_yticks(range(len(lrs)), [f"{v:g}" for v in lrs])
             ax.set(xlabel="augmentation strength (noise std)", ylabel="learning rate")
             ax.set_title(f"width {w} ({g['augmented_dims'][i]} augmented), depth {dp}; "
                          f"collapsed at t=0: {int(initial[i, j].max())}", fontsize=8)
-            fig.colorbar(image, ax=ax, label=f"collapsed dims of {w} (mean of {collapsed.shape[-1]} seeds)")
+            fig.colorbar(image, ax=ax, label=f"collapsed dims of {w}\n(mean of {seeds} seeds)")
     cfg = data["config"]
-    fig.suptitle(f"collapsed embedding dims after {cfg['steps']} gd steps, {cfg['loss']} loss, "
-                 f"{cfg['noisy_views']} noisy view(s); hatched: diverged", fontsize=9)
+    lines = [f"collapsed embedding dims after {cfg['steps']} gd steps, {cfg['loss']} loss, "
+             f"{cfg['noisy_views']} noisy view(s)", f"hatched: diverged; colour: mean of {seeds} seeds"]
+    # wrapped to the canvas: a 9-pt character is ~0.075 in wide
+    wrapped = [part for line in lines for part in textwrap.wrap(line, max(30, int(fig_width / 0.075)))]
+    fig.suptitle("\n".join(wrapped), fontsize=9)
     paths = []
     for ext in ("png", "pdf"):
         path = f"{stem}.{ext}"
@@ -175,6 +206,58 @@ def summary_line(data: dict) -> str:
             f"diverged {int(diverged.sum())}")
 
 
+def _check_grid(args: argparse.Namespace) -> None:
+    """Every strength and lr as ``theory.simulate`` would accept it, the error naming this command's flag."""
+    from .experiment import MAX_STRENGTH
+
+    s, lrs = np.asarray(args.strengths), np.asarray(args.lrs)
+    bad = s[~(np.isfinite(s) & (s >= 0) & (s <= MAX_STRENGTH))]
+    if bad.size:
+        try:
+            SimConfig(augment_strength=float(bad[0])).validate()
+        except ValueError as err:
+            raise UserError(f"--strengths {bad[0]:g} is refused (each value is a theory.simulate "
+                            f"--augment-strength): {err}") from None
+    bad = lrs[~(np.isfinite(lrs) & (lrs > 0))]
+    if bad.size:
+        raise UserError(f"--lrs {bad[0]:g}: every learning rate must be a finite number > 0")
+
+
+def _check_backend(args: argparse.Namespace) -> None:
+    if args.device is not None and args.backend != "torch":
+        raise UserError("--device needs --backend torch")
+    if args.backend != "torch":
+        return
+    try:
+        from .torch_kernel import check_device
+    except ImportError:
+        raise UserError("--backend torch needs torch installed (pip install torch), or use --backend numpy") from None
+    try:
+        check_device(args.device)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
+def _check_size(args: argparse.Namespace) -> None:
+    """Refuse a grid that cannot fit in memory or finish in a day, with the estimate (before any work).
+
+    Rough model, measured on a 2-core machine (numpy, float64): every configuration of a (width d, depth L)
+    sweep holds ~2 N x N, ~200 N x d (the 2 x 64 batches drawn for X) and ~330 d x d float64 arrays (X's
+    samples and their test), the sweeps of the grid one after another; one gd step costs ~N^2 d + L N d^2
+    multiply-adds, X's 2 x 64 batches ~N^2 d + N d^2 + d^3 each, at ~2e9 per second on a CPU (a lower bound:
+    the verdicts cost more) and an assumed 100x that on CUDA.
+    """
+    n, configs = args.samples, len(args.strengths) * len(args.lrs) * args.seeds
+    d = max(args.widths)
+    memory = 100e6 + 8.0 * configs * (2 * n * n + 200 * n * d + 330 * d * d)
+    work = sum(configs * (args.steps * (n * n * w + dp * n * w * w) + 128 * (n * n * w + n * w * w + w**3))
+               for w in args.widths for dp in args.depths)
+    rate = 2e11 if args.backend == "torch" and str(args.device or "").startswith("cuda") else 2e9
+    check_budget(f"this grid ({configs} networks per sweep, {len(args.widths) * len(args.depths)} sweep(s), "
+                 f"N = {n}, widths up to {d})", memory, work / rate,
+                 "fewer --strengths / --lrs / --seeds, smaller --widths / --samples, or fewer --steps")
+
+
 def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
     if args.seeds < 1:
@@ -183,8 +266,13 @@ def _main(argv: list[str] | None) -> int:
         parser().error(f"--workers must be >= 1, got {args.workers}")
     if not 0.0 <= args.augmented_fraction <= 1.0:
         parser().error(f"--augmented-fraction must be between 0 and 1, got {args.augmented_fraction}")
-    if args.device is not None and args.backend != "torch":
-        parser().error("--device needs --backend torch")
+    _check_backend(args)
+    _check_grid(args)
+    if args.steps < 1:
+        raise UserError(f"--steps must be >= 1, got {args.steps}")
+    if args.samples < 2:
+        raise UserError(f"--samples must be >= 2 (a batch needs negatives), got {args.samples}")
+    _check_size(args)
     os.makedirs(args.out, exist_ok=True)  # before the sweep: an unwritable --out fails at once
     try:
         data = run(args)

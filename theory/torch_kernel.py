@@ -19,6 +19,26 @@ import torch
 from .dynamics import DIVERGENCE_NORM
 
 
+def check_device(name: str | None, flag: str = "--device") -> None:
+    """ValueError naming ``flag`` unless torch can run on ``name`` here (None, cpu, cuda, cuda:N or mps)."""
+    if name is None:
+        return
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{flag} {name!r} is not a device: give cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{flag} {name}: CUDA is not available on this machine (use --device cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{flag} {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"{flag} {name}: MPS is not available on this machine (use --device cpu)")
+    elif dev.type != "cpu":
+        raise ValueError(f"{flag} {name!r}: the torch backend runs on cpu, cuda, cuda:N or mps")
+
+
 def _t(a: torch.Tensor) -> torch.Tensor:
     return a.transpose(-1, -2)
 
