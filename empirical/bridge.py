@@ -23,14 +23,29 @@ the seed are aggregated (mean +- standard error over seeds).
     Scores: Spearman (pooled, and the median within an interval) and the OLS slope of observed on
     predicted (for cosine InfoNCE also with the exact gradient's rates, ``exact_gradient_*``, which separates
     the error of the W X form from the rest); baseline: the previous interval's observed change (growth
-    persists); chance: the 95th percentile of |Spearman| with the predictions shuffled within each interval
-    (200 draws).
+    persists), pooled and (``baseline_median_interval_spearman``) within each interval like the prediction's
+    median; chance: the 95th percentile of |Spearman| with the predictions shuffled within each interval
+    (200 draws). Beside the one-row prediction (``instantaneous`` lists the fields):
+      history_*            momentum's buffer history: the interval's displacement is sum_j c_kj q_j D_j over
+                           the rows j <= k (``momentum_kernel``: gradients held piecewise constant between rows,
+                           weighted by sum_s lr_s m^(s-r)); with m = 0.9 and 5-step intervals about 74 % of it
+                           comes from rows before the interval (``history_share``), which the one-row form fills
+                           with the current row's rate;
+      interval_trust_*     LARS's trust ratio averaged over the interval (``interval_trust``), not the one
+                           mini-batch value at its start;
+      delta_sigma_*, surviving_*, collapsed_*   the comparison in sigma itself (no division by a near-zero
+                           sigma) and the log-sigma comparison split at the collapse threshold.
+    ``fork_ceiling`` / ``ceiling_spread``: the noise ceiling from two batch streams forked from the same weights,
+    with a bootstrap interval, clipped at 1 and flagged above it.
 (b) Early warning (Theorem 1). At the row nearest each fraction of training (5%, 10%, and every row for the
     curve), score the end map's row-space directions v_k (right singular vectors of W = W_L ... W_1 at the
     last row) by -v_k^T X v_k, and label v_k collapsed when sigma_k^2 <= COLLAPSE_RTOL sigma_max^2 at the
     end. AUC (Mann-Whitney) against chance 0.5 and against the baseline score -|W_early v_k| (the weakest
-    directions of the early map); subspace overlap of X's |T| lowest eigenvectors with the collapsed set T,
-    against |T| / d (a random subspace) and the early map's |T| weakest right singular vectors.
+    directions of the early map) and the early-trend baseline -Delta log|W v_k| from the first row to the
+    early one (``auc_trend``: a rate, like X); subspace overlap of X's |T| lowest eigenvectors with the
+    collapsed set T, against |T| / d (a random subspace), the early map's |T| weakest right singular vectors
+    and the |T| directions that shrank most since the first row (``overlap_trend``: the lowest generalized
+    eigenvectors of |W_early v|^2 / |W_first v|^2).
 (c) Depth and alignment (Sec. 5). Collapsed count at the end (end-to-end sigma rule and the embedding
     spectrum's count) against projector depth, and the gap-grouped alignment of adjacent layers over time
     (``theory.predict.layer_alignment``) against its chance level.
@@ -67,6 +82,18 @@ SETTINGS = ("dataset", "backbone", "projector", "projector_layers", "loss", "tem
             "momentum", "weight_decay", "batch_size", "epochs", "max_steps", "augment", "augment_strength")
 DEFAULT_MOMENTUM = {"sgd": 0.9, "lars": 0.9}  # empirical.optim's choice
 DEFAULT_ETA = 0.001
+# per-run numbers of prediction (a) averaged over seeds
+INSTANTANEOUS_METRICS = (
+    "spearman", "slope", "median_interval_spearman", "chance_spearman_95", "baseline_spearman", "baseline_slope",
+    "rank_matched_spearman", "rank_matched_slope", "end_to_end_spearman", "end_to_end_slope",
+    "exact_gradient_spearman", "exact_gradient_slope", "history_share", "history_spearman", "history_slope",
+    "history_median_interval_spearman", "history_end_to_end_spearman", "history_end_to_end_slope",
+    "interval_trust_spearman", "interval_trust_slope", "baseline_median_interval_spearman",
+    "median_interval_spearman_paired", "history_median_interval_spearman_paired", "delta_sigma_spearman",
+    "delta_sigma_slope", "history_delta_sigma_spearman", "history_delta_sigma_slope", "surviving_points",
+    "surviving_spearman", "surviving_slope", "history_surviving_spearman", "history_surviving_slope",
+    "collapsed_points", "collapsed_spearman", "collapsed_slope",
+    "max_abs_predicted", "p99_abs_predicted")
 ROW_KEYS = ("step", "loss", "x", "layers", "end_to_end", "spectrum_z", "alignment", "arrays")
 
 
@@ -173,8 +200,24 @@ def effective_step(run: Run, s0: int, s1: int, row1: dict) -> float:
     return float(np.sum(learning_rates(run, s0, s1, row1) * (1.0 - m ** (steps + 1)) / (1.0 - m)))
 
 
+def estimated_trust(run: Run, row: dict) -> np.ndarray:
+    """LARS's q_l = eta ||W_l|| / ||G_l + lambda W_l|| per layer, with the row's held-out full-batch gradient G_l
+    (row: weight_norm, grad_norm, sigma, rate; the mini-batch noise makes the real ||G_l|| larger, so this
+    over-states q)."""
+    lam, eta = float(run.config.get("weight_decay", 0.0)), float(run.config.get("eta", DEFAULT_ETA))
+    q = []
+    for layer in row["layers"]:
+        s, rate = np.asarray(layer["sigma"], float), np.asarray(layer["rate"], float)
+        inner = np.nansum(s**2 * rate)  # <W, -G> = sum_i sigma_i u_i^T (-G) v_i
+        w2 = layer["weight_norm"] ** 2
+        g2 = max(lam**2 * w2 - 2 * lam * inner + layer["grad_norm"] ** 2, 1e-300)
+        q.append(eta * layer["weight_norm"] / np.sqrt(g2))
+    return np.asarray(q)
+
+
 def step_factors(run: Run, row: dict) -> tuple[np.ndarray, str] | tuple[None, str]:
-    """Per-layer multiplier of ``effective_step`` (1, or LARS's trust ratio; module doc (a)) and how."""
+    """Per-layer multiplier of ``effective_step`` (1, or LARS's trust ratio; module doc (a)) and how: the
+    one-row form, q from ``row`` alone (the value logged for the update taken at the row, else the estimate)."""
     c = run.config
     opt = c.get("optimizer", "sgd")
     if opt not in ("sgd", "lars"):
@@ -187,18 +230,81 @@ def step_factors(run: Run, row: dict) -> tuple[np.ndarray, str] | tuple[None, st
             q = np.asarray(row["trust_ratio"], dtype=np.float64)
             how += ", LARS trust ratio logged"
         else:
-            lam, eta = float(c.get("weight_decay", 0.0)), float(c.get("eta", DEFAULT_ETA))
-            q = []
-            for layer in row["layers"]:
-                s, rate = np.asarray(layer["sigma"], float), np.asarray(layer["rate"], float)
-                inner = np.nansum(s**2 * rate)  # <W, -G> = sum_i sigma_i u_i^T (-G) v_i
-                w2 = layer["weight_norm"] ** 2
-                g2 = max(lam**2 * w2 - 2 * lam * inner + layer["grad_norm"] ** 2, 1e-300)
-                q.append(eta * layer["weight_norm"] / np.sqrt(g2))
-            q = np.asarray(q)
+            q = estimated_trust(run, row)
             how += ", LARS trust ratio estimated from the held-out gradient"
         factor = factor * q
     return factor, how
+
+
+def interval_trust(run: Run, r0: dict, r1: dict) -> tuple[np.ndarray, str]:
+    """LARS's trust ratio per layer averaged over the updates between rows r0 and r1, and how it was formed:
+    the row's ``trust_ratio_mean`` (the trainer's mean over the interval's updates) when r1 carries it; the
+    value logged at r0 when the interval is one update (a row every step); else the mean of the values at the
+    interval's two ends (each logged, or estimated from that row's held-out gradient when not logged): a
+    trapezoid over the interval, not one mini-batch value applied to all of it. 1 for SGD."""
+    if run.config.get("optimizer", "sgd") != "lars":
+        return np.ones(run.depth), "none (SGD)"
+    if r1.get("trust_ratio_mean") is not None:
+        return np.asarray(r1["trust_ratio_mean"], dtype=np.float64), "interval mean logged"
+    if r1["step"] - r0["step"] == 1 and r0.get("trust_ratio") is not None:
+        return np.asarray(r0["trust_ratio"], dtype=np.float64), "logged at every update"
+    ends, kinds = [], []
+    for row in (r0, r1):
+        if row.get("trust_ratio") is not None:
+            ends.append(np.asarray(row["trust_ratio"], dtype=np.float64))
+            kinds.append("logged")
+        else:
+            ends.append(estimated_trust(run, row))
+            kinds.append("estimated")
+    kind = kinds[0] if kinds[0] == kinds[1] else "logged or estimated"
+    return 0.5 * (ends[0] + ends[1]), f"mean of the {kind} values at the interval's two ends"
+
+
+def momentum_kernel(run: Run, starts: list[int], k: int, row1: dict) -> np.ndarray:
+    """Weights c_kj (j = 0 .. k) of the rows' negative gradients in the displacement over interval k
+    [starts[k], starts[k+1]): with momentum m (torch SGD / LARS: buffer b_s = m b_{s-1} + g_s from b = 0 at
+    step 0, update lr_s b_s), the update at step s moves the weights by lr_s sum_{r <= s} m^(s-r) g_r; the
+    gradient g_r is held at row j's for r in [starts[j], starts[j+1]) (row 0's from step 0). So
+    c_kj = sum_s lr_s sum_{r in row j's span, r <= s} m^(s-r), and sum_j c_kj = ``effective_step``: the
+    one-row prediction is the same kernel with every earlier row's gradient replaced by row k's."""
+    m = momentum_of(run)
+    s0, s1 = starts[k], starts[k + 1]
+    lrs = learning_rates(run, s0, s1, row1)
+    steps = np.arange(s0, s1)
+    c = np.zeros(k + 1)
+    a_k = 0 if k == 0 else s0
+    c[k] = np.sum(lrs * (1.0 - m ** (steps - a_k + 1)) / (1.0 - m))
+    if m == 0:
+        return c
+    for j in range(k - 1, -1, -1):
+        a, b = (0 if j == 0 else starts[j]), starts[j + 1]
+        if m ** (s0 - b + 1) < 1e-12:
+            break
+        c[j] = np.sum(lrs * m ** (steps - b + 1)) * (1.0 - m ** (b - a)) / (1.0 - m)
+    return c
+
+
+def neg_gradients(run: Run, row: dict) -> list[np.ndarray]:
+    """-dL/dW_l - lambda W_l of every layer at a row, from its side file: -dL/dW_l = P_l^T W X Q_l^T
+    (the W X form of the rates; the rows' ``rate`` are u_i^T P_l^T W X Q_l^T v_i / sigma_i)."""
+    a = run.arrays(row)
+    lam = float(run.config.get("weight_decay", 0.0))
+    ws = [a[f"w{ell}"] for ell in range(run.depth)]
+    total = _chain(ws, 0, run.depth, ws[0].shape[1])
+    neg = total @ a["x"]
+    out = []
+    for ell, w in enumerate(ws):
+        p, q = _chain(ws, ell + 1, run.depth, w.shape[0]), _chain(ws, 0, ell, ws[0].shape[1])
+        out.append(p.T @ neg @ q.T - lam * w)
+    return out
+
+
+def _chain(ws: list[np.ndarray], lo: int, hi: int, dim: int) -> np.ndarray:
+    """W_{hi-1} ... W_lo (the identity of size ``dim`` when empty)."""
+    out = np.eye(dim)
+    for w in ws[lo:hi]:
+        out = w @ out
+    return out
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -240,24 +346,78 @@ def observed_changes(run: Run, r0: dict, r1: dict) -> tuple[list[np.ndarray], li
     return matched, ranks, _matched_change(run.end_to_end(r0)[1], run.end_to_end(r1)[1])
 
 
+def _medians(values: np.ndarray, obs: np.ndarray, interval: np.ndarray, mask=None) -> tuple[float | None, list]:
+    """Median over intervals of the within-interval Spearman of ``values`` with ``obs`` (the points in ``mask``
+    only, when given), and the intervals that could be scored."""
+    keep = np.ones(len(obs), bool) if mask is None else mask
+    scored = [(k, _spearman(values[keep & (interval == k)], obs[keep & (interval == k)]))
+              for k in np.unique(interval[keep])]
+    scored = [(k, v) for k, v in scored if v is not None]
+    return (float(np.median([v for _, v in scored])) if scored else None), [k for k, _ in scored]
+
+
 def instantaneous(run: Run, rng: np.random.Generator) -> dict:
-    """Prediction (a) for one run: pooled over layers, singular values and intervals."""
+    """Prediction (a) for one run: pooled over layers, singular values and intervals.
+
+    Beside the one-row prediction (module doc):
+      history_*        the momentum buffer's history: pred_i = sum_{j<=k} c_kj q_j u_i^T D_j v_i / sigma_i with
+                       c_kj from ``momentum_kernel`` (earlier rows' gradients, held piecewise constant between
+                       rows, projected on the current row's singular vectors), D_j = -dL/dW_l - lambda W_l at
+                       row j, q_j the trust ratio averaged over row j's interval (``interval_trust``); the
+                       current row's term is the row's own rate. Equal to the one-row prediction when m = 0.
+      interval_trust_* the one-row prediction with LARS's trust ratio averaged over the interval instead of
+                       the value at its start (``trust_ratio_interval`` says how it was averaged).
+      baseline_median_interval_spearman  persistence scored within each interval, like the prediction's median;
+                       ``median_interval_spearman_paired`` is the prediction's median over the same intervals
+                       (the first interval has no persistence).
+      delta_sigma_*    predicted sigma_i(t0) x pred (step x u_i^T(-G)v_i: no division by sigma) against the
+                       observed sigma_j(t1) - sigma_i(t0); ``surviving_*`` / ``collapsed_*`` split the log-sigma
+                       comparison at sigma_i^2 <= COLLAPSE_RTOL sigma_max^2 of the layer at t0, where the rate
+                       divides by a near-zero sigma.
+    """
     lam = float(run.config.get("weight_decay", 0.0))
     last = run.rows[-1]["step"]
     pred, obs, rank_obs, base, when, interval, exact = [], [], [], [], [], [], []
+    hist, pred_q, sig0, alive = [], [], [], []
     has_exact = all("rate_exact" in layer for row in run.rows for layer in row["layers"])
-    e2e_pred, e2e_obs = [], []
+    e2e_pred, e2e_obs, e2e_hist = [], [], []
     how = None
     prev_obs: dict = {}
+    starts = [r["step"] for r in run.rows]
+    grads: dict[int, list[np.ndarray]] = {}  # row index -> per-layer -dL/dW_l - lambda W_l (earlier rows)
+    trusts, trust_how, shares = [], set(), []
     for k, (r0, r1) in enumerate(zip(run.rows[:-1], run.rows[1:], strict=True)):
         factor, how = step_factors(run, r0)
         if factor is None:
             return {"skipped": how}
-        steps = effective_step(run, r0["step"], r1["step"], r1) * factor
+        eff = effective_step(run, r0["step"], r1["step"], r1)
+        steps = eff * factor
+        q_k, q_how = interval_trust(run, r0, r1)
+        trusts.append(q_k)
+        trust_how.add(q_how)
+        kernel = momentum_kernel(run, starts, k, r1)
+        shares.append(1.0 - kernel[k] / eff if eff > 0 else 0.0)
+        # the earlier rows' part of the displacement of each layer, as a matrix
+        past = [None] * run.depth
+        for j in np.nonzero(kernel[:k])[0]:
+            if j not in grads:
+                grads[j] = neg_gradients(run, run.rows[j])
+            for ell in range(run.depth):
+                term = kernel[j] * trusts[j][ell] * grads[j][ell]
+                past[ell] = term if past[ell] is None else past[ell] + term
+        for j in [j for j in grads if j < k and kernel[j] == 0]:
+            del grads[j]  # out of the buffer's memory
+        a0 = run.arrays(r0)
+        ws = [a0[f"w{ell}"] for ell in range(run.depth)]
         gains, ranks, e2e = observed_changes(run, r0, r1)
         for ell, layer in enumerate(r0["layers"]):
             rate = np.asarray([np.nan if v is None else v for v in layer["rate"]], float)
             p, o = steps[ell] * (rate - lam), gains[ell]
+            h = kernel[k] * q_k[ell] * (rate - lam)
+            if past[ell] is not None:
+                u, s, vt = np.linalg.svd(ws[ell], full_matrices=False)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    h = h + np.einsum("ki,kj,ij->i", u, past[ell], vt) / s
             b = prev_obs.get(ell, np.full_like(o, np.nan))
             prev_obs[ell] = o
             ok = np.isfinite(o) & np.isfinite(p) & np.isfinite(ranks[ell])
@@ -265,15 +425,28 @@ def instantaneous(run: Run, rng: np.random.Generator) -> dict:
                 p_ex = steps[ell] * (np.asarray([np.nan if v is None else v for v in layer["rate_exact"]]) - lam)
                 ok &= np.isfinite(p_ex)
                 exact.append(p_ex[ok])
+            sigma = np.asarray(layer["sigma"], float)
+            live = sigma**2 > COLLAPSE_RTOL * np.max(sigma**2) if np.max(sigma) > 0 else np.zeros(len(sigma), bool)
             pred.append(p[ok]), obs.append(o[ok]), rank_obs.append(ranks[ell][ok]), base.append(b[ok])
             when.append(np.full(ok.sum(), r0["step"] / last)), interval.append(np.full(ok.sum(), k))
+            hist.append(h[ok]), pred_q.append((kernel.sum() * q_k[ell] * (rate - lam))[ok])
+            sig0.append(sigma[ok]), alive.append(live[ok])
         by_layer = np.asarray(r0["end_to_end"]["rate_by_layer"], dtype=np.float64)
         p = np.sum(steps[:, None] * (by_layer - lam), axis=0)
+        h = np.sum(kernel[k] * q_k[:, None] * (by_layer - lam), axis=0)
+        if any(m is not None for m in past):
+            d = ws[0].shape[1]
+            flow = sum(_chain(ws, ell + 1, run.depth, ws[ell].shape[0]) @ m @ _chain(ws, 0, ell, d)
+                       for ell, m in enumerate(past) if m is not None)
+            u, s, vt = np.linalg.svd(_chain(ws, 0, run.depth, d), full_matrices=False)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                h = h + np.einsum("ki,kj,ij->i", u, flow, vt) / s
         ok = np.isfinite(e2e) & np.isfinite(p)
-        e2e_pred.append(p[ok]), e2e_obs.append(e2e[ok])
+        e2e_pred.append(p[ok]), e2e_obs.append(e2e[ok]), e2e_hist.append(h[ok])
     pred, obs, base, rank_obs = (np.concatenate(a) for a in (pred, obs, base, rank_obs))
+    hist, pred_q, sig0, alive = (np.concatenate(a) for a in (hist, pred_q, sig0, alive))
     when, interval = np.concatenate(when), np.concatenate(interval)
-    e2e_pred, e2e_obs = np.concatenate(e2e_pred), np.concatenate(e2e_obs)
+    e2e_pred, e2e_obs, e2e_hist = np.concatenate(e2e_pred), np.concatenate(e2e_obs), np.concatenate(e2e_hist)
     # null: predictions shuffled within each interval (the points of an interval are contiguous)
     from scipy.stats import rankdata
 
@@ -283,18 +456,27 @@ def instantaneous(run: Run, rng: np.random.Generator) -> dict:
     for _ in range(PERMUTATIONS):
         shuffled = rp[np.lexsort((rng.random(len(rp)), interval))]
         null.append(float(np.mean((shuffled - rp.mean()) / (rp.std() or 1.0) * ro)))
-    per_interval = [_spearman(pred[interval == k], obs[interval == k]) for k in np.unique(interval)]
-    per_interval = [v for v in per_interval if v is not None]
+    median, _ = _medians(pred, obs, interval)
     has_base = np.isfinite(base)
+    base_median, paired = _medians(base, obs, interval, has_base)
+    paired = has_base & np.isin(interval, paired)  # like for like: the points persistence scores
     keep = rng.permutation(len(pred))[:MAX_POINTS]
     rho = _spearman(pred, obs)
     chance = float(np.quantile(np.abs(null), 0.95))
+    fh = np.isfinite(hist)
+    fe = np.isfinite(e2e_hist)
+    with np.errstate(invalid="ignore", over="ignore"):
+        d_obs, d_pred, d_hist = sig0 * np.expm1(obs), sig0 * pred, sig0 * hist
+    fd = np.isfinite(d_obs) & np.isfinite(d_pred)
+    fdh = fd & np.isfinite(d_hist)
+    lars = run.config.get("optimizer", "sgd") == "lars"
+    abs_pred = np.abs(pred)
     return {
         "effective_step": how,
         "points": int(len(pred)),
         "spearman": rho,
         "slope": _slope(pred, obs),
-        "median_interval_spearman": float(np.median(per_interval)) if per_interval else None,
+        "median_interval_spearman": median,
         "chance_spearman_95": chance,
         "baseline_spearman": _spearman(base[has_base], obs[has_base]),
         "baseline_slope": _slope(base[has_base], obs[has_base]),
@@ -305,8 +487,39 @@ def instantaneous(run: Run, rng: np.random.Generator) -> dict:
         "exact_gradient_spearman": _spearman(np.concatenate(exact), obs) if has_exact else None,
         "exact_gradient_slope": _slope(np.concatenate(exact), obs) if has_exact else None,
         "better_than_chance": bool(rho is not None and rho > chance),
+        # momentum: the buffer's history (earlier rows' gradients through the momentum kernel)
+        "history_share": float(np.mean(shares)),
+        "history_spearman": _spearman(hist[fh], obs[fh]),
+        "history_slope": _slope(hist[fh], obs[fh]),
+        "history_median_interval_spearman": _medians(hist, obs, interval, fh)[0],
+        "history_end_to_end_spearman": _spearman(e2e_hist[fe], e2e_obs[fe]),
+        "history_end_to_end_slope": _slope(e2e_hist[fe], e2e_obs[fe]),
+        # LARS: the trust ratio averaged over the interval (one-row rates)
+        "trust_ratio_interval": " / ".join(sorted(trust_how)),
+        "interval_trust_spearman": _spearman(pred_q, obs) if lars else rho,
+        "interval_trust_slope": _slope(pred_q, obs) if lars else _slope(pred, obs),
+        # persistence within each interval, like the prediction's median (the same intervals)
+        "baseline_median_interval_spearman": base_median,
+        "median_interval_spearman_paired": _medians(pred, obs, interval, paired)[0],
+        "history_median_interval_spearman_paired": _medians(hist, obs, interval, paired & fh)[0],
+        # depth: no division by a near-zero sigma
+        "delta_sigma_spearman": _spearman(d_pred[fd], d_obs[fd]),
+        "delta_sigma_slope": _slope(d_pred[fd], d_obs[fd]),
+        "history_delta_sigma_spearman": _spearman(d_hist[fdh], d_obs[fdh]),
+        "history_delta_sigma_slope": _slope(d_hist[fdh], d_obs[fdh]),
+        "surviving_points": int(alive.sum()),
+        "surviving_spearman": _spearman(pred[alive], obs[alive]),
+        "surviving_slope": _slope(pred[alive], obs[alive]),
+        "history_surviving_spearman": _spearman(hist[alive & fh], obs[alive & fh]),
+        "history_surviving_slope": _slope(hist[alive & fh], obs[alive & fh]),
+        "collapsed_points": int((~alive).sum()),
+        "collapsed_spearman": _spearman(pred[~alive], obs[~alive]),
+        "collapsed_slope": _slope(pred[~alive], obs[~alive]),
+        "max_abs_predicted": float(abs_pred.max()) if len(pred) else None,
+        "p99_abs_predicted": float(np.quantile(abs_pred, 0.99)) if len(pred) else None,
         # 4 significant digits are more than a scatter plot resolves and keep bridge.json small
-        "scatter": {k: _significant(v[keep]) for k, v in (("predicted", pred), ("observed", obs), ("time", when))},
+        "scatter": {k: _significant(v[keep]) for k, v in (("predicted", pred), ("observed", obs), ("time", when),
+                                                          ("predicted_history", hist))},
     }
 
 
@@ -322,6 +535,18 @@ def _auc(score: np.ndarray, label: np.ndarray) -> float | None:
     return float(mannwhitneyu(pos, neg).statistic / (len(pos) * len(neg)))
 
 
+def _shrunk_most(w_first: np.ndarray, w: np.ndarray, n: int) -> np.ndarray:
+    """Orthonormal basis of the n directions v that shrank most from the first row: the lowest generalized
+    eigenvectors of |W v|^2 / |W_first v|^2 (W_first^T W_first regularized by 1e-12 of its trace / d, so
+    that its null space counts as not shrinking)."""
+    from scipy.linalg import eigh
+
+    b = w_first.T @ w_first
+    b = b + 1e-12 * max(np.trace(b), 1e-300) / len(b) * np.eye(len(b))
+    vecs = eigh(w.T @ w, b)[1][:, :n]
+    return np.linalg.qr(vecs)[0]
+
+
 def early_warning(run: Run, fractions=EARLY) -> dict:
     """Prediction (b) for one run: a curve over every row before the last, and the rows at ``fractions``."""
     x_end, w_end = run.end_to_end(run.rows[-1])
@@ -333,20 +558,26 @@ def early_warning(run: Run, fractions=EARLY) -> dict:
     target = v[:, collapsed]
     n_t = int(collapsed.sum())
     last = run.rows[-1]["step"]
+    w_first = run.end_to_end(run.rows[0])[1]
+    gain_first = np.linalg.norm(w_first @ v, axis=0)
     curve = []
-    for row in run.rows[:-1]:
+    for n, row in enumerate(run.rows[:-1]):
         x, w = run.end_to_end(row)
         rayleigh = np.einsum("ik,ij,jk->k", v, x, v)
         gain = np.linalg.norm(w @ v, axis=0)
         entry = {"step": row["step"], "fraction": row["step"] / last, "x_n_negative": row["x"]["n_negative"],
                  "auc_x": _auc(-rayleigh, collapsed), "auc_baseline": _auc(-gain, collapsed)}
+        with np.errstate(divide="ignore", invalid="ignore"):
+            trend = np.log(gain) - np.log(gain_first)  # Delta log|W v_k| from the first row: a rate, like X
+        entry["auc_trend"] = _auc(-np.nan_to_num(trend, nan=0.0, posinf=0.0, neginf=-1e300), collapsed) if n else None
         if 0 < n_t < d:
             lowest = np.linalg.eigh(x)[1][:, :n_t]
             _, _, wvt = np.linalg.svd(w, full_matrices=False)
             weakest = wvt[k - n_t : k].T
-            entry.update(overlap_x=subspace_overlap(lowest, target), overlap_baseline=subspace_overlap(weakest, target))
+            entry.update(overlap_x=subspace_overlap(lowest, target), overlap_baseline=subspace_overlap(weakest, target),
+                         overlap_trend=subspace_overlap(_shrunk_most(w_first, w, n_t), target) if n else None)
         else:
-            entry.update(overlap_x=None, overlap_baseline=None)
+            entry.update(overlap_x=None, overlap_baseline=None, overlap_trend=None)
         curve.append(entry)
     at = {}
     for f in fractions:
@@ -369,6 +600,75 @@ def depth_alignment(run: Run) -> dict:
     return {"depth": run.depth, "collapsed_end_to_end": n_w,
             "collapsed_embedding": int(last["spectrum_z"]["n_collapsed"]),
             "x_n_negative_end": int(last["x"]["n_negative"]), "alignment": over_time}
+
+
+# ---- the noise ceiling of one interval (two batch streams from the same weights) ----------------------------
+
+def _ceiling_parts(pred: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, float]:
+    """(explained variance of A, of B, explainable variance cov(A, B), var(A)) for one fork."""
+    var_p = np.var(pred)
+    cov_ab = float(np.mean((a - a.mean()) * (b - b.mean())))
+    if var_p == 0:
+        return 0.0, 0.0, cov_ab, float(np.var(a))
+    fit_a = float(np.mean((pred - pred.mean()) * (a - a.mean())) ** 2 / var_p)  # var of the OLS fit of A
+    fit_b = float(np.mean((pred - pred.mean()) * (b - b.mean())) ** 2 / var_p)
+    return fit_a, fit_b, cov_ab, float(np.var(a))
+
+
+def fork_ceiling(pred, obs_a, obs_b, rng: np.random.Generator | None = None, draws: int = 1000) -> dict:
+    """How much of what any prediction of the expected change could explain this prediction explains, from two
+    batch streams A and B continued from the same weights (one interval, one point per singular value).
+
+    With A = f + e_A and B = f + e_B (independent mini-batch noise), cov(A, B) estimates var(f), the explainable
+    variance, and var(A - B) / 2 the noise. ``ceiling_fraction`` = (var(fit_A) + var(fit_B)) / 2 / cov(A, B),
+    fit_X the OLS fit of stream X on the prediction: the share of the explainable variance explained, both
+    streams used alike. It is a ratio of noisy estimates and can exceed 1; ``ceiling_ci95`` is its bootstrap
+    interval over the singular values (``draws`` resamples), ``ceiling_p_above_one`` the share of resamples
+    above 1, ``ceiling_fraction_clipped`` min(estimate, 1) and ``above_one`` the flag.
+    ``ceiling_fraction_one_stream`` is the earlier estimator, R^2 of A / (1 - var(A - B) / 2 / var(A))."""
+    pred, a, b = (np.asarray(v, dtype=np.float64) for v in (pred, obs_a, obs_b))
+    ok = np.isfinite(pred) & np.isfinite(a) & np.isfinite(b)
+    pred, a, b = pred[ok], a[ok], b[ok]
+    rng = rng or np.random.default_rng(0)
+
+    def ratio(idx):
+        fa, fb, cov, _ = _ceiling_parts(pred[idx], a[idx], b[idx])
+        return (fa + fb) / 2 / cov if cov > 0 else np.nan
+
+    fa, fb, cov, var_a = _ceiling_parts(pred, a, b)
+    noise = float(np.var(a - b) / 2 / var_a) if var_a > 0 else None
+    est = (fa + fb) / 2 / cov if cov > 0 else None
+    boot = np.array([ratio(rng.integers(0, len(a), len(a))) for _ in range(draws)])
+    boot = boot[np.isfinite(boot)]
+    one = fa / var_a / (1 - noise) if noise is not None and noise < 1 else None
+    return {
+        "points": int(len(a)),
+        "noise_share": noise,
+        "explainable_variance": cov,
+        "explained_variance": (fa + fb) / 2,
+        "ceiling_fraction": est,
+        "ceiling_fraction_clipped": None if est is None else min(est, 1.0),
+        "above_one": bool(est is not None and est > 1),
+        "ceiling_ci95": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))] if len(boot) else None,
+        "ceiling_p_above_one": float(np.mean(boot > 1)) if len(boot) else None,
+        "ceiling_fraction_one_stream": one,
+    }
+
+
+def ceiling_spread(forks: list[dict]) -> dict:
+    """The ceiling over several forks: mean +- s.e. and range of the per-fork estimates (raw and clipped), how
+    many exceed 1, and the pooled estimate sum(explained) / sum(explainable), which weighs the forks by their
+    explainable variance and is steadier than the mean of ratios."""
+    raw = [f["ceiling_fraction"] for f in forks if f["ceiling_fraction"] is not None]
+    clipped = [min(v, 1.0) for v in raw]
+    num = sum(f["explained_variance"] for f in forks)
+    den = sum(f["explainable_variance"] for f in forks)
+    pooled = num / den if den > 0 else None
+    return {"forks": len(forks), "ceiling_fraction": mean_se(raw),
+            "ceiling_range": [min(raw), max(raw)] if raw else None,
+            "ceiling_fraction_clipped": mean_se(clipped), "above_one": int(sum(v > 1 for v in raw)),
+            "pooled_ceiling_fraction": pooled,
+            "pooled_ceiling_fraction_clipped": None if pooled is None else min(pooled, 1.0)}
 
 
 # ---- aggregation over seeds -----------------------------------------------------------------------------------
@@ -395,15 +695,13 @@ def aggregate(runs: list[Run], per_run: dict) -> dict:
         res = [per_run[r.name] for r in members]
         inst = [r["instantaneous"] for r in res if "skipped" not in r["instantaneous"]]
         entry = {"settings": key, "runs": [r.name for r in members], "seeds": len(members)}
-        entry["instantaneous"] = {m: mean_se(i[m] for i in inst) for m in (
-            "spearman", "slope", "median_interval_spearman", "chance_spearman_95", "baseline_spearman",
-            "baseline_slope", "rank_matched_spearman", "rank_matched_slope", "end_to_end_spearman",
-            "end_to_end_slope", "exact_gradient_spearman", "exact_gradient_slope")}
+        entry["instantaneous"] = {m: mean_se(i.get(m) for i in inst) for m in INSTANTANEOUS_METRICS}
         early = {}
         for f in res[0]["early_warning"]["at"]:
             ats = [r["early_warning"]["at"][f] for r in res]
-            early[f] = {m: mean_se(a[m] for a in ats) for m in ("auc_x", "auc_baseline", "overlap_x",
-                                                               "overlap_baseline", "x_n_negative")}
+            early[f] = {m: mean_se(a.get(m) for a in ats) for m in (
+                "auc_x", "auc_baseline", "auc_trend", "overlap_x", "overlap_baseline", "overlap_trend",
+                "x_n_negative")}
         early["n_collapsed_end"] = mean_se(r["early_warning"]["n_collapsed_end"] for r in res)
         early["chance_overlap"] = mean_se(r["early_warning"]["chance_overlap"] for r in res)
         entry["early_warning"] = early
@@ -474,12 +772,38 @@ def main_(argv: list[str] | None = None) -> int:
                 mod.draw(result, args.out)
             except style.MissingResults as e:  # e.g. only AdamW runs: no growth figure
                 print(f"note: no {mod.NAME} figure ({e})", file=sys.stderr)
+    fmt = lambda m: "n/a" if m is None or m.get("mean") is None else f"{m['mean']:+.3f}"  # noqa: E731
+    cnt = lambda m: "n/a" if m is None or m.get("mean") is None else f"{m['mean']:.0f}"  # noqa: E731
     for g in result["groups"]:
         i, s = g["instantaneous"], g["settings"]
-        fmt = lambda m: "n/a" if m["mean"] is None else f"{m['mean']:+.3f}"  # noqa: E731
         print(f"{s.get('monitor_loss')} {s.get('optimizer', '?')} depth {s['depth']} ({g['seeds']} seed(s)): "
               f"Spearman {fmt(i['spearman'])} (chance {fmt(i['chance_spearman_95'])}, baseline "
               f"{fmt(i['baseline_spearman'])}), slope {fmt(i['slope'])}")
+        if i["spearman"]["mean"] is None:
+            continue
+        share = cnt({'mean': 100 * i['history_share']['mean']})
+        print(f"  momentum history ({share}% of the step from earlier rows): Spearman "
+              f"{fmt(i['history_spearman'])}, slope {fmt(i['history_slope'])} (one-row {fmt(i['spearman'])}, "
+              f"{fmt(i['slope'])}); surviving modes {fmt(i['history_surviving_spearman'])}, "
+              f"{fmt(i['history_surviving_slope'])} (one-row {fmt(i['surviving_spearman'])}, "
+              f"{fmt(i['surviving_slope'])})")
+        if s.get("optimizer") == "lars":
+            print(f"  trust ratio over the interval: Spearman {fmt(i['interval_trust_spearman'])}, slope "
+                  f"{fmt(i['interval_trust_slope'])} (one value at the start {fmt(i['spearman'])}, "
+                  f"{fmt(i['slope'])})")
+        print(f"  within an interval (median Spearman): prediction {fmt(i['median_interval_spearman_paired'])}, "
+              f"history {fmt(i['history_median_interval_spearman_paired'])}, persistence "
+              f"{fmt(i['baseline_median_interval_spearman'])}")
+        print(f"  no division by sigma: Delta sigma Spearman {fmt(i['delta_sigma_spearman'])}, slope "
+              f"{fmt(i['delta_sigma_slope'])}; log sigma on {cnt(i['surviving_points'])} surviving points "
+              f"{fmt(i['surviving_spearman'])}, {fmt(i['surviving_slope'])} and on {cnt(i['collapsed_points'])} "
+              f"collapsed {fmt(i['collapsed_spearman'])}, {fmt(i['collapsed_slope'])} (all: "
+              f"{fmt(i['spearman'])}, {fmt(i['slope'])})")
+        for f in result.get("early_fractions", []):
+            e = g["early_warning"].get(f"{f:g}", {})
+            print(f"  early warning at {f:.0%}: AUC X {fmt(e.get('auc_x'))}, level {fmt(e.get('auc_baseline'))}, "
+                  f"trend {fmt(e.get('auc_trend'))}; overlap X {fmt(e.get('overlap_x'))}, level "
+                  f"{fmt(e.get('overlap_baseline'))}, trend {fmt(e.get('overlap_trend'))}")
     print(f"wrote {os.path.join(args.out, 'bridge.json')}")
     return 0
 

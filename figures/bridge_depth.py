@@ -2,7 +2,9 @@
 
 Reads ``results/bridge/bridge.json`` (never trains). Left: collapsed dimensions at the end (end-to-end map's
 singular values and the embedding spectrum), mean +- s.e. over seeds, per depth. Right: gap-grouped alignment
-of adjacent layers (Theorem 2) over training, per depth, beside its chance level (dashed).
+of adjacent layers (Theorem 2) over training, per depth, beside its chance level (dashed). Where the results
+have it, the left title gives per depth the slope of the observed on the predicted change of sigma itself (no
+division by a near-zero sigma) beside the log-sigma slope.
 """
 
 from __future__ import annotations
@@ -13,6 +15,20 @@ from figures import style
 from figures.bridge_growth import load
 
 NAME = "bridge_depth"
+
+
+def _sigma_slopes(result: dict, settings: dict, depths: list[int]) -> str:
+    """Per depth, the slope of the observed on the predicted change in sigma itself (no division by a near-zero
+    sigma) beside the log-sigma slope of all modes; empty for results written before the sigma comparison."""
+    parts = []
+    for dep in depths:
+        group = next((g for g in result.get("groups", []) if g["settings"].get("depth") == dep and settings ==
+                      {k: v for k, v in g["settings"].items() if k not in ("depth", "projector_layers")}), None)
+        i = (group or {}).get("instantaneous", {})
+        ds, log = i.get("delta_sigma_slope", {}).get("mean"), i.get("slope", {}).get("mean")
+        if ds is not None and log is not None:
+            parts.append(f"{dep}: {ds:.2f} ({log:.2f})")
+    return "slope in Δσ (in Δlog σ) by depth: " + ", ".join(parts) if parts else ""
 
 
 def draw(result: dict, out_dir=None) -> dict:
@@ -32,7 +48,11 @@ def draw(result: dict, out_dir=None) -> dict:
         seeds = ", ".join(f"depth {r['depth']}: {r['seeds']}" for r in rows)
         counts = ", ".join(f"{r['collapsed_end_to_end']['mean']:.1f}" for r in rows)
         s0 = table["settings"]
-        ax_c.set(title=f"{s0.get('monitor_loss')}, {s0.get('optimizer', '?')}: collapsed {counts}\nseeds {seeds}",
+        title = f"{s0.get('monitor_loss')}, {s0.get('optimizer', '?')}: collapsed {counts}\nseeds {seeds}"
+        sigma = _sigma_slopes(result, s0, [r["depth"] for r in rows])
+        if sigma:
+            title += f"\n{sigma}"
+        ax_c.set(title=title,
                  xlabel="projector depth (linear layers)", ylabel="collapsed dimensions at the end",
                  xticks=depth)
         ax_c.legend()

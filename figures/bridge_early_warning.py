@@ -3,7 +3,8 @@
 Reads ``results/bridge/bridge.json`` (never trains). Per group of seeds: the AUC of -v^T X v (X at each
 monitor step) for the end map's collapsed directions, beside the baseline (the weakest directions of the map at
 that step) and chance 0.5; and the subspace overlap of X's lowest eigenvectors with the collapsed set, beside
-the baseline and a random subspace.
+the baseline and a random subspace. Where the results have it, the early-trend baseline (the directions that
+shrank most since the first row, -Delta log|W v_k|: a rate, like X) is drawn beside the level baseline.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def _curve(result: dict, names: list[str], key: str) -> tuple[np.ndarray, np.nda
     steps = sorted({e["step"] for c in curves for e in c})
     frac, mean, se = [], [], []
     for st in steps:
-        vals = [e[key] for c in curves for e in c if e["step"] == st and e[key] is not None]
+        vals = [e[key] for c in curves for e in c if e["step"] == st and e.get(key) is not None]
         if vals:
             frac.append([e["fraction"] for c in curves for e in c if e["step"] == st][0])
             mean.append(np.mean(vals))
@@ -39,9 +40,12 @@ def _verdict(groups: list[dict]) -> str:
         return "X at an early step vs the directions collapsed at the end (Thm 1): no AUC at 10 % of training"
     xs, bs = [x for x, _ in pairs], [b for _, b in pairs]
     better = sum(x > b for x, b in pairs)
+    trends = [g["early_warning"].get("0.1", {}).get("auc_trend", {}).get("mean") for g in groups]
+    trends = [t for t in trends if t is not None]
+    trend = f"; shrinking since step 0 {min(trends):.2f}-{max(trends):.2f}" if trends else ""
     return (f"X at 10 % of training ranks the end's collapsed directions with AUC {min(xs):.2f}-{max(xs):.2f} "
             f"(chance 0.5); the map's weakest directions {min(bs):.2f}-{max(bs):.2f}: X ahead in {better} of "
-            f"{len(pairs)} groups (Thm 1 as an early warning)")
+            f"{len(pairs)} groups{trend} (Thm 1 as an early warning)")
 
 
 def draw(result: dict, out_dir=None) -> dict:
@@ -54,7 +58,8 @@ def draw(result: dict, out_dir=None) -> dict:
         for row, (metric, chance, label) in enumerate((("auc", 0.5, "AUC"), ("overlap", None, "overlap"))):
             ax = axes[row, col]
             for key, color, name in ((f"{metric}_x", style.PREDICTION, "X (theory)"),
-                                     (f"{metric}_baseline", style.CLEAN, "weakest map directions")):
+                                     (f"{metric}_baseline", style.CLEAN, "weakest map directions"),
+                                     (f"{metric}_trend", style.AUGMENTED, "shrinking since step 0")):
                 f, m, s = _curve(result, g["runs"], key)
                 if len(f):
                     ax.plot(f, m, color=color, label=name)
@@ -65,6 +70,8 @@ def draw(result: dict, out_dir=None) -> dict:
             at = ew.get("0.1", {})
             cap = (f"at 10%: X {fmt(at.get(f'{metric}_x', {'mean': None}), False)}, baseline "
                    f"{fmt(at.get(f'{metric}_baseline', {'mean': None}), False)}")
+            if at.get(f"{metric}_trend", {}).get("mean") is not None:
+                cap += f", trend {fmt(at[f'{metric}_trend'], False)}"
             title = f"{group_label(g['settings'])}, {g['seeds']} seed(s)\n{cap}" if row == 0 else cap
             ax.set(title=title, xlabel="monitor step (fraction of training)", ylabel=label, ylim=(-0.02, 1.02))
         data["panels"].append({"settings": g["settings"], "seeds": g["seeds"], "early_warning": ew})

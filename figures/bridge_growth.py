@@ -4,7 +4,8 @@ Reads ``results/bridge/bridge.json`` (``python -m empirical.bridge RUN ... --out
 trains). One panel per group of seeds (loss, optimizer, depth): every projector singular value of every
 interval, predicted step x (v_i^T X v_i - lambda) against the observed change, coloured by training time,
 with the identity line; the title gives Spearman and slope (mean +- s.e. over seeds) beside chance and the
-persistence baseline.
+persistence baseline, and, where the results have them, the momentum-history prediction, the within-interval
+medians of the prediction and of persistence, and the comparison in sigma itself (no division by sigma).
 """
 
 from __future__ import annotations
@@ -39,6 +40,24 @@ def fmt(m: dict, signed: bool = True) -> str:
 
 def group_label(s: dict) -> str:
     return f"{s.get('monitor_loss')}, {s.get('optimizer', '?')}, depth {s.get('depth')}"
+
+
+def extra_caption(i: dict) -> str:
+    """The lines of the newer bridge fields, each beside what it is compared with (empty for results written
+    before them): momentum history, within-interval persistence, the change of sigma itself."""
+    def have(key: str) -> bool:
+        return i.get(key, {}).get("mean") is not None
+
+    lines = []
+    if have("history_share") and i["history_share"]["mean"] > 0:
+        lines.append(f"history ({100 * i['history_share']['mean']:.0f}% of step): Spearman "
+                     f"{fmt(i['history_spearman'])}, Δσ slope {fmt(i['history_delta_sigma_slope'])}")
+    if have("baseline_median_interval_spearman"):
+        lines.append(f"within an interval: prediction {fmt(i['median_interval_spearman_paired'])}, "
+                     f"persistence {fmt(i['baseline_median_interval_spearman'])}")
+    if have("delta_sigma_spearman"):
+        lines.append(f"Δσ: Spearman {fmt(i['delta_sigma_spearman'])}, slope {fmt(i['delta_sigma_slope'])}")
+    return "".join(f"\n{line}" for line in lines)
 
 
 def draw(result: dict, out_dir=None) -> dict:
@@ -79,6 +98,7 @@ def draw(result: dict, out_dir=None) -> dict:
         if i.get("exact_gradient_spearman", {}).get("mean") is not None:  # cosine: the exact-gradient rates
             caption += (f"\nexact gradient: Spearman {fmt(i['exact_gradient_spearman'])}, "
                         f"slope {fmt(i['exact_gradient_slope'])}")
+        caption += extra_caption(i)
         ax.set_title(f"{group_label(g['settings'])}\n{caption}", fontsize=8)
         ax.set(xlabel="predicted change of log σ_i", ylabel="observed change of log σ_i")
         data["panels"].append({"settings": g["settings"], "seeds": g["seeds"], "caption": caption,

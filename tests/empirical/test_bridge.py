@@ -1,6 +1,8 @@
 """The bridge on synthetic runs with a known answer: a linear toy (identity backbone) trained here by plain
 SGD (prediction (a) must be exact: Spearman ~ 1, slope ~ 1), with momentum and weight decay (the steady-state
-effective step), and the same rows with random predicted rates (Spearman ~ 0: the verdict is calibrated)."""
+effective step), and the same rows with random predicted rates (Spearman ~ 0: the verdict is calibrated).
+Beside them: the momentum buffer's history, LARS's trust ratio over the interval, persistence within an
+interval, the early-trend baseline, the comparison in sigma itself at near-zero sigma, and the fork ceiling."""
 
 import json
 import os
@@ -19,15 +21,15 @@ from theory.toy import toy_views  # noqa: E402
 
 
 def toy_run(path, seed=0, depth=1, steps=400, every=5, lr=0.01, momentum=0.0, weight_decay=0.0,
-            strength=2.0, loss="paper", n=64, dim=8, optimizer="sgd", eta=0.001, log_trust=False):
+            strength=2.0, loss="paper", n=64, dim=8, optimizer="sgd", eta=0.001, log_trust=False, spread=0.25):
     """Full-batch SGD (torch.optim.SGD's update rule) or LARS (empirical.optim's) on fixed toy pairs,
-    monitored every ``every`` steps."""
+    monitored every ``every`` steps; the layers start with singular values 0.5 exp(-spread k)."""
     rng = np.random.default_rng(seed)
     r1, r2 = toy_views(rng, n, dim=dim, augmented_dims=dim // 2, strength=strength)
     # well-separated singular values (as the paper's toy init): singular vectors stay identifiable
     # independent bases per layer: adjacent layers start unaligned
     ortho = [np.linalg.qr(rng.standard_normal((dim, dim)))[0] for _ in range(2 * depth)]
-    sigma0 = np.diag(0.5 * np.exp(-0.25 * np.arange(dim)))
+    sigma0 = np.diag(0.5 * np.exp(-spread * np.arange(dim)))
     ws = [ortho[2 * k + 1] @ sigma0 @ ortho[2 * k].T for k in range(depth)]
     bufs = [np.zeros_like(w) for w in ws]
     os.makedirs(path, exist_ok=True)
@@ -71,6 +73,10 @@ def runs(tmp_path_factory):
         "sgd": [toy_run(str(root / f"sgd-s{s}"), seed=s) for s in (0, 1)],
         "momentum": toy_run(str(root / "mom"), lr=0.0001, every=10, momentum=0.9, weight_decay=0.05),
         "deep": [toy_run(str(root / f"deep-s{s}"), seed=s, depth=2, strength=0.3) for s in (0, 1)],
+        # momentum with rates that change within the buffer's memory (lr 20x the run above, rows every 5)
+        "momentum_fast": toy_run(str(root / "momfast"), lr=0.002, every=5, momentum=0.9),
+        # two layers whose smallest singular values start near zero (0.5 e^-14): rates divided by them
+        "tiny": toy_run(str(root / "tiny"), depth=2, steps=100, spread=2.0, strength=0.3),
     }
 
 
@@ -90,6 +96,153 @@ def test_momentum_and_weight_decay_effective_step(runs):
     print(inst["effective_step"], inst["spearman"], inst["slope"])
     assert "momentum 0.9" in inst["effective_step"]
     assert inst["spearman"] > 0.98 and abs(inst["slope"] - 1) < 0.05
+
+
+def test_momentum_kernel_sums_to_the_effective_step(runs):
+    """The kernel's weights add up to the one-row effective step; over a 5-step interval with m = 0.9 about 74 %
+    of them sit on rows before the interval (steady state: 1 - 10 (5 - 0.9 (1 - 0.9^5) / 0.1) / 50 = 0.737)."""
+    run = bridge.load_run(runs["momentum_fast"])
+    starts = [r["step"] for r in run.rows]
+    for k in (0, 1, 10, 40):
+        c = bridge.momentum_kernel(run, starts, k, run.rows[k + 1])
+        assert c.sum() == pytest.approx(bridge.effective_step(run, starts[k], starts[k + 1], run.rows[k + 1]), rel=1e-9)
+    assert c[:-1].sum() / c.sum() == pytest.approx(1 - 10 * (5 - 9 * (1 - 0.9**5)) / 50, abs=2e-3)
+    plain = bridge.load_run(runs["sgd"][0])
+    c = bridge.momentum_kernel(plain, [r["step"] for r in plain.rows], 5, plain.rows[6])
+    assert np.all(c[:-1] == 0) and c[-1] == pytest.approx(sum(lr_at(s, 0.01, 0, 400) for s in range(25, 30)))
+
+
+def test_momentum_history_prediction(runs):
+    """Momentum 0.9 with rates that change within the buffer's memory: the prediction from the earlier rows'
+    gradients beats the one-row one (which puts the current rate in their place) in ranking and in scale;
+    without momentum the two are the same."""
+    inst = bridge.analyse([runs["momentum_fast"]], progress=False)["runs"]["momfast"]["instantaneous"]
+    keys = ("history_share", "spearman", "history_spearman", "surviving_slope", "history_surviving_slope",
+            "delta_sigma_slope", "history_delta_sigma_slope")
+    print("momentum history", {k: round(inst[k], 3) for k in keys})
+    assert 0.70 < inst["history_share"] < 0.74
+    assert inst["history_spearman"] > inst["spearman"] + 0.02
+    assert abs(inst["history_surviving_slope"] - 1) < 0.5 * abs(inst["surviving_slope"] - 1)
+    assert abs(inst["history_delta_sigma_slope"] - 1) < 0.005 < abs(inst["delta_sigma_slope"] - 1)
+    plain = bridge.analyse(runs["sgd"][:1], progress=False)["runs"]["sgd-s0"]["instantaneous"]
+    assert plain["history_share"] == 0
+    assert plain["history_spearman"] == plain["spearman"] and plain["history_slope"] == pytest.approx(plain["slope"])
+
+
+def test_lars_every_step_history_is_exact(tmp_path):
+    """LARS with momentum, a row after every update and the trust ratio logged there: the trust ratio of the
+    interval is the logged one, and the history prediction is exact up to the step size (the one-row one is
+    not: it puts the current gradient in the buffer's place)."""
+    path = toy_run(str(tmp_path / "lars1"), depth=2, steps=60, every=1, lr=0.5, momentum=0.9, weight_decay=0.01,
+                   optimizer="lars", log_trust=True)
+    inst = bridge.analyse([path], progress=False)["runs"]["lars1"]["instantaneous"]
+    print("LARS every step", inst["trust_ratio_interval"],
+          {k: round(inst[k], 4) for k in ("spearman", "slope", "history_spearman", "history_slope")})
+    assert inst["trust_ratio_interval"] == "logged at every update"
+    assert inst["history_spearman"] > 0.9999 and abs(inst["history_slope"] - 1) < 0.002
+    assert abs(inst["slope"] - 1) > abs(inst["history_slope"] - 1)
+
+
+def test_trust_ratio_over_the_interval(runs):
+    """The interval's trust ratio: the logged interval mean when a row has it, else the mean of the two ends
+    (each logged or estimated), never one value for the whole interval; 1 for SGD."""
+    run = bridge.load_run(runs["sgd"][0])
+    r0, r1 = run.rows[3], run.rows[4]
+    assert bridge.interval_trust(run, r0, r1)[1] == "none (SGD)"
+    run.config["optimizer"] = "lars"
+    q, how = bridge.interval_trust(run, r0, r1)
+    ends = (bridge.estimated_trust(run, r0) + bridge.estimated_trust(run, r1)) / 2
+    assert how == "mean of the estimated values at the interval's two ends" and np.allclose(q, ends)
+    q, how = bridge.interval_trust(run, {**r0, "trust_ratio": [2.0]}, r1)
+    assert how == "mean of the logged or estimated values at the interval's two ends"
+    assert q[0] == pytest.approx((2.0 + bridge.estimated_trust(run, r1)[0]) / 2)
+    q, how = bridge.interval_trust(run, {**r0, "trust_ratio": [2.0]}, {**r1, "trust_ratio_mean": [3.0]})
+    assert how == "interval mean logged" and q[0] == 3.0
+
+
+def test_within_interval_persistence(runs, tmp_path):
+    """Persistence scored within each interval like the prediction's median, on the same intervals and points;
+    with mini-batches (mlp_run) the prediction ranks each interval better than persistence does."""
+    inst = bridge.analyse(runs["sgd"][:1], progress=False)["runs"]["sgd-s0"]["instantaneous"]
+    assert inst["baseline_median_interval_spearman"] == pytest.approx(1.0)
+    assert inst["median_interval_spearman_paired"] == pytest.approx(1.0)
+    mini = bridge.analyse([mlp_run(str(tmp_path / "mini"), full_batch=False, steps=100)], progress=False)
+    mini = mini["runs"]["mini"]["instantaneous"]
+    keys = ("median_interval_spearman", "median_interval_spearman_paired", "baseline_median_interval_spearman",
+            "spearman", "baseline_spearman")
+    print("mini-batch within an interval", {k: round(mini[k], 3) for k in keys})
+    assert mini["median_interval_spearman_paired"] > mini["baseline_median_interval_spearman"] + 0.03
+
+
+def test_no_division_by_near_zero_sigma(runs):
+    """Two layers whose smallest singular values start near zero: the log-sigma rates divide by them and
+    wreck the pooled slope; the change of sigma itself and the log comparison on the surviving modes do not."""
+    inst = bridge.analyse([runs["tiny"]], progress=False)["runs"]["tiny"]["instantaneous"]
+    keys = ("slope", "max_abs_predicted", "p99_abs_predicted", "delta_sigma_spearman", "delta_sigma_slope",
+            "surviving_spearman", "surviving_slope", "collapsed_slope")
+    print("near-zero sigma", inst["surviving_points"], inst["collapsed_points"], {k: round(inst[k], 3) for k in keys})
+    assert inst["collapsed_points"] > 0 and inst["surviving_points"] > 0
+    assert abs(inst["slope"]) < 0.3 and inst["max_abs_predicted"] > 20
+    assert inst["delta_sigma_spearman"] > 0.95 and abs(inst["delta_sigma_slope"] - 1) < 0.05
+    assert inst["surviving_spearman"] > 0.99 and abs(inst["surviving_slope"] - 1) < 0.05
+
+
+def test_early_trend_baseline(runs):
+    """The early-trend baseline -Delta log|W v_k| (first row to the early row) beside the level baseline: a rate,
+    like X; undefined at the first row itself."""
+    ew = bridge.analyse([runs["deep"][0]], progress=False)["runs"]["deep-s0"]["early_warning"]
+    at, first = ew["at"]["0.1"], ew["curve"][0]
+    print("early trend", {k: round(at[k], 3) for k in ("auc_x", "auc_baseline", "auc_trend", "overlap_x",
+                                                       "overlap_baseline", "overlap_trend")})
+    assert first["auc_trend"] is None and first["overlap_trend"] is None
+    run = bridge.load_run(runs["deep"][0])
+    w_end = run.end_to_end(run.rows[-1])[1]
+    _, s, vt = np.linalg.svd(w_end)
+    collapsed = s**2 <= bridge.COLLAPSE_RTOL * s.max() ** 2
+    early = next(r for r in run.rows if r["step"] == at["step"])
+    trend = np.log(np.linalg.norm(run.end_to_end(early)[1] @ vt.T, axis=0) /
+                   np.linalg.norm(run.end_to_end(run.rows[0])[1] @ vt.T, axis=0))
+    assert at["auc_trend"] == pytest.approx(bridge._auc(-trend, collapsed))
+    assert 0.5 < at["auc_trend"] and at["overlap_trend"] > ew["chance_overlap"]
+    sgd = bridge.analyse(runs["sgd"][:1], progress=False)["runs"]["sgd-s0"]["early_warning"]["at"]["0.1"]
+    assert sgd["auc_trend"] == 1.0 and sgd["overlap_trend"] > 0.9
+
+
+def test_fork_ceiling_spread_and_clip(runs):
+    """The noise ceiling from two streams forked from the same weights, on one toy interval with planted noise:
+    the estimate recovers the planted share with a bootstrap interval around it; the same streams (no noise)
+    give a ceiling of R^2; an estimate above 1 is clipped and flagged; the spread over forks."""
+    run = bridge.load_run(runs["sgd"][0])
+    r0, r1 = run.rows[2], run.rows[3]
+    pred = bridge.effective_step(run, r0["step"], r1["step"], r1) * np.asarray(r0["layers"][0]["rate"])
+    true = bridge._matched_change(run.arrays(r0)["w0"], run.arrays(r1)["w0"])
+    rng = np.random.default_rng(0)
+    f = np.tile(true, 64)  # 512 points: the 8 modes, each with its own noise draws
+    p = np.tile(pred, 64)
+    forks = []
+    for _ in range(5):
+        a, b = (f + rng.normal(0, np.std(f), len(f)) for _ in range(2))  # noise share 0.5
+        forks.append(bridge.fork_ceiling(p, a, b, rng, draws=200))
+    r2 = np.corrcoef(p, f)[0, 1] ** 2
+    print("fork ceiling", round(r2, 4), [round(c["ceiling_fraction"], 3) for c in forks], forks[0]["ceiling_ci95"])
+    for c in forks:
+        assert c["noise_share"] == pytest.approx(0.5, abs=0.1)
+        assert c["ceiling_ci95"][0] < r2 < c["ceiling_ci95"][1] + 0.02
+    same = bridge.fork_ceiling(p, f, f, rng, draws=50)
+    assert same["noise_share"] == 0 and same["ceiling_fraction"] == pytest.approx(r2)
+    # streams whose noise happens to anti-correlate (A = p + e, B = p - e, e orthogonal to p): cov(A, B) =
+    # var p - var e under-states the explainable variance and the raw estimate is 1 / (1 - 0.09) > 1
+    e = rng.normal(0, 1, len(p))
+    e -= e.mean()
+    e -= (e @ (p - p.mean())) / np.sum((p - p.mean()) ** 2) * (p - p.mean())
+    e *= 0.3 * p.std() / e.std()
+    over = bridge.fork_ceiling(p, p + e, p - e, rng, draws=200)
+    assert over["ceiling_fraction"] == pytest.approx(1 / (1 - 0.09)) and over["above_one"]
+    assert over["ceiling_fraction_clipped"] == 1.0 and over["ceiling_p_above_one"] > 0.5
+    spread = bridge.ceiling_spread([*forks, over])
+    assert spread["above_one"] == 1 and spread["ceiling_fraction_clipped"]["mean"] < spread["ceiling_fraction"]["mean"]
+    assert spread["ceiling_range"][1] > 1 and spread["ceiling_fraction"]["se"] > 0
+    assert 0 < spread["pooled_ceiling_fraction"] and spread["forks"] == 6
 
 
 @pytest.mark.parametrize("log_trust", [False, True])

@@ -7,6 +7,12 @@ the matched change t -> t+5 of the uninterrupted run, observed B = the same for 
 noise share = var(A - B) / 2 / var(A): the part of the observed change that another batch stream would not
 repeat. Its complement is the largest share of var(A) that any prediction of the expected change can
 explain; ``explained`` is the share the prediction's OLS fit explains.
+
+The ceiling (the share of the explainable variance that the prediction explains) comes from
+``empirical.bridge.fork_ceiling``: both streams alike, cov(A, B) as the explainable variance, a bootstrap
+interval over the singular values, the estimate clipped at 1 and flagged when above; ``ceiling`` in the output
+gives its spread over the forks (``empirical.bridge.ceiling_spread``: mean +- s.e., range, count above 1, and
+the pooled sum(explained) / sum(explainable)).
 """
 
 import json
@@ -15,7 +21,7 @@ import sys
 import numpy as np
 from scipy.stats import linregress, pearsonr, spearmanr
 
-from empirical.bridge import _matched_change, effective_step, load_run
+from empirical.bridge import _matched_change, ceiling_spread, effective_step, fork_ceiling, load_run
 
 
 def interval(run, t: int):
@@ -46,6 +52,7 @@ def fork_scores(run_a, fork) -> dict:
         "noise_share": noise,
         "explainable_share": 1 - noise,
         "explained_share": float(1 - np.var(resid) / np.var(obs_a)),
+        "ceiling": fork_ceiling(pred, obs_a, obs_b, np.random.default_rng(t)),
     }
 
 
@@ -54,7 +61,13 @@ if __name__ == "__main__":
     res = [fork_scores(run_a, load_run(p)) for p in sys.argv[2:]]
     for r in res:
         print(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()), file=sys.stderr)
-    keys = [k for k in res[0] if k != "fork_step"]
+    keys = [k for k in res[0] if k != "fork_step" and isinstance(res[0][k], float)]
     summary = {k: float(np.mean([r[k] for r in res])) for k in keys}
     print("mean over forks: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items()), file=sys.stderr)
-    json.dump({"forks": res, "mean": summary}, sys.stdout, indent=1)
+    spread = ceiling_spread([r["ceiling"] for r in res])
+    c = spread["ceiling_fraction"]
+    print(f"ceiling over {spread['forks']} forks: {c['mean']:.3f} +- {c['se'] or 0:.3f} (range "
+          f"{spread['ceiling_range'][0]:.3f}-{spread['ceiling_range'][1]:.3f}, {spread['above_one']} above 1; "
+          f"clipped mean {spread['ceiling_fraction_clipped']['mean']:.3f}); pooled "
+          f"{spread['pooled_ceiling_fraction']:.3f}", file=sys.stderr)
+    json.dump({"forks": res, "mean": summary, "ceiling": spread}, sys.stdout, indent=1)
