@@ -54,7 +54,7 @@ def test_fig5_alignment(tmp_path):
     d = run_quick("fig5_alignment", tmp_path)
     for run in d["runs"].values():
         assert run["score_surviving_final"] > run["score_surviving_init"] + 0.2, "surviving modes align"
-        assert run["score_surviving_final"] > run["chance"] + 0.2, "well above chance"
+        assert run["score_surviving_final"] > run["chance"] + 3 * run["chance_sd"], "well above chance"
         assert run["bound_holds"], "every |A_kk| respects the Davis-Kahan bound"
         a = np.asarray(run["alignment_final"])
         assert a.shape == (16, 16) and np.all((a >= 0) & (a <= 1 + 1e-9))
