@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .dynamics import DIVERGENCE_NORM
+from .views import Streams
 
 
 def check_device(name: str | None, flag: str = "--device") -> None:
@@ -47,8 +48,6 @@ def train_torch(weights, strengths, lrs, groups, rngs, layout, base, times, reco
                 progress, seed: int = 0, views: str | None = None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """Run ``train_batched``'s configurations; returns (weight snapshots, losses, step of divergence or -1)."""
     from tqdm.auto import tqdm
-
-    from .batched import Streams
 
     dev = torch.device(device or "cpu")
     views = views or ("numpy" if dev.type == "cpu" else "torch")
