@@ -727,10 +727,11 @@ def aggregate(runs: list[Run], per_run: dict) -> dict:
     return {"groups": out, "depth": depth}
 
 
-def analyse(paths: list[str], seed: int = 0, progress: bool = True) -> dict:
+def analyse(paths: list[str | Run], seed: int = 0, progress: bool = True) -> dict:
+    """Predictions (a)-(c) for each run folder (or loaded ``Run``) and their aggregates over seeds."""
     from tqdm import tqdm
 
-    runs = [load_run(p) for p in paths]
+    runs = [p if isinstance(p, Run) else load_run(p) for p in paths]
     names = [r.name for r in runs]
     if len(set(names)) < len(names):
         for r in runs:
@@ -749,29 +750,67 @@ def analyse(paths: list[str], seed: int = 0, progress: bool = True) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m empirical.bridge", description=__doc__.splitlines()[0],
                       epilog="example: python -m empirical.bridge runs/paper-sgd-s0 runs/paper-sgd-s1 --out "
-                             "results/bridge")
-    p.add_argument("runs", nargs="+", help="run folders with config.json and monitor.jsonl")
+                             "runs/bridge")
+    p.add_argument("runs", nargs="+", help="run folders with config.json and monitor.jsonl (one per seed; a "
+                   "folder named twice counts once)")
     p.add_argument("--out", required=True, help="output folder for bridge.json and the figures")
-    p.add_argument("--seed", type=int, default=0, help="seed of the permutation null (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the permutation null, at least 0 (default 0)")
     p.add_argument("--no-figures", action="store_true", help="write bridge.json only")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def distinct_runs(paths: list[str]) -> tuple[list[str], list[str]]:
+    """``paths`` without repeats of one folder (however spelled: a trailing slash, ./, a link), and a note per
+    repeat: one run named twice is one seed, not two."""
+    seen: dict[str, str] = {}
+    kept, notes = [], []
+    for path in paths:
+        key = os.path.realpath(path)
+        if key in seen:
+            notes.append(f"note: {path} is the run {seen[key]} again; counted once")
+            continue
+        seen[key] = path
+        kept.append(path)
+    return kept, notes
+
+
+def check_out(out: str) -> None:
+    """Fail before the analysis if ``--out`` cannot take bridge.json and the figures."""
+    if not out:
+        raise UserError("--out is empty: name the folder for bridge.json and the figures")
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise UserError(f"--out {out!r} is an existing file, not a folder: choose another --out")
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, f".write-test-{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"--out {out!r} is not writable ({e.strerror or e})") from None
 
 
 def main_(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result = analyse(args.runs, args.seed, progress=not args.no_progress)
-    os.makedirs(args.out, exist_ok=True)
-    write_json(os.path.join(args.out, "bridge.json"), result, indent=None)
-    result = json.load(open(os.path.join(args.out, "bridge.json")))  # the figures see what a reader sees
+    if args.seed < 0:
+        raise UserError(f"--seed {args.seed} must be at least 0")
+    paths, notes = distinct_runs(args.runs)
+    runs = [load_run(p) for p in paths]  # every folder readable before any work (one-line errors)
+    check_out(args.out)
+    for note in notes:
+        print(note, file=sys.stderr)
+    result = analyse(runs, args.seed, progress=not args.no_progress)
+    written = [os.path.join(args.out, "bridge.json")]
+    write_json(written[0], result, indent=None)
+    result = json.load(open(written[0]))  # the figures see what a reader sees
     if not args.no_figures:
-        from figures import bridge_depth, bridge_early_warning, bridge_growth, style
+        from empirical import bridge_plots
 
-        for mod in (bridge_growth, bridge_early_warning, bridge_depth):
-            try:
-                mod.draw(result, args.out)
-            except style.MissingResults as e:  # e.g. only AdamW runs: no growth figure
-                print(f"note: no {mod.NAME} figure ({e})", file=sys.stderr)
+        figures, fig_notes = bridge_plots.draw_all(result, args.out)
+        written += [str(p) for p in figures]
+        for note in fig_notes:  # e.g. only AdamW runs: no growth figure
+            print(f"note: {note}", file=sys.stderr)
     fmt = lambda m: "n/a" if m is None or m.get("mean") is None else f"{m['mean']:+.3f}"  # noqa: E731
     cnt = lambda m: "n/a" if m is None or m.get("mean") is None else f"{m['mean']:.0f}"  # noqa: E731
     for g in result["groups"]:
@@ -804,7 +843,8 @@ def main_(argv: list[str] | None = None) -> int:
             print(f"  early warning at {f:.0%}: AUC X {fmt(e.get('auc_x'))}, level {fmt(e.get('auc_baseline'))}, "
                   f"trend {fmt(e.get('auc_trend'))}; overlap X {fmt(e.get('overlap_x'))}, level "
                   f"{fmt(e.get('overlap_baseline'))}, trend {fmt(e.get('overlap_trend'))}")
-    print(f"wrote {os.path.join(args.out, 'bridge.json')}")
+    for path in written:
+        print(f"wrote {path}")
     return 0
 
 
