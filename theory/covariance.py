@@ -274,9 +274,7 @@ def psd_check(
       of ``matrix`` for its ``n_negative`` lowest eigenvalues.
     * "psd": when nothing is rejected and the (1 - alpha) lower bound of ``psd_lower_bound`` on E[X]'s lowest
       eigenvalue is >= -delta (default delta = rtol * max|eig(matrix)|).
-    * "undetermined": neither. ``samples_to_decide`` scales the sample count by the squared ratio of what is
-      needed to what was seen (the bound's width, or the first direction's t statistic), as both shrink
-      like 1 / sqrt(B).
+    * "undetermined": neither, with ``samples_to_decide`` (``_samples_to_decide``).
 
     B < 4 leaves no held-out spread: "undetermined". The samples must be independent draws at one fixed W:
     for gradient flow on a fixed sample, pass X of fresh batches at the final W, never snapshots of X over
@@ -323,16 +321,24 @@ def psd_check(
     if check.lower_bound >= -delta:
         check.verdict = "psd"
         return check
+    check.samples_to_decide = _samples_to_decide(samples, check, float(np.min(t_crit)))
+    return check
+
+
+def _samples_to_decide(samples: np.ndarray, check: PSDCheck, t_crit: float) -> int | None:
+    """Scale the batches by the squared ratio of what is needed to what was seen: the PSD bound's width
+    against lambda_min(mean) + delta, or the first direction's t against its critical value; both shrink like
+    1 / sqrt(B). None when neither side can be reached."""
+    b = len(samples)
     needed = []
-    width = float(np.linalg.eigvalsh(samples.mean(axis=0))[0]) - check.lower_bound
-    gap = width + check.lower_bound + delta  # lambda_min(mean) + delta
+    lowest = float(np.linalg.eigvalsh(samples.mean(axis=0))[0])
+    width, gap = lowest - check.lower_bound, lowest + check.delta
     if gap > 0:
         needed.append(b * (width / gap) ** 2)
-    first = np.min(stats[:, 0])
+    first = float(np.min(check.statistics[:, 0]))
     if first < 0 and np.isfinite(first):
-        needed.append(b * (float(np.min(t_crit)) / first) ** 2)
-    check.samples_to_decide = int(np.ceil(min(needed))) if needed else None
-    return check
+        needed.append(b * (t_crit / first) ** 2)
+    return int(np.ceil(min(needed))) if needed else None
 
 
 def x_batches(
