@@ -69,8 +69,8 @@ def _x_lines(result: dict) -> list[str]:
     return lines
 
 
-def summary(result: dict) -> str:
-    """A short human-readable report of one run."""
+def _observed_lines(result: dict) -> list[str]:
+    """The run, its augmentation, the spectra at t = 0 and at the end, and what collapsed."""
     cfg = result["config"]
     dim = cfg["dim"]
     steps = f"{cfg['steps']} steps of lr {cfg['lr']:g}" if cfg["integrator"] == "gd" else \
@@ -99,51 +99,65 @@ def summary(result: dict) -> str:
             f"  the init starts collapsed: {_ranks(result['collapsed_initial_ranks'])} of the t=0 spectrum, "
             f"{max(logs):.1f} to {min(logs):.1f} decades below the largest variance; those are the init's, "
             "not training's (the default --init orthogonal starts with none)")
-    if "predicted_collapsed_dims" in result:
-        lines += _x_lines(result)
-        u = result["unfinished"]
-        if u:
-            rate = "variance ~ exp(2 lambda t) for one layer" if cfg["layers"] == 1 else \
-                "Theorem 3's sigma' = lambda sigma^(2L-1) for balanced layers"
-            lines.append(
-                f"UNFINISHED: X still predicts collapse along {u['directions']} direction(s) that have not collapsed;"
-                f" their variance must fall another {u['decades_to_go'][0]:.1f}-{u['decades_to_go'][1]:.1f} decades"
-                f" (to 1e-3 x the largest). At the end's X eigenvalues there ({max(u['x_eigenvalues']):.2g} to "
-                f"{min(u['x_eigenvalues']):.2g}; {rate}) or at the decay these ranks showed over the run's last "
-                f"quarter, whichever is slower, that takes t = {u['more_time_needed']:.3g} more, "
-                "longer if the rates keep falling as the loss saturates: rerun with at least --time "
-                f"{u['suggested_time']:g}")
-        lines += ["", "  eigen-direction of X at end | X eig end | X at t=0 | embed. var | aug. share | "
-                  "predicted | observed"]
-        d = result["directions"]
-        for k in range(len(d["x_eigenvalue_final"])):
-            lines.append(
-                f"  {k:>27d} | {d['x_eigenvalue_final'][k]:>9.3g} | {d['x_rayleigh_initial'][k]:>8.3g} | "
-                f"{d['embedding_variance'][k]:>10.3g} | {d['augmented_share'][k]:>10.2f} | "
-                f"{_predicted_word(d, k):>9} | "
-                f"{'collapse' if d['observed_collapsed'][k] else '-':>8}"
-            )
-    elif "relu_last_layer" in result:
-        r = result["relu_last_layer"]
-        low, cos = r["most_negative_eigenvalue"], r["cosine_most_negative_with_mean_h"]
-        fmt = (lambda c: "n/a" if c is None else f"{c:.3f}")  # noqa: E731
-        lines += [
-            f"ReLU last layer (Theorem 1 applied to W_L: -dL/dW_L = W_L X(h), h = its input features): X(h) is "
-            f"{r['x_verdict']['initial']} at t=0 with {r['predicted_collapsed_dims_initial']} significantly negative "
-            f"eigenvalues, {r['x_verdict']['final']} at the end with {r['x_negative_dims_final']}, of which "
-            f"{r['predicted_collapsed_dims']} stay negative once W_L drops them (collapse; the rest shrink) "
-            f"(lowest {low['initial']:.3g} at t=0, {low['final']:.3g} "
-            f"at the end); cosine of its eigenvector with E[h]: {fmt(cos['initial'])} at t=0, "
-            f"{fmt(cos['final'])} at the end",
-            f"  W_L's collapsed directions (sigma^2 <= 1e-3 x largest at t=0 or at the end): "
-            f"{r['observed_collapsed_dims_initial']} at t=0, {r['observed_collapsed_dims']} at the end; "
-            f"overlap with X(h)'s prediction: {_overlap(r['overlap'])}"
-            + ("" if r["predicted_inside_observed"] is None else
-               f", share of the prediction inside W_L's collapsed directions {r['predicted_inside_observed']:.3f}"),
-        ]
-    else:
-        lines.append("predictions from X: not available (X is defined for the paper and dot losses; ntxent "
-                     "normalizes z)")
+    return lines
+
+
+def _unfinished_lines(result: dict) -> list[str]:
+    u = result["unfinished"]
+    if not u:
+        return []
+    rate = "variance ~ exp(2 lambda t) for one layer" if result["config"]["layers"] == 1 else \
+        "Theorem 3's sigma' = lambda sigma^(2L-1) for balanced layers"
+    return [
+        f"UNFINISHED: X still predicts collapse along {u['directions']} direction(s) that have not collapsed;"
+        f" their variance must fall another {u['decades_to_go'][0]:.1f}-{u['decades_to_go'][1]:.1f} decades"
+        f" (to 1e-3 x the largest). At the end's X eigenvalues there ({max(u['x_eigenvalues']):.2g} to "
+        f"{min(u['x_eigenvalues']):.2g}; {rate}) or at the decay these ranks showed over the run's last "
+        f"quarter, whichever is slower, that takes t = {u['more_time_needed']:.3g} more, "
+        "longer if the rates keep falling as the loss saturates: rerun with at least --time "
+        f"{u['suggested_time']:g}"]
+
+
+def _direction_table(result: dict) -> list[str]:
+    """X's end eigen-directions, ascending: eigenvalues, t = 0 Rayleigh quotients, gains, the verdicts."""
+    lines = ["", "  eigen-direction of X at end | X eig end | X at t=0 | embed. var | aug. share | "
+             "predicted | observed"]
+    d = result["directions"]
+    for k in range(len(d["x_eigenvalue_final"])):
+        lines.append(
+            f"  {k:>27d} | {d['x_eigenvalue_final'][k]:>9.3g} | {d['x_rayleigh_initial'][k]:>8.3g} | "
+            f"{d['embedding_variance'][k]:>10.3g} | {d['augmented_share'][k]:>10.2f} | "
+            f"{_predicted_word(d, k):>9} | "
+            f"{'collapse' if d['observed_collapsed'][k] else '-':>8}"
+        )
+    return lines
+
+
+def _relu_lines(r: dict) -> list[str]:
+    low, cos = r["most_negative_eigenvalue"], r["cosine_most_negative_with_mean_h"]
+
+    def fmt(c: float | None) -> str:
+        return "n/a" if c is None else f"{c:.3f}"
+
+    return [
+        f"ReLU last layer (Theorem 1 applied to W_L: -dL/dW_L = W_L X(h), h = its input features): X(h) is "
+        f"{r['x_verdict']['initial']} at t=0 with {r['predicted_collapsed_dims_initial']} significantly negative "
+        f"eigenvalues, {r['x_verdict']['final']} at the end with {r['x_negative_dims_final']}, of which "
+        f"{r['predicted_collapsed_dims']} stay negative once W_L drops them (collapse; the rest shrink) "
+        f"(lowest {low['initial']:.3g} at t=0, {low['final']:.3g} "
+        f"at the end); cosine of its eigenvector with E[h]: {fmt(cos['initial'])} at t=0, "
+        f"{fmt(cos['final'])} at the end",
+        f"  W_L's collapsed directions (sigma^2 <= 1e-3 x largest at t=0 or at the end): "
+        f"{r['observed_collapsed_dims_initial']} at t=0, {r['observed_collapsed_dims']} at the end; "
+        f"overlap with X(h)'s prediction: {_overlap(r['overlap'])}"
+        + ("" if r["predicted_inside_observed"] is None else
+           f", share of the prediction inside W_L's collapsed directions {r['predicted_inside_observed']:.3f}"),
+    ]
+
+
+def _layer_lines(result: dict) -> list[str]:
+    """Theorem 2's alignment and the conservation law, per adjacent pair."""
+    lines = []
     for pair in result.get("alignment", []):
         i, j = pair["pair"]
         lines.append(
@@ -161,7 +175,20 @@ def summary(result: dict) -> str:
         else:
             text += " (the flow conserves it exactly: this is the ODE solver's tolerance)"
         lines.append(text)
-    return "\n".join(lines)
+    return lines
+
+
+def summary(result: dict) -> str:
+    """A short human-readable report of one run: observed, X's verdicts and predictions, the layers."""
+    lines = _observed_lines(result)
+    if "predicted_collapsed_dims" in result:
+        lines += _x_lines(result) + _unfinished_lines(result) + _direction_table(result)
+    elif "relu_last_layer" in result:
+        lines += _relu_lines(result["relu_last_layer"])
+    else:
+        lines.append("predictions from X: not available (X is defined for the paper and dot losses; ntxent "
+                     "normalizes z)")
+    return "\n".join(lines + _layer_lines(result))
 
 
 def plot_trajectory(result: dict, path: str) -> None:
