@@ -12,6 +12,10 @@ training resumes from its last checkpoint (a run counts as trained only when its
 Checkpoints live under ``--runs-dir`` (git-ignored ``runs/``),
 keyed by the run's flags, so a run shared by two experiments (e.g. DirectCLR at the default d0) trains once.
 ``<out>/table.md`` and ``<out>/table.json`` (all rows, with spectra) are what the figures read.
+Before the first row trains, every row's training flags (recipe + ``--train-args``) are checked by the training's
+own parser and ``RunConfig`` checks, with ``--device`` and the dataset; a flag given twice keeps its later value
+and is printed and recorded once, and the recorded commands hold no machine path (``python``, paths relative to
+the repository when inside it).
 """
 
 from __future__ import annotations

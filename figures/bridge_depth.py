@@ -5,6 +5,7 @@ singular values and the embedding spectrum), mean +- s.e. over seeds, per depth.
 of adjacent layers (Theorem 2) over training, per depth, beside its chance level (dashed). Where the results
 have it, the left title gives per depth the slope of the observed on the predicted change of sigma itself (no
 division by a near-zero sigma) beside the log-sigma slope.
+The drawing lives in ``empirical.bridge_plots`` (shipped with the package, used by ``empirical.bridge``).
 """
 
 from __future__ import annotations

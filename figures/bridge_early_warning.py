@@ -5,6 +5,7 @@ monitor step) for the end map's collapsed directions, beside the baseline (the w
 that step) and chance 0.5; and the subspace overlap of X's lowest eigenvectors with the collapsed set, beside
 the baseline and a random subspace. Where the results have it, the early-trend baseline (the directions that
 shrank most since the first row, -Delta log|W v_k|: a rate, like X) is drawn beside the level baseline.
+The drawing lives in ``empirical.bridge_plots`` (shipped with the package, used by ``empirical.bridge``).
 """
 
 from __future__ import annotations

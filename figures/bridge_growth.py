@@ -6,6 +6,7 @@ interval, predicted step x (v_i^T X v_i - lambda) against the observed change, c
 with the identity line; the title gives Spearman and slope (mean +- s.e. over seeds) beside chance and the
 persistence baseline, and, where the results have them, the momentum-history prediction, the within-interval
 medians of the prediction and of persistence, and the comparison in sigma itself (no division by sigma).
+The drawing lives in ``empirical.bridge_plots`` (shipped with the package, used by ``empirical.bridge``).
 """
 
 from __future__ import annotations
