@@ -158,3 +158,20 @@ def test_docs_example_runs(tmp_path, monkeypatch, capsys):
     rows = [json.loads(line) for line in open(tmp_path / "runs" / "example" / "monitor.jsonl")]
     assert [r["step"] for r in rows] == [0, 50, 100] and rows[0]["n_batches"] == 4
     assert "X negative directions" in capsys.readouterr().out
+
+
+def test_default_x_batches_give_the_psd_test_its_power():
+    """Without a batch size the monitor cuts the pairs into 32 batches (the PSD test's power: docs/psd_test.md);
+    one batch of all the pairs is exact (full-batch training on them) and 2-3 batches are undetermined."""
+    import numpy as np
+
+    from empirical.xmonitor import monitor
+    from theory.toy import toy_views
+
+    r1, r2 = toy_views(np.random.default_rng(0), 1024, 8, 4, 2.0)
+    w = np.eye(8) * 0.1
+    res = monitor(r1, r2, w)
+    assert res.batch_size == 32 and res.to_json()["n_batches"] == 32
+    assert res.x_verdict == "not psd" and res.x_n_negative == 4
+    assert monitor(r1, r2, w, batch_size=1024).x_verdict == "not psd"  # exact: the relative rule
+    assert monitor(r1, r2, w, batch_size=400).x_verdict == "undetermined"  # 2 batches cannot be tested

@@ -115,3 +115,12 @@ def test_phase_summary_reports_diverged_cells_as_diverged():
     assert "collapsed dims at the end: 3-3" in line and "diverged 1" in line and "-1" not in line
     data["diverged"][:] = True
     assert "all 2 diverged" in summary_line(data)
+
+
+def test_case_2_end_is_not_called_psd():
+    """The official case_2 setting (two layers, dot loss, both views noised, s = 0.001 on all 16 dims): X at
+    the end has significantly negative directions; the earlier test printed "PSD at the end: True"."""
+    result = run(layers=2, loss="dot", noisy_views=2, augmented_dims=16, augment_strength=0.001, lr=0.01,
+                 steps=10_000, init="paper")
+    assert result["x_verdict"]["final"] == "not psd" and result["x_negative_dims_final"] >= 1
+    assert result["x_verdict"]["apriori"] == "psd"
