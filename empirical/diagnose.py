@@ -442,8 +442,8 @@ def ablation_numbers(root: str | None = None) -> str | None:
     for name in ("mlp", "linear", "directclr", "none"):
         if name in table and table[name].get("linear_top1") is not None:
             row = table[name]
-            parts.append(f"{name} {100 * row['linear_top1']:.1f}% linear top-1, z collapsed {row['z_collapsed']} "
-                         f"of {row['z_dim']}")
+            parts.append(f"{name} {100 * row['linear_top1']:.1f}% linear top-1, r collapsed {row['r_collapsed']} "
+                         f"of {row['r_dim']}, z {row['z_collapsed']} of {row['z_dim']}")
     return ("this project's projector ablation (tiny ResNet on mnist5k, 10 epochs, "
             f"{ABLATION_TABLE}): " + "; ".join(parts)) if parts else None
 
@@ -467,7 +467,7 @@ def what_to_try(rep: dict) -> list[str]:
             if low < n:
                 which = best[0] if len(best) == 1 else " or ".join(best) + " (a tie)"
                 out.append(f"Leaving out {which} removes the most negative directions of X ({n} -> {low}, "
-                           "X still not PSD): weaken it first.")
+                           f"X still not PSD): weaken {'it' if len(best) == 1 else 'one of them'} first.")
             else:
                 out.append(f"No single augmentation left out lowers X's {n} negative direction(s): several steps "
                            "share them; weaken them together or reduce the overall strength.")
