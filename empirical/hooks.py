@@ -68,7 +68,8 @@ def peak_mem_mb(device: torch.device) -> float:
 
 class MetricsHook(Hook):
     """metrics.jsonl (a row every --log-every steps and at each epoch end: mean loss, lr, probe accuracy,
-    throughput), spectra.jsonl (every --spectrum-every steps and at the end), TensorBoard and the progress bar.
+    throughput), spectra.jsonl (at step 0, every --spectrum-every steps and at the end), TensorBoard and the
+    progress bar.
     Owns the open row's sums, which a checkpoint carries (``checkpoint_state``) so a resume continues it exactly;
     rows after the resumed checkpoint are dropped first (the run writes them again)."""
 
@@ -77,6 +78,7 @@ class MetricsHook(Hook):
         self.writer = None
         self.bar = None
         self.last: dict = {}  # the latest row's values, for the closing summary
+        self.initial: dict = {}  # the step-0 spectrum's scalars: the baseline of every collapsed count
         self.acc: torch.Tensor | None = None  # loss sum, probe correct, probe count since the last row
         self.last_step, self.last_t = 0, 0.0
 
@@ -89,6 +91,8 @@ class MetricsHook(Hook):
             self.last_step = resumed[1]
         if run.main:
             self._open(run)
+            if run.start == 0:  # eval mode, no gradients, no random numbers: the trajectory is unchanged
+                self.initial = self.spectrum(run, 0)
         from tqdm import tqdm
 
         c = run.config

@@ -613,7 +613,7 @@ def _train(config: RunConfig, rank: int, world: int, local_rank: int, signals: S
         if run.main:
             s = run.schedule
             print(summary(config, run.start, s.stop, s.total, metrics.last, time.time() - t_start,
-                          run.data.num_classes))  # fmt: skip
+                          run.data.num_classes, metrics.initial))  # fmt: skip
     elif run.main:
         print(run.finished)
     if world > 1:
@@ -622,8 +622,10 @@ def _train(config: RunConfig, rank: int, world: int, local_rank: int, signals: S
     return 0
 
 
-def summary(args, start: int, stop: int, total: int, last: dict, seconds: float, num_classes: int) -> str:
-    """The closing paragraph: what ran, where it wrote, the final numbers, what to do next."""
+def summary(args, start: int, stop: int, total: int, last: dict, seconds: float, num_classes: int,
+            initial: dict | None = None) -> str:
+    """The closing paragraph: what ran, where it wrote, the final numbers beside their step-0 values (``initial``,
+    when this process started at step 0), what to do next."""
     what = (
         f"trained {args.projector} / {args.backbone} on {args.dataset}: steps {start}-{stop} of {total}"
         f" in {seconds:.0f} s"
@@ -633,13 +635,20 @@ def summary(args, start: int, stop: int, total: int, last: dict, seconds: float,
         probe = "" if last.get("probe_acc") is None else f", online probe {100 * last['probe_acc']:.1f}% (train)"
         held = last.get("probe_acc_heldout")
         held = "" if held is None else f", {100 * held:.1f}% (held-out)"
-        chance = f" (chance {100 / num_classes:.1f}%)" if probe else ""
+        chance = (f" (chance {100 / num_classes:.1f}%; a linear head trained alongside on detached features, one "
+                  "step per batch, so near chance early; evaluate's probe is fit to convergence)") if probe else ""
         parts.append(f"Final loss {last['loss']:.4f}{probe}{held}{chance}.")
     if "collapsed_z" in last:
+        init = initial or {}
+
+        def at0(key: str) -> str:
+            return f" (step 0: {init[key]})" if key in init else ""
+
         parts.append(
-            f"Collapsed dimensions (singular value <= 1e-3 x largest, {args.spectrum_samples} held-out images): "
-            f"embedding z {last['collapsed_z']} of {last['dim_z']}, representation r {last['collapsed_r']} "
-            f"of {last['dim_r']}."
+            f"Collapsed dimensions (singular value <= 1e-3 x largest, the first {args.spectrum_samples} held-out "
+            f"images, eval-mode features): embedding z {last['collapsed_z']} of {last['dim_z']}{at0('collapsed_z')}, "
+            f"representation r {last['collapsed_r']} of {last['dim_r']}{at0('collapsed_r')}; evaluate measures its "
+            "own image set, so its counts can differ."
         )
     elif "spectrum_error" in last:
         parts.append(f"The final spectrum failed ({last['spectrum_error']}).")

@@ -60,7 +60,7 @@ def test_mnist5k_smoke_run_loss_falls(tmp_path):
     cfg = json.load(open(out / "config.json"))
     assert cfg["d0"] == 22 and cfg["cifar_stem"] is True and cfg["total_steps"] == 36
     spectra = [json.loads(line) for line in open(out / "spectra.jsonl")]
-    assert len(spectra) == 2 and len(spectra[0]["log10_z"]) == 128
+    assert [r["step"] for r in spectra] == [0, 18, 36] and len(spectra[0]["log10_z"]) == 128  # step 0: the baseline
     assert (out / "final.pt").exists() and len(checkpoint.list_checkpoints(str(out))) == 1
 
 
