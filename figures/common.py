@@ -10,7 +10,7 @@ from threadpoolctl import threadpool_limits
 
 from theory import SimConfig, analyse, integrate, train_batched
 from theory.dynamics import forward
-from theory.experiment import EVAL_SAMPLES, covariance_samples
+from theory.experiment import EVAL_SAMPLES, covariance_samples, evaluation_inputs
 
 __all__ = [
     "EVAL_SAMPLES",
@@ -30,8 +30,8 @@ def one_blas_thread() -> threadpool_limits:
 
 
 def eval_inputs(cfg: SimConfig) -> np.ndarray:
-    """The clean evaluation inputs ``theory`` uses for every embedding spectrum (same seed rule)."""
-    return np.random.default_rng(cfg.seed + 1_000_003).standard_normal((EVAL_SAMPLES, cfg.dim))
+    """The clean evaluation inputs ``theory`` uses for every embedding spectrum."""
+    return evaluation_inputs(cfg.seed, cfg.dim)
 
 
 def embeddings(weights: list[np.ndarray], x: np.ndarray, relu: bool = False) -> np.ndarray:

@@ -44,7 +44,7 @@ from threadpoolctl import threadpool_limits
 
 from . import toy
 from .dynamics import DIVERGENCE_NORM, Trajectory, end_to_end, forward
-from .experiment import EVAL_SAMPLES, X_BATCHES, SimConfig, _finite_or_none, initial_weights
+from .experiment import X_BATCHES, SimConfig, _finite_or_none, evaluation_inputs, initial_weights
 from .views import Layout, Streams
 
 SWEEP_LOSSES = ("paper", "dot")
@@ -578,7 +578,7 @@ def sweep(
         w = end_to_end([a.astype(np.float64) for a in weights])
         out = np.empty((*shape, base.dim))
         for r in seed_list:  # simulate's evaluation inputs, one set per seed
-            x_eval = np.random.default_rng(int(r) + 1_000_003).standard_normal((EVAL_SAMPLES, base.dim))
+            x_eval = evaluation_inputs(int(r), base.dim)
             mask = seed_of == r
             out[mask] = singular_values(forward([w[mask]], x_eval)[0])
         return out

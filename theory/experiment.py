@@ -161,6 +161,12 @@ def initial_weights(cfg: SimConfig, rng: np.random.Generator, batch_shape: tuple
     return [scale * w for w in paper_init(cfg.dim, cfg.layers, rng, batch_shape, decay)]
 
 
+def evaluation_inputs(seed: int, dim: int) -> np.ndarray:
+    """The clean inputs every spectrum of a toy run is measured on: ``EVAL_SAMPLES`` x ``dim``, from a stream
+    of their own (seed + 1,000,003) so that they never share draws with training."""
+    return np.random.default_rng(seed + 1_000_003).standard_normal((EVAL_SAMPLES, dim))
+
+
 def _views(cfg: SimConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return toy.toy_views(rng, cfg.samples, cfg.dim, cfg.augmented_dims, cfg.augment_strength, cfg.noisy_views)
 
@@ -521,7 +527,7 @@ def _conservation(cfg: SimConfig, traj: Trajectory) -> list[dict]:
 def analyse(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator, fixed: tuple | None = None) -> dict:
     """Observed outcome and the theory's predictions, as a JSON-ready dict (module doc)."""
     initial, final = [w[0] for w in traj.weights], traj.final
-    x_eval = np.random.default_rng(cfg.seed + 1_000_003).standard_normal((EVAL_SAMPLES, cfg.dim))
+    x_eval = evaluation_inputs(cfg.seed, cfg.dim)
     verdict, var0, var1, observed = collapse_verdict(cfg, initial, final, x_eval)
     with np.errstate(divide="ignore"):
         log0, log1 = np.log10(var0), np.log10(var1)
