@@ -26,20 +26,11 @@ import torch
 from empirical.compare_alignment import alignment_analysis
 from empirical.compare_frozen import frozen_experiment, whiten
 from empirical.compare_x import x_analysis
+from empirical.evaluate import portable_path
 from empirical.features import view_features
 from empirical.linear_maps import SUPPORTED, projector_map
 from theory import COLLAPSE_RTOL, embedding_spectrum
 from theory.io import NonFiniteError, OneLineParser, UserError, run_cli, write_json
-
-
-def _portable(path: str) -> str:
-    """``path`` as a result file records it: relative to the repository when inside it, else the run folder's name
-    and the file's, so that no result holds this machine's directories."""
-    full = os.path.abspath(path)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if os.path.commonpath([full, root]) == root:
-        return os.path.relpath(full, root)
-    return os.path.join(os.path.basename(os.path.dirname(full)), os.path.basename(full))
 
 
 def trained_steps(checkpoint: str, config: dict) -> int | None:
@@ -90,9 +81,9 @@ def compare(
     resid = f["z1"] - z_lin - (f["z1"] - z_lin).mean(axis=0)
     info["r2_of_linear_map"] = float(1 - np.sum(resid**2) / np.sum((f["z1"] - f["z1"].mean(axis=0)) ** 2))
     result = {
-        "checkpoint": _portable(getattr(model, "loaded_from", checkpoint)),
+        "checkpoint": portable_path(getattr(model, "loaded_from", checkpoint)),
         "trained_steps": trained_steps(getattr(model, "loaded_from", checkpoint), config),
-        "config": {**config, "out": _portable(config["out"])} if config.get("out") else config,
+        "config": {**config, "out": portable_path(config["out"])} if config.get("out") else config,
         "samples": len(r1),
         "split": split,
         "seed": seed,

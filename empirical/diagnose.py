@@ -924,9 +924,9 @@ def _load_npy(path: str) -> np.ndarray:
 
 
 def _relative(path: str) -> str:
-    from empirical.evaluate import _portable
+    from empirical.evaluate import portable_path
 
-    return _portable(path)
+    return portable_path(path)
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -60,7 +60,7 @@ SPACE_DOC = {
 # ---- contract used by empirical.compare -----------------------------------------------------------------
 
 
-def _portable(path: str) -> str:
+def portable_path(path: str) -> str:
     """``path`` as a result file records it: relative to the repository when inside it, else the run folder's name
     and the file's, so that no result holds this machine's directories."""
     full = os.path.abspath(path)
@@ -410,7 +410,7 @@ def evaluate(
     yte = labels["test"].numpy()
     keep_te = yte >= 0  # stl10's unlabeled rows
     res: dict = {
-        "checkpoint": _portable(getattr(model, "loaded_from", checkpoint)),
+        "checkpoint": portable_path(getattr(model, "loaded_from", checkpoint)),
         "dataset": data_cfg["dataset"],
         "projector": config["projector"],
         "backbone": config["backbone"],
