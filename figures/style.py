@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import textwrap
 from pathlib import Path
@@ -22,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from theory.io import jsonable  # noqa: E402
+from theory.io import atomic_path, write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 OUT_DIR = REPO / "figures" / "out"
@@ -134,16 +133,6 @@ def fit_titles(fig: plt.Figure) -> None:
                     _wrap_to(title, renderer, 1.02 * ax.bbox.width)
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save(fig: plt.Figure, name: str, data: dict, out_dir: str | os.PathLike | None = None) -> Path:
     """Write ``name``.png/.pdf/.json into ``out_dir`` (default ``figures/out``); return the PNG path."""
     folder = Path(out_dir) if out_dir is not None else OUT_DIR
@@ -151,15 +140,12 @@ def save(fig: plt.Figure, name: str, data: dict, out_dir: str | os.PathLike | No
     png = folder / f"{name}.png"
     fit_titles(fig)
     # metadata without dates or versions: the same data give the same bytes on every rerun
-    _atomic(png, lambda p: fig.savefig(p, format="png", metadata={"Software": None}))
-    _atomic(
-        folder / f"{name}.pdf",
-        lambda p: fig.savefig(
-            p, format="pdf", metadata={"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None}
-        ),
-    )
-    text = json.dumps(jsonable(data), indent=1, allow_nan=False) + "\n"
-    _atomic(folder / f"{name}.json", lambda p: p.write_text(text))
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
+    with atomic_path(folder / f"{name}.pdf") as tmp:
+        fig.savefig(tmp, format="pdf",
+                    metadata={"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None})
+    write_json(folder / f"{name}.json", data)
     plt.close(fig)
     return png
 

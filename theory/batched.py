@@ -45,9 +45,9 @@ from threadpoolctl import threadpool_limits
 from . import toy
 from .dynamics import DIVERGENCE_NORM, Trajectory, end_to_end, forward
 from .experiment import X_BATCHES, SimConfig, _finite_or_none, evaluation_inputs, initial_weights
+from .losses import SWEEP_LOSSES  # noqa: F401  (re-exported: the losses the kernels implement, from the registry)
 from .views import Layout, Streams
 
-SWEEP_LOSSES = ("paper", "dot")
 DTYPES = ("float64", "float32")
 BACKENDS = ("numpy", "torch")
 CONFIG_BLOCK = 32  # most configurations per kernel block

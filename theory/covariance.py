@@ -33,11 +33,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .losses import DEFAULT_TEMPERATURE, paper_weights
+from .losses import DEFAULT_TEMPERATURE, REGISTRY, X_LOSSES, paper_weights
 
 PSD_RTOL = 1e-2
 PSD_ALPHA = 0.01  # family-wise level of the cross-fitted test, and 1 - the confidence of the PSD bound
-COVARIANCE_LOSSES = ("paper", "dot")
+COVARIANCE_LOSSES = X_LOSSES  # the losses with an X: derived from the loss registry
 BOOTSTRAP_DRAWS = 200  # sign-flip draws for the PSD bound's quantile
 MIN_SAMPLES = 4  # two halves of two: the fewest that cross-fit with a held-out spread
 VERDICTS = ("not psd", "psd", "undetermined")
@@ -74,25 +74,47 @@ def contrastive_covariance(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return (X, Sigma0, Sigma1) with X = Sigma0 - Sigma1 and -dL/dW = W X (Lemma 2, Eqn 6-7).
 
-    x, x_aug: (..., N, d) the two views; weight: (..., d_out, d) the end-to-end linear map.
+    x, x_aug: (..., N, d) the two views; weight: (..., d_out, d) the end-to-end linear map. The form of X is the
+    one the loss registry names for ``loss`` (``losses.REGISTRY[loss].x_form``, a key of ``X_FORMS``).
     """
+    form = _x_form(loss)
     x, x_aug, weight = _checked(x, x_aug, weight)
+    return X_FORMS[form](x, x_aug, x @ _t(weight), x_aug @ _t(weight), temperature)
+
+
+def _eqn6_covariance(x, x_aug, z, z_aug, temperature) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lemma 2 (Eqn 6-7) for the paper loss: Sigma0 over alpha-weighted pairs, Sigma1 over the view differences."""
     n = x.shape[-2]
-    z, z_aug = x @ _t(weight), x_aug @ _t(weight)
-    if loss == "paper":
-        alpha = paper_weights(z, z_aug)
-        a_pos = np.diagonal(alpha, axis1=-2, axis2=-1)
-        off = alpha * (1.0 - np.eye(n))
-        sigma0 = _pair_covariance(off, x) / n
-        eps = x_aug - x
-        sigma1 = _t(eps) @ ((1.0 - a_pos)[..., None] * eps) / n
-        return sigma0 - sigma1, sigma0, sigma1
-    if loss == "dot":
-        p = _dot_softmax(z, z_aug, temperature)
-        cov = _dot_x(p, x, x_aug, temperature)
-        sigma0 = _pair_covariance(p, x) / (temperature * n)
-        return cov, sigma0, sigma0 - cov
-    raise ValueError(f"X is defined for the losses {', '.join(COVARIANCE_LOSSES)}, not {loss!r}")
+    alpha = paper_weights(z, z_aug)
+    a_pos = np.diagonal(alpha, axis1=-2, axis2=-1)
+    off = alpha * (1.0 - np.eye(n))
+    sigma0 = _pair_covariance(off, x) / n
+    eps = x_aug - x
+    sigma1 = _t(eps) @ ((1.0 - a_pos)[..., None] * eps) / n
+    return sigma0 - sigma1, sigma0, sigma1
+
+
+def _dot_covariance(x, x_aug, z, z_aug, temperature) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The dot loss's symmetric X, split as Sigma0 (PSD) and Sigma1 = Sigma0 - X (module doc)."""
+    p = _dot_softmax(z, z_aug, temperature)
+    cov = _dot_x(p, x, x_aug, temperature)
+    sigma0 = _pair_covariance(p, x) / (temperature * x.shape[-2])
+    return cov, sigma0, sigma0 - cov
+
+
+# the closed forms of X, by the name a loss's registry entry gives (``LossSpec.x_form``)
+X_FORMS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]] = {
+    "eqn6": _eqn6_covariance,
+    "dot": _dot_covariance,
+}
+
+
+def _x_form(loss: str) -> str:
+    """The registry's X form of ``loss``; ValueError (naming the losses that have one) where it has none."""
+    spec = REGISTRY.get(loss) if isinstance(loss, str) else None
+    if spec is None or spec.x_form is None:
+        raise ValueError(f"X is defined for the losses {', '.join(COVARIANCE_LOSSES)}, not {loss!r}")
+    return spec.x_form
 
 
 def _dot_softmax(z: np.ndarray, z_aug: np.ndarray, temperature: float) -> np.ndarray:
@@ -115,7 +137,7 @@ def contrastive_x(
     temperature: float = DEFAULT_TEMPERATURE,
 ) -> np.ndarray:
     """X alone (``contrastive_covariance(...)[0]``), without the dot loss's Sigma0 and Sigma1."""
-    if loss != "dot":
+    if _x_form(loss) != "dot":
         return contrastive_covariance(x, x_aug, weight, loss, temperature)[0]
     x, x_aug, weight = _checked(x, x_aug, weight)
     p = _dot_softmax(x @ _t(weight), x_aug @ _t(weight), temperature)

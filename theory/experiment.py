@@ -31,7 +31,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from . import toy
-from .covariance import COVARIANCE_LOSSES, PSD_ALPHA, PSDCheck, contrastive_covariance, holm, one_sided_t, x_verdict
+from .covariance import PSD_ALPHA, PSDCheck, contrastive_covariance, holm, one_sided_t, x_verdict
 from .dynamics import (
     ODE_METHODS,
     DivergenceError,
@@ -46,7 +46,7 @@ from .dynamics import (
     scaled_init,
 )
 from .io import jsonable
-from .losses import DEFAULT_TEMPERATURE, LOSSES
+from .losses import DEFAULT_TEMPERATURE, LOSSES, X_LOSSES
 from .predict import adjacent_alignments, conserved_quantities, subspace_overlap
 from .spectrum import COLLAPSE_RTOL, collapse_counts, collapsed_mask, singular_values
 
@@ -186,8 +186,9 @@ def integrate(cfg: SimConfig, progress: bool = False) -> tuple[Trajectory, np.ra
 
 
 def has_covariance(cfg: SimConfig) -> bool:
-    """X exists for the paper and dot losses: of the end-to-end map (linear), of the last layer (ReLU)."""
-    return cfg.loss in COVARIANCE_LOSSES
+    """X exists for the losses the registry gives an X form (paper, dot): of the end-to-end map (linear), of the
+    last layer (ReLU)."""
+    return cfg.loss in X_LOSSES
 
 
 def _last_input(cfg: SimConfig, weights: list[np.ndarray], x: np.ndarray) -> np.ndarray:

@@ -6,10 +6,13 @@ Lives in ``theory`` because it is the one package everything else already import
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import secrets
 import sys
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -31,14 +34,31 @@ def jsonable(obj):
     return obj
 
 
-def write_json(path: str | os.PathLike, obj, indent: int = 1) -> None:
-    """Strict JSON, written to a temporary file and renamed into place: a reader never sees half a file."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """The one atomic writer: yields a temporary path in ``path``'s folder to write to, renamed onto ``path`` when
+    the block succeeds, removed when it raises (``path`` is then left as it was). A reader never sees half a file.
+
+    The temporary name (``.<name>.<random>.tmp``) is unique, so two writers never share it, and it keeps no
+    suffix of ``path``: a writer that picks its format from the name must be told it (``savefig(tmp, format=ext)``).
+    """
     path = os.fspath(path)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(jsonable(obj), f, indent=indent, allow_nan=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj, indent: int = 1) -> None:
+    """Strict JSON, written through ``atomic_path``: a reader never sees half a file."""
+    text = json.dumps(jsonable(obj), indent=indent, allow_nan=False) + "\n"
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write(text)
 
 
 class OneLineParser(argparse.ArgumentParser):

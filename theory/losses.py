@@ -18,9 +18,11 @@ Forms
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
-LOSSES = ("paper", "dot", "ntxent")
 DEFAULT_TEMPERATURE = 0.1
 
 
@@ -162,14 +164,61 @@ def ntxent_loss(
     return loss, g_both[..., :n, :], g_both[..., n:, :]
 
 
+# ---- the one table of losses: every other list of loss names in ``theory`` is derived from it ----------------
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """One loss of the package.
+
+    ``function(z, z_aug[, temperature])`` returns (mean loss, dL/dz, dL/dz_aug); ``uses_temperature`` says whether
+    it takes tau. ``x_form`` names the closed form of the contrastive covariance X (-dL/dW = W X) that
+    ``covariance.contrastive_covariance`` computes for it (a key of ``covariance.X_FORMS``), None where no X
+    exists. ``sweep``: the batched sweep kernels (``batched``, ``torch_kernel``) implement it.
+    """
+
+    name: str
+    function: Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]
+    summary: str
+    uses_temperature: bool
+    x_form: str | None
+    sweep: bool
+
+
+REGISTRY: dict[str, LossSpec] = {
+    spec.name: spec
+    for spec in (
+        LossSpec("paper", paper_loss, "Eqn 2 (-|z_i-z_j|^2/2 logits)", uses_temperature=False,
+                 x_form="eqn6", sweep=True),
+        LossSpec("dot", dot_loss, "official toy code (z.z'/tau)", uses_temperature=True, x_form="dot", sweep=True),
+        LossSpec("ntxent", ntxent_loss, "SimCLR", uses_temperature=True, x_form=None, sweep=False),
+    )
+}
+
+LOSSES = tuple(REGISTRY)  # every loss, in registry order
+X_LOSSES = tuple(name for name, spec in REGISTRY.items() if spec.x_form is not None)  # losses with an X
+SWEEP_LOSSES = tuple(name for name, spec in REGISTRY.items() if spec.sweep)  # losses the batched sweep runs
+TEMPERATURE_LOSSES = tuple(name for name, spec in REGISTRY.items() if spec.uses_temperature)  # losses with a tau
+
+
+def loss_spec(name: str) -> LossSpec:
+    """The registry entry of ``name``; ValueError naming the allowed losses otherwise."""
+    try:
+        return REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown loss {name!r}; allowed: {', '.join(LOSSES)}") from None
+
+
+def loss_help(names: tuple[str, ...] = LOSSES) -> str:
+    """``name: summary`` for each of ``names``, for a ``--loss`` help text."""
+    return "; ".join(f"{name}: {REGISTRY[name].summary}" for name in names)
+
+
 def contrastive_loss(
     z: np.ndarray, z_aug: np.ndarray, loss: str = "paper", temperature: float = DEFAULT_TEMPERATURE
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Dispatch to one of ``LOSSES``; returns (mean loss, dL/dz, dL/dz_aug)."""
-    if loss == "paper":
-        return paper_loss(z, z_aug)
-    if loss == "dot":
-        return dot_loss(z, z_aug, temperature)
-    if loss == "ntxent":
-        return ntxent_loss(z, z_aug, temperature)
-    raise ValueError(f"unknown loss {loss!r}; allowed: {', '.join(LOSSES)}")
+    spec = loss_spec(loss)
+    if spec.uses_temperature:
+        return spec.function(z, z_aug, temperature)
+    return spec.function(z, z_aug)

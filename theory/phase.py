@@ -19,9 +19,10 @@ import warnings
 
 import numpy as np
 
-from .batched import BACKENDS, DTYPES, SWEEP_LOSSES, sweep
+from .batched import BACKENDS, DTYPES, sweep
 from .experiment import SimConfig
-from .io import OneLineParser, UserError, check_budget, run_cli, write_json
+from .io import OneLineParser, UserError, atomic_path, check_budget, run_cli, write_json
+from .losses import SWEEP_LOSSES, TEMPERATURE_LOSSES, loss_help
 
 MAX_GRID_VALUES = 1_000_000  # per axis: a start:stop:count beyond this is refused before it is materialised
 
@@ -66,8 +67,9 @@ def parser() -> argparse.ArgumentParser:
                    help="share of the coordinates that are augmented (default 0.5: 8 of 16)")
     t.add_argument("--samples", type=int, default=128, help="batch size N (default 128)")
     t.add_argument("--steps", type=int, default=2000, help="gd steps (default 2000)")
-    t.add_argument("--loss", choices=SWEEP_LOSSES, default="paper", help="paper (Eqn 2) or dot (official toy code)")
-    t.add_argument("--temperature", type=float, default=0.1, help="tau of the dot loss (default 0.1)")
+    t.add_argument("--loss", choices=SWEEP_LOSSES, default="paper", help=loss_help(SWEEP_LOSSES))
+    tau_losses = " and ".join(n for n in SWEEP_LOSSES if n in TEMPERATURE_LOSSES)
+    t.add_argument("--temperature", type=float, default=0.1, help=f"tau of the {tau_losses} loss (default 0.1)")
     t.add_argument("--noisy-views", type=int, choices=(1, 2), default=1,
                    help="1: x' = x + noise (paper); 2: both views noised (official toy code)")
     t.add_argument("--init", default="orthogonal", help="as theory.simulate --init (default orthogonal)")
@@ -186,8 +188,8 @@ def plot(data: dict, stem: str) -> list[str]:
     paths = []
     for ext in ("png", "pdf"):
         path = f"{stem}.{ext}"
-        fig.savefig(f"{path}.tmp.{ext}", metadata={"CreationDate": None} if ext == "pdf" else None)
-        os.replace(f"{path}.tmp.{ext}", path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, metadata={"CreationDate": None} if ext == "pdf" else None)
         paths.append(path)
     plt.close(fig)
     return paths

@@ -21,7 +21,7 @@ import numpy as np
 from .dynamics import ODE_METHODS, DivergenceError
 from .experiment import INITS, SimConfig, run_experiment
 from .io import NonFiniteError, OneLineParser, UserError, run_cli, write_json
-from .losses import LOSSES
+from .losses import LOSSES, TEMPERATURE_LOSSES, loss_help
 
 
 def _log10s(values: list) -> str:
@@ -238,9 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=int, default=d.layers, help="number of linear layers L")
     p.add_argument("--relu", action="store_true", help="ReLU between layers (paper Fig. 11b)")
     p.add_argument("--samples", type=int, default=d.samples, help="batch size N of the loss")
-    p.add_argument("--loss", choices=LOSSES, default=d.loss,
-                   help="paper: Eqn 2 (-|z_i-z_j|^2/2 logits); dot: official toy code (z.z'/tau); ntxent: SimCLR")
-    p.add_argument("--temperature", type=float, default=d.temperature, help="tau for the dot and ntxent losses")
+    p.add_argument("--loss", choices=LOSSES, default=d.loss, help=loss_help(LOSSES))
+    p.add_argument("--temperature", type=float, default=d.temperature,
+                   help=f"tau for the {' and '.join(TEMPERATURE_LOSSES)} losses")
     p.add_argument("--integrator", choices=("gd", "ode"), default=d.integrator,
                    help="gd: gradient descent, fresh augmentation each step; ode: gradient flow on a fixed sample")
     p.add_argument("--steps", type=int, default=d.steps, help="gd steps (time = steps x lr)")
