@@ -405,23 +405,13 @@ def _resolve_spectrum(args: argparse.Namespace) -> None:
 
 
 def check_device(name: str, flag: str = "--device") -> None:
-    """``UserError`` naming ``flag`` unless ``name`` is a device this machine has (cpu, cuda, cuda:N, mps)."""
-    import torch
+    """``UserError`` naming ``flag`` unless ``name`` is a device this machine has (``theory.torch_kernel``)."""
+    from theory.torch_kernel import check_device as check
 
     try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise UserError(f"{flag} {name!r} is not a device (cpu, cuda, cuda:N or mps)") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"{flag} {name}: CUDA is not available on this machine")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UserError(f"{flag} {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise UserError(f"{flag} {name}: MPS is not available on this machine")
-    elif dev.type != "cpu":
-        raise UserError(f"{flag} {name!r}: training runs on cpu, cuda, cuda:N or mps")
+        check(name, flag)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def _at_least(flag: str, value: int, low: int) -> None:

@@ -21,13 +21,14 @@ from .views import Streams
 
 
 def check_device(name: str | None, flag: str = "--device") -> None:
-    """ValueError naming ``flag`` unless torch can run on ``name`` here (None, cpu, cuda, cuda:N or mps)."""
+    """ValueError naming ``flag`` unless torch can run on ``name`` here (None, cpu, cuda, cuda:N or mps); the one
+    device check of the project (``empirical.config.check_device`` raises it as a user error)."""
     if name is None:
         return
     try:
         dev = torch.device(name)
     except (RuntimeError, ValueError):
-        raise ValueError(f"{flag} {name!r} is not a device: give cpu, cuda, cuda:N or mps") from None
+        raise ValueError(f"{flag} {name!r} is not a device (cpu, cuda, cuda:N or mps)") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"{flag} {name}: CUDA is not available on this machine (use --device cpu)")
@@ -37,7 +38,7 @@ def check_device(name: str | None, flag: str = "--device") -> None:
         if not torch.backends.mps.is_available():
             raise ValueError(f"{flag} {name}: MPS is not available on this machine (use --device cpu)")
     elif dev.type != "cpu":
-        raise ValueError(f"{flag} {name!r}: the torch backend runs on cpu, cuda, cuda:N or mps")
+        raise ValueError(f"{flag} {name!r}: runs are on cpu, cuda, cuda:N or mps")
 
 
 def _t(a: torch.Tensor) -> torch.Tensor:

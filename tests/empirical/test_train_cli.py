@@ -101,7 +101,7 @@ def test_mnist5k_smoke_run_loss_falls(tmp_path):
         (["--compile", "--compile-mode", "none"], "--compile contradicts"),
         (["--compile-mode", "fast"], "invalid choice"),
         (["--device", "foo"], "--device 'foo' is not a device"),
-        (["--device", "meta"], "--device 'meta': training runs on cpu"),
+        (["--device", "meta"], "--device 'meta': runs are on cpu"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, needle):
