@@ -12,14 +12,13 @@ the metadata, temp file + rename), so the same results give the same bytes on ev
 
 from __future__ import annotations
 
-import json
 import os
-import textwrap
 from pathlib import Path
 
 import numpy as np
 
-from theory.io import jsonable
+from empirical.plotting import fit_titles
+from theory.io import atomic_path, write_json
 
 NAMES = ("bridge_growth", "bridge_early_warning", "bridge_depth")
 
@@ -308,43 +307,6 @@ BUILDERS = {"bridge_growth": growth, "bridge_early_warning": early_warning, "bri
 
 # ---- writing ----------------------------------------------------------------------------------------------------
 
-def _wrap_to(text_artist, renderer, max_width: float) -> None:
-    """Re-wrap ``text_artist`` at spaces (keeping its line breaks) until it is at most ``max_width`` pixels wide."""
-    if text_artist.get_window_extent(renderer).width <= max_width:
-        return
-    lines = text_artist.get_text().split("\n")
-    longest = max(len(line) for line in lines)
-    width = max(int(longest * max_width / text_artist.get_window_extent(renderer).width), 8)
-    while width >= 8:
-        text_artist.set_text("\n".join(textwrap.fill(line, width) for line in lines))
-        if text_artist.get_window_extent(renderer).width <= max_width:
-            return
-        width -= 2
-
-
-def fit_titles(fig) -> None:
-    """Wrap every (sup)title wider than its room: an axes title to its axes, the suptitle to the figure."""
-    for _ in range(2):  # wrapping changes the layout, which changes the widths
-        fig.canvas.draw()
-        renderer = fig.canvas.get_renderer()
-        if getattr(fig, "_suptitle", None) is not None and fig._suptitle.get_text():
-            _wrap_to(fig._suptitle, renderer, 0.97 * fig.bbox.width)
-        for ax in fig.get_axes():
-            for title in (ax.title, ax._left_title, ax._right_title):
-                if title.get_text():
-                    _wrap_to(title, renderer, 1.02 * ax.bbox.width)
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save(fig, name: str, data: dict, out_dir: str | os.PathLike) -> list[Path]:
     """Write ``name``.png/.pdf/.json into ``out_dir``; return the three paths (closes ``fig``)."""
     plt = _pyplot()
@@ -354,11 +316,12 @@ def save(fig, name: str, data: dict, out_dir: str | os.PathLike) -> list[Path]:
     with plt.rc_context(RC):
         fit_titles(fig)
         # metadata without dates or versions: the same data give the same bytes on every rerun
-        _atomic(paths[0], lambda p: fig.savefig(p, format="png", metadata={"Software": None}))
-        _atomic(paths[1], lambda p: fig.savefig(p, format="pdf", metadata={
-            "CreationDate": None, "ModDate": None, "Producer": None, "Creator": None}))
-    text = json.dumps(jsonable(data), indent=1, allow_nan=False) + "\n"
-    _atomic(paths[2], lambda p: p.write_text(text))
+        with atomic_path(paths[0]) as tmp:
+            fig.savefig(tmp, format="png", metadata={"Software": None})
+        with atomic_path(paths[1]) as tmp:
+            fig.savefig(tmp, format="pdf", metadata={
+                "CreationDate": None, "ModDate": None, "Producer": None, "Creator": None})
+    write_json(paths[2], data)
     plt.close(fig)
     return paths
 
