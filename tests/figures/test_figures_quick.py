@@ -66,7 +66,8 @@ def test_fig6_singular_values(tmp_path):
     assert fx["max_relative_error"] < 1e-6, "Theorem 3's closed form matches the aligned fixed-X flow"
     assert np.allclose(fx["simulated"], fx["closed_form"], rtol=1e-6)
     inf = d["infonce"]
-    assert inf["x_is_psd"]["initial"], "weak augmentation: X is PSD"
+    assert inf["x_verdict"]["initial"] == "psd", "weak augmentation: X is shown PSD at t = 0"
+    assert inf["x_verdict"]["final"] != "not psd"
     assert inf["collapsed_dims_final"] > 0, "yet the two-layer embedding stays low-rank (Corollary 2)"
     assert inf["collapsed_dims_initial"] == 11, "the paper init starts with 11 of 16 under the rule"
     sv1 = np.asarray(inf["sigma_w1"])
