@@ -24,8 +24,9 @@ def test_linear_projector_x_is_theory_x():
     weight, info = lm.projector_map(proj, "linear", x)
     np.testing.assert_allclose(weight, proj.weight.detach().double().numpy())
     assert info["kind"] == "exact"
-    samples = cx.batched_x(x, x_aug, weight, 64)
-    direct = [contrastive_covariance(x[s : s + 64], x_aug[s : s + 64], weight)[0] for s in range(0, 256, 64)]
+    samples = cx.batched_x(x, x_aug, weight, 64)  # 256 pairs: batches of 8, so that there are 32 for the test
+    assert cx.x_batch(64, 256) == 8 and len(samples) == cx.MIN_BATCHES == 32
+    direct = [contrastive_covariance(x[s : s + 8], x_aug[s : s + 8], weight)[0] for s in range(0, 256, 8)]
     np.testing.assert_allclose(samples, np.stack(direct), rtol=1e-12, atol=1e-12)
     # full-rank features: the support basis is a rotation, so X's eigenvalues are those of theory's X in r-space
     res = cx.x_analysis(x, x_aug, x @ weight.T, weight, 64, 0.1)
@@ -34,6 +35,6 @@ def test_linear_projector_x_is_theory_x():
         res["trained"]["eigenvalues"], np.linalg.eigvalsh(np.mean(direct, 0))[::-1], rtol=1e-9, atol=1e-12
     )
     apriori = np.mean(
-        [contrastive_covariance(x[s : s + 64], x_aug[s : s + 64], 0 * weight)[0] for s in range(0, 256, 64)], 0
+        [contrastive_covariance(x[s : s + 8], x_aug[s : s + 8], 0 * weight)[0] for s in range(0, 256, 8)], 0
     )
     np.testing.assert_allclose(res["apriori"]["eigenvalues"], np.linalg.eigvalsh(apriori)[::-1], atol=1e-12)
