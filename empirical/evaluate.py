@@ -523,6 +523,9 @@ def table(res: dict) -> str:
         )
     if "linear_r_head" in res:
         lines.append(f"  linear probe on r[:d0] only: top-1 {100 * res['linear_r_head']['top1']:.2f}")
+    lines.append(f"  collapsed = covariance singular values <= 1e-3 x the largest, on all {res['n_test']} test images "
+                 "(eval-mode features); training's closing summary counts the first --spectrum-samples held-out "
+                 "images, so the two can differ")
     lines.append(f"  {'space':8s} {'dim':>5s} {'collapsed':>9s} {'eff.rank':>9s} {'RankMe':>8s}")
     for name, s in res["spectra"].items():
         lines.append(
