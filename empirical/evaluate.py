@@ -374,6 +374,24 @@ def spectrum_summary(x: np.ndarray, name: str) -> dict:
 # ---- the whole evaluation -----------------------------------------------------------------------------------
 
 
+def step0_collapsed(checkpoint: str, config: dict) -> dict | None:
+    """The collapsed counts of the run's step-0 spectrum (spectra.jsonl beside the checkpoint, training's
+    first --spectrum-samples held-out images), the baseline of the trained counts; None when not logged."""
+    from theory.spectrum import n_collapsed
+
+    path = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "spectra.jsonl")
+    try:
+        with open(path) as f:
+            first = json.loads(f.readline())
+    except (OSError, ValueError):
+        return None
+    if first.get("step") != 0:
+        return None
+    counts = {k[len("log10_"):]: int(n_collapsed(10.0 ** np.asarray(v, dtype=float))) for k, v in first.items()
+              if k.startswith("log10_") and v}
+    return {**counts, "images": config.get("spectrum_samples")}
+
+
 def evaluate(
     checkpoint: str,
     dataset: str | None = None,
@@ -419,6 +437,7 @@ def evaluate(
         "n_test": int(keep_te.sum()),
         "spectrum_split": "test",
         "spectra": {name: spectrum_summary(x, name) for name, x in feats["test"].items()},
+        "collapsed_step0": step0_collapsed(getattr(model, "loaded_from", checkpoint), config),
     }
     if not spectra_only:
         ytr = labels["train"].numpy()
@@ -532,6 +551,12 @@ def table(res: dict) -> str:
             f"  {name:8s} {s['dim']:5d} {s['n_collapsed']:9d} {s['effective_rank']:9.2f} {s['rankme']:8.2f}"
             f"   {s['space']}"
         )
+    base = res.get("collapsed_step0")
+    if base:
+        lines.append(f"  at step 0 (training's spectra.jsonl, the first {base['images']} held-out images): "
+                     + ", ".join(f"{k} {v} collapsed" for k, v in base.items() if k != "images"))
+    else:
+        lines.append("  at step 0: not logged by this run (runs log their step-0 spectrum in spectra.jsonl)")
     return "\n".join(lines)
 
 

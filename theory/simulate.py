@@ -316,6 +316,9 @@ def _main(argv: list[str] | None) -> int:
         print(summary(result), flush=True)
     if args.plot is not None:
         plot_trajectory(result, args.plot)
+    written = [p for p in (args.json, args.plot) if p is not None]
+    if written and not args.quiet:
+        print(f"wrote {', '.join(written)}", flush=True)
     return 0
 
 

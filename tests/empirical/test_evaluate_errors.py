@@ -108,3 +108,18 @@ def test_plot_accepts_pdf_and_labels_the_display_floor(tiny_run, tmp_path, monke
     plt.close(figures[0])
     floor = [t for t in labels if "display floor" in t]
     assert floor and all("at or below" in t for t in floor), labels
+
+
+def test_step0_counts_read_from_the_runs_spectra(tmp_path):
+    """The trained counts stand beside the step-0 ones: 3 of the 5 log10 values lie 3 or more decades below the
+    largest; a run without a step-0 row gives None."""
+    import json as _json
+
+    from empirical.evaluate import step0_collapsed
+
+    (tmp_path / "spectra.jsonl").write_text(_json.dumps({"step": 0, "log10_z": [0.0, -1.0, -3.0, -5.0, -9.0],
+                                                         "log10_r": [-2.0, -2.5]}) + "\n")
+    got = step0_collapsed(str(tmp_path / "final.pt"), {"spectrum_samples": 256})
+    assert got == {"z": 3, "r": 0, "images": 256}
+    (tmp_path / "spectra.jsonl").write_text(_json.dumps({"step": 150, "log10_z": [0.0]}) + "\n")
+    assert step0_collapsed(str(tmp_path / "final.pt"), {}) is None
