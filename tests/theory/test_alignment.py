@@ -1,4 +1,4 @@
-"""Theorem 2's alignment score with power (``theory.predict.layer_alignment``, issue 16 item 4).
+"""Theorem 2's alignment score with power (``theory.predict.layer_alignment``): aligned, chance and spread.
 
 The headline ``score`` is the chance-corrected von Neumann score (see ``theory.predict.Alignment``):
 1 for aligned layers, 0 in expectation for Haar-random singular vectors at the same spectra, with an exact
