@@ -240,7 +240,7 @@ def _sigma_slopes(result: dict, settings: dict, depths: list[int]) -> str:
 
 
 def depth(result: dict):
-    """Left: collapsed dimensions at the end per depth (mean +- s.e. over seeds); right: gap-grouped alignment
+    """Left: collapsed dimensions at the end per depth (mean +- s.e. over seeds); right: alignment (chance-corrected)
     of adjacent layers over training per depth, beside its chance level (dashed)."""
     tables = result["depth"]
     plt = _pyplot()
@@ -281,9 +281,9 @@ def depth(result: dict):
                 ax_a.plot(f, c, color=color, ls="--", lw=0.8)
                 ends.append((r["depth"], m[-1], c[-1]))
             ax_a.set(title="alignment of adjacent layers (dashed: chance)", xlabel="training time (fraction)",
-                     ylabel="gap-grouped alignment", ylim=(-0.02, 1.02))
+                     ylabel="alignment (chance-corrected)", ylim=(-0.02, 1.02))
             if ax_a.lines:
-                ax_a.legend(loc="lower right")
+                ax_a.legend(loc="upper left")  # the curves rise from 0: the top left stays free
             else:  # a one-layer projector has no adjacent pair
                 ax_a.text(0.5, 0.5, "no adjacent layers at this depth", transform=ax_a.transAxes, ha="center",
                           color="grey")

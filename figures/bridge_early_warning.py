@@ -1,7 +1,7 @@
 """Theorem 1 as an early warning: does X at an early step rank the directions that are collapsed at the end?
 
-Reads ``results/bridge-verdicts/bridge.json`` (never trains): the one-layer settings monitored on 31
-image-disjoint batches, where the three-outcome X test has its power. Per group of seeds: the AUC of -v^T X v (X at each
+Reads ``results/bridge-verdicts/bridge.json`` (never trains): every setting monitored on 31 image-disjoint
+batches, where the three-outcome X test has its power. Per group of seeds: the AUC of -v^T X v (X at each
 monitor step) for the end map's collapsed directions, beside the baseline (the weakest directions of the map at
 that step) and chance 0.5; and the subspace overlap of X's lowest eigenvectors with the collapsed set, beside
 the baseline and a random subspace. Where the results have it, the early-trend baseline (the directions that
@@ -29,7 +29,7 @@ def draw(result: dict, out_dir=None) -> dict:
 
 
 def main(quick: bool = False, out_dir=None) -> dict:
-    return draw(load(RESULTS), out_dir)
+    return draw(load(), out_dir)
 
 
 if __name__ == "__main__":

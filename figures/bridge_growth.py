@@ -1,11 +1,12 @@
 """Lemma 2 during training: predicted vs observed change of log sigma_i between monitor steps.
 
-Reads ``results/bridge/bridge.json`` (``python -m empirical.bridge RUN ... --out results/bridge``; never
-trains). One panel per group of seeds (loss, optimizer, depth): every projector singular value of every
-interval, predicted step x (v_i^T X v_i - lambda) against the observed change, coloured by training time,
-with the identity line; the title gives Spearman and slope (mean +- s.e. over seeds) beside chance and the
-persistence baseline, and, where the results have them, the momentum-history prediction, the within-interval
-medians of the prediction and of persistence, and the comparison in sigma itself (no division by sigma).
+Reads ``results/bridge-verdicts/bridge.json`` (made by ``results/bridge-verdicts/run.sh`` and
+``run_depth.sh``: the monitor on 31 image-disjoint batches, 3 seeds of every setting; never trains). One panel
+per group of seeds (loss, optimizer, depth): every projector singular value of every interval, predicted
+step x (v_i^T X v_i - lambda) against the observed change, coloured by training time, with the identity line;
+the title gives Spearman and slope (mean +- s.e. over seeds) beside chance and the persistence baseline, and,
+where the results have them, the momentum-history prediction, the within-interval medians of the prediction
+and of persistence, and the comparison in sigma itself (no division by sigma).
 The drawing lives in ``empirical.bridge_plots`` (shipped with the package, used by ``empirical.bridge``).
 """
 
@@ -19,7 +20,7 @@ from empirical.bridge_plots import fmt, group_label  # noqa: F401 (shared with t
 from figures import style
 
 NAME = "bridge_growth"
-RESULTS = os.path.join(style.REPO, "results", "bridge")
+RESULTS = os.path.join(style.REPO, "results", "bridge-verdicts")
 
 
 def load(root: str = RESULTS) -> dict:
