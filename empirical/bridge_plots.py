@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from empirical.plotting import fit_titles
+from empirical.plotting import RC, fit_titles
 from theory.io import atomic_path, write_json
 
 NAMES = ("bridge_growth", "bridge_early_warning", "bridge_depth")
@@ -28,23 +28,6 @@ AUGMENTED = "#d62728"
 PREDICTION = "black"
 LAYER_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd")
 SEQUENTIAL = "viridis"
-RC = {
-    "figure.dpi": 110,
-    "savefig.dpi": 150,
-    "font.size": 9,
-    "axes.titlesize": 9,
-    "axes.labelsize": 9,
-    "legend.fontsize": 7.5,
-    "legend.framealpha": 0.85,
-    "xtick.labelsize": 8,
-    "ytick.labelsize": 8,
-    "axes.grid": True,
-    "grid.alpha": 0.25,
-    "lines.linewidth": 1.3,
-    "figure.constrained_layout.use": True,
-    "svg.hashsalt": "dimcollapse",
-    "pdf.fonttype": 42,
-}
 
 
 class NoFigure(RuntimeError):

@@ -1,8 +1,27 @@
-"""Plot plumbing shared by the figures and the installed commands (torch-free): titles fitted to their room."""
+"""Plot plumbing shared by the figures and the installed commands (torch-free): the project's matplotlib look
+(``RC``) and titles fitted to their room."""
 
 from __future__ import annotations
 
 import textwrap
+
+RC = {  # the gallery's look: same settings, same bytes, wherever a figure is drawn
+    "figure.dpi": 110,
+    "savefig.dpi": 150,
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "axes.labelsize": 9,
+    "legend.fontsize": 7.5,
+    "legend.framealpha": 0.85,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "axes.grid": True,
+    "grid.alpha": 0.25,
+    "lines.linewidth": 1.3,
+    "figure.constrained_layout.use": True,
+    "svg.hashsalt": "dimcollapse",
+    "pdf.fonttype": 42,
+}
 
 
 def _wrap_to(text_artist, renderer, max_width: float) -> None:

@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from empirical.plotting import fit_titles  # noqa: E402
+from empirical.plotting import RC, fit_titles  # noqa: E402
 from theory.io import atomic_path, write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,25 +33,7 @@ LAYER_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd")
 SEQUENTIAL = "viridis"  # one colour per augmentation strength / depth
 HEATMAP = "magma"
 
-plt.rcParams.update(
-    {
-        "figure.dpi": 110,
-        "savefig.dpi": 150,
-        "font.size": 9,
-        "axes.titlesize": 9,
-        "axes.labelsize": 9,
-        "legend.fontsize": 7.5,
-        "legend.framealpha": 0.85,
-        "xtick.labelsize": 8,
-        "ytick.labelsize": 8,
-        "axes.grid": True,
-        "grid.alpha": 0.25,
-        "lines.linewidth": 1.3,
-        "figure.constrained_layout.use": True,
-        "svg.hashsalt": "dimcollapse",
-        "pdf.fonttype": 42,
-    }
-)
+plt.rcParams.update(RC)
 
 
 class MissingResults(RuntimeError):
