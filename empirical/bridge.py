@@ -518,8 +518,7 @@ def instantaneous(run: Run, rng: np.random.Generator) -> dict:
         "max_abs_predicted": float(abs_pred.max()) if len(pred) else None,
         "p99_abs_predicted": float(np.quantile(abs_pred, 0.99)) if len(pred) else None,
         # 4 significant digits are more than a scatter plot resolves and keep bridge.json small
-        "scatter": {k: _significant(v[keep]) for k, v in (("predicted", pred), ("observed", obs), ("time", when),
-                                                          ("predicted_history", hist))},
+        "scatter": {k: _significant(v[keep]) for k, v in (("predicted", pred), ("observed", obs), ("time", when))},
     }
 
 

@@ -1,7 +1,7 @@
 """Lemma 2 during training: predicted vs observed change of log sigma_i between monitor steps.
 
-Reads ``results/bridge-verdicts/bridge.json`` (made by ``results/bridge-verdicts/run.sh`` and
-``run_depth.sh``: the monitor on 31 image-disjoint batches, 3 seeds of every setting; never trains). One panel
+Reads ``results/bridge-verdicts/bridge.json`` (made by ``results/bridge-verdicts/run.sh``: the
+monitor on 31 image-disjoint batches, 3 seeds of every setting; never trains). One panel
 per group of seeds (loss, optimizer, depth): every projector singular value of every interval, predicted
 step x (v_i^T X v_i - lambda) against the observed change, coloured by training time, with the identity line;
 the title gives Spearman and slope (mean +- s.e. over seeds) beside chance and the persistence baseline, and,
