@@ -142,6 +142,14 @@ def _optimization_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=int, default=10, help="default 10")
     g.add_argument("--batch-size", type=int, default=256, help="global batch, split over ranks (default 256)")
     g.add_argument(
+        "--full-batch",
+        action="store_true",
+        help="full-batch gradient descent on a fixed loss: every step is one batch of all the training images in "
+        "a fixed order, each with one pair of views augmented once (from --seed) and kept for the whole run; "
+        "--batch-size must equal the training set's size, one process only. The monitor then uses exactly "
+        "these pairs as one batch, so its X is the step's own (Lemma 2 with no sampling noise)",
+    )
+    g.add_argument(
         "--optimizer", default="lars", choices=OPTIMIZERS, help="default lars (the official recipe's)"
     )
     g.add_argument(
@@ -243,8 +251,9 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--monitor-images",
         choices=("heldout", "train"),
-        default="heldout",
-        help="images the monitor's pairs are drawn from (default heldout). The held-out split of an in-memory "
+        default=None,
+        help="images the monitor's pairs are drawn from (default heldout; train with --full-batch, which "
+        "monitors the training pairs themselves). The held-out split of an in-memory "
         "set may be too small for 32 image-disjoint batches (mnist5k: 1,000 images, 7 batches of 128); 'train' "
         "draws them from the training images, the data the loss's X is about (image folders always use "
         "held-out images)",
@@ -330,6 +339,10 @@ def _check_batch(args: argparse.Namespace, world: int) -> None:
         )
     if args.batch_size % world:
         raise UserError(f"--batch-size {args.batch_size} is not divisible by the {world} ranks")
+    if args.full_batch and world > 1:
+        raise UserError(f"--full-batch runs in one process, got {world} ranks")
+    if args.full_batch and args.dataset == "imagefolder":
+        raise UserError("--full-batch needs an in-memory --dataset (not imagefolder)")
     if args.batch_size // world < 2 and args.projector == "mlp":
         raise UserError(
             "--batch-size per rank must be at least 2 for the BatchNorm layers of the mlp projector"
@@ -373,6 +386,10 @@ def _check_ranges(args: argparse.Namespace) -> None:
 
 
 def _resolve_monitor(args: argparse.Namespace) -> None:
+    if args.full_batch:
+        _resolve_full_batch_monitor(args)
+    if args.monitor_images is None:
+        args.monitor_images = "heldout"
     if args.monitor_pairs is None:
         args.monitor_pairs = 32 * args.batch_size
     if not args.monitor_every:
@@ -387,6 +404,18 @@ def _resolve_monitor(args: argparse.Namespace) -> None:
             f"--monitor-pairs {args.monitor_pairs} must be at least the batch size {args.batch_size} "
             "(X is estimated on batches of the training size; 32 or more give the PSD test its power)"
         )
+
+
+def _resolve_full_batch_monitor(args: argparse.Namespace) -> None:
+    """--full-batch monitors the step's own pairs: all of them, from the training images."""
+    if args.monitor_images == "heldout":
+        raise UserError("--monitor-images heldout: with --full-batch the monitor uses the training pairs (train)")
+    if args.monitor_pairs not in (None, args.batch_size):
+        raise UserError(
+            f"--monitor-pairs {args.monitor_pairs}: with --full-batch the monitor uses the {args.batch_size} "
+            "training pairs of every step (leave --monitor-pairs out)"
+        )
+    args.monitor_images, args.monitor_pairs = "train", args.batch_size
 
 
 def _resolve_spectrum(args: argparse.Namespace) -> None:
@@ -447,6 +476,7 @@ TRAJECTORY_KEYS = (
     "loss",
     "temperature",
     "batch_size",
+    "full_batch",
     "optimizer",
     "lr",
     "weight_decay",
@@ -485,6 +515,7 @@ class RunConfig:
     temperature: float
     epochs: int
     batch_size: int
+    full_batch: bool
     optimizer: str
     lr: float
     weight_decay: float

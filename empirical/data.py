@@ -257,6 +257,12 @@ def memory_batches(
         yield Batch(step, x, x, train.labels.index_select(0, idx), cropped=False)
 
 
+def full_batches(train: Split, start: int, total: int) -> Iterator[Batch]:
+    """Every step the whole in-memory training set in its stored order (full-batch gradient descent)."""
+    for step in range(start, total):
+        yield Batch(step, train.images, train.images, train.labels, cropped=False)
+
+
 # ---- image folders (ImageNet layout: DIR/train/<class>/*.jpg, DIR/val/<class>/*.jpg) ----------------------
 
 

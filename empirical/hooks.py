@@ -312,7 +312,11 @@ class MonitorHook(Hook):
     def start(self, run, state) -> None:
         c = run.config
         self.log = MonitorLog(c.out, resume_step=run.start if run.resume else -1)
-        pairs = monitor_pairs(run.data.monitor_images.to(run.device), run.recipes, c.image_size, c.monitor_pairs)
+        if run.fixed_views is not None:  # --full-batch: the step's own pairs, so X is the step's own
+            pairs = run.fixed_views
+        else:
+            pairs = monitor_pairs(run.data.monitor_images.to(run.device), run.recipes, c.image_size,
+                                  c.monitor_pairs)  # fmt: skip
         if c.channels_last:
             pairs = tuple(v.contiguous(memory_format=torch.channels_last) for v in pairs)
         self.pairs = pairs

@@ -43,6 +43,7 @@ from empirical.data import (
     Split,
     folder_batches,
     folder_heldout,
+    full_batches,
     load_memory_dataset,
     memory_batches,
 )
@@ -219,6 +220,8 @@ class Schedule:
 def make_schedule(config: RunConfig, n_train: int, notes: bool = True) -> Schedule:
     """The schedule of ``config`` on ``n_train`` images; ``notes``: say when --max-steps is capped."""
     steps_per_epoch = n_train // config.batch_size
+    if config.full_batch and config.batch_size != n_train:
+        raise UserError(f"--full-batch needs --batch-size {n_train} (the training images), got {config.batch_size}")
     if steps_per_epoch < 1:
         raise UserError(f"--batch-size {config.batch_size} is larger than the {n_train} training images")
     total = config.epochs * steps_per_epoch
@@ -254,6 +257,8 @@ class Data:
             return folder_batches(
                 self.folder, start, stop, c.batch_size, rank, world, c.seed, c.workers, device, c.decode
             )
+        if c.full_batch:
+            return full_batches(self.train, start, stop)
         return memory_batches(self.train, start, stop, c.batch_size, rank, world, c.seed)
 
 
@@ -310,7 +315,8 @@ class Run:
     """Everything a training loop needs (``build_run``). ``model`` is the module itself (weights, checkpoints,
     the monitor), ``net`` what the step runs (``model`` or its DDP wrapper). ``record``: config.json (the
     checkpoint's own record on a resume). ``start``: the first step; ``resume``: the checkpoint's path and
-    extras (the open metrics row) when resumed, else empty. ``finished``: why there is nothing to train."""
+    extras (the open metrics row) when resumed, else empty. ``finished``: why there is nothing to train.
+    ``fixed_views``: --full-batch's two views of every training image, augmented once and used at every step."""
 
     config: RunConfig
     device: torch.device
@@ -331,6 +337,7 @@ class Run:
     eager_step: Callable | None = None
     step_fn: CompiledOrEager | None = None
     prefetcher: Prefetcher | None = None
+    fixed_views: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def main(self) -> bool:
@@ -339,7 +346,7 @@ class Run:
     def batches(self) -> Iterator[Batch]:
         """This rank's batches from ``start`` to the schedule's stop (--prefetch: parameters drawn ahead)."""
         c = self.config
-        if c.prefetch:  # every batch has the same rows (drop-last epochs), as the prefetcher needs
+        if c.prefetch and not c.full_batch:  # every batch has the same rows (drop-last epochs), as the prefetcher needs
             memory = self.data.train is not None
             src_hw = tuple(self.data.train.images.shape[-2:]) if memory else (c.image_size, c.image_size)
             local = c.batch_size // self.world
@@ -355,8 +362,11 @@ class Run:
         if c.projector == "random-subset":
             self.model.projector.set_step(batch.step)
         offset = self.rank * (c.batch_size // self.world)
-        v1, v2 = make_views(batch, self.recipes, c.image_size, c.seed, c.batch_size, offset, c.channels_last,
-                            self.prefetcher)  # fmt: skip
+        if self.fixed_views is not None:
+            v1, v2 = self.fixed_views
+        else:
+            v1, v2 = make_views(batch, self.recipes, c.image_size, c.seed, c.batch_size, offset, c.channels_last,
+                                self.prefetcher)  # fmt: skip
         if before_update is not None:
             return self.eager_step(v1, v2, batch.labels, False, before_update)
         return self.step_fn(v1, v2, batch.labels)
@@ -393,6 +403,10 @@ def build_run(
     recipes = recipe(config.augment, config.augment_strength, config.image_size)
     run = Run(config, device, rank, world, data, schedule, model, model, optimizer, scaler, AMP[config.precision],
               recipes, config.record(**derived))  # fmt: skip
+    if config.full_batch:  # drawn from the seed alone, so a resumed run gets the same views
+        whole = next(full_batches(data.train, 0, 1))
+        run.fixed_views = tuple(make_views(whole, recipes, config.image_size, config.seed, config.batch_size, 0,
+                                           config.channels_last))  # fmt: skip
     if config.resume:
         restore(run, derived)
     if config.optimizer == "lars":
