@@ -77,6 +77,8 @@ def _significant(values: np.ndarray, digits: int = 4) -> np.ndarray:
         scale = 10.0 ** (digits - 1 - np.floor(np.log10(np.abs(values))))
     scale = np.where(np.isfinite(scale), scale, 1.0)
     return np.round(values * scale) / scale
+
+
 # settings that define a group of seeds (whichever the config has)
 SETTINGS = ("dataset", "backbone", "projector", "projector_layers", "loss", "temperature", "optimizer", "lr",
             "momentum", "weight_decay", "batch_size", "epochs", "max_steps", "augment", "augment_strength")
@@ -356,6 +358,140 @@ def _medians(values: np.ndarray, obs: np.ndarray, interval: np.ndarray, mask=Non
     return (float(np.median([v for _, v in scored])) if scored else None), [k for k, _ in scored]
 
 
+@dataclass
+class _Interval:
+    """Interval k between the monitor rows r0 and r1, with the per-layer factors of its predictions."""
+
+    k: int
+    r0: dict
+    r1: dict
+    steps: np.ndarray  # effective step x step factor (LARS: the trust ratio at r0)
+    trust: np.ndarray  # q_l averaged over the interval (``interval_trust``; 1 for SGD)
+    kernel: np.ndarray  # c_kj, j = 0 .. k (``momentum_kernel``)
+
+
+@dataclass
+class _Points:
+    """Prediction (a)'s points: one array per interval and layer while collecting, one array each once pooled.
+
+    pred = step_l (rate_i - lambda); obs, rank_obs: the matched and the rank-matched change of log sigma_i;
+    base: the previous interval's obs (persistence; NaN in the first); exact: pred with the exact gradient's
+    rates; hist: the momentum-history prediction; pred_q: pred with the interval's mean trust ratio;
+    sig0 = sigma_i(t0); alive: sigma_i^2 > COLLAPSE_RTOL sigma_max^2 at t0; when = t0 / last step;
+    interval = k; e2e_*: the end-to-end map's pred, obs and hist.
+    """
+
+    pred: list = field(default_factory=list)
+    obs: list = field(default_factory=list)
+    rank_obs: list = field(default_factory=list)
+    base: list = field(default_factory=list)
+    exact: list = field(default_factory=list)
+    hist: list = field(default_factory=list)
+    pred_q: list = field(default_factory=list)
+    sig0: list = field(default_factory=list)
+    alive: list = field(default_factory=list)
+    when: list = field(default_factory=list)
+    interval: list = field(default_factory=list)
+    e2e_pred: list = field(default_factory=list)
+    e2e_obs: list = field(default_factory=list)
+    e2e_hist: list = field(default_factory=list)
+
+    def pooled(self) -> _Points:
+        """Each field's parts concatenated (None for one never filled: ``exact`` without exact rates)."""
+        return _Points(**{name: np.concatenate(parts) if parts else None for name, parts in vars(self).items()})
+
+
+def _rates(values: list) -> np.ndarray:
+    return np.asarray([np.nan if v is None else v for v in values], float)
+
+
+def _per_sigma(u: np.ndarray, m: np.ndarray, vt: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """u_i^T M v_i / sigma_i for every singular triple (u_i, sigma_i, v_i)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.einsum("ki,kj,ij->i", u, m, vt) / s
+
+
+class _Collector:
+    """Gathers prediction (a)'s points over a run's intervals, with what carries from one interval to the next:
+    the previous observed change (persistence) and the earlier rows' D_j = -dL/dW_l - lambda W_l and trust
+    ratios (the momentum buffer's history)."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.lam = float(run.config.get("weight_decay", 0.0))
+        self.last = run.rows[-1]["step"]
+        self.has_exact = all("rate_exact" in layer for row in run.rows for layer in row["layers"])
+        self.points = _Points()
+        self.prev_obs: dict[int, np.ndarray] = {}
+        self.grads: dict[int, list[np.ndarray]] = {}  # row index -> per-layer D_j, while in the buffer's memory
+        self.trusts: list[np.ndarray] = []
+
+    def past(self, k: int, kernel: np.ndarray) -> list[np.ndarray | None]:
+        """Per layer sum_{j<k} c_kj q_j D_j: the earlier rows' part of the displacement (None: none in memory)."""
+        run = self.run
+        past = [None] * run.depth
+        for j in np.nonzero(kernel[:k])[0]:
+            if j not in self.grads:
+                self.grads[j] = neg_gradients(run, run.rows[j])
+            for ell in range(run.depth):
+                term = kernel[j] * self.trusts[j][ell] * self.grads[j][ell]
+                past[ell] = term if past[ell] is None else past[ell] + term
+        for j in [j for j in self.grads if j < k and kernel[j] == 0]:
+            del self.grads[j]  # out of the buffer's memory
+        return past
+
+    def add(self, iv: _Interval) -> None:
+        self.trusts.append(iv.trust)
+        past = self.past(iv.k, iv.kernel)
+        a0 = self.run.arrays(iv.r0)
+        ws = [a0[f"w{ell}"] for ell in range(self.run.depth)]
+        gains, ranks, e2e = observed_changes(self.run, iv.r0, iv.r1)
+        for ell, layer in enumerate(iv.r0["layers"]):
+            self._add_layer(iv, ell, layer, ws[ell], past[ell], gains[ell], ranks[ell])
+        self._add_end_to_end(iv, ws, past, e2e)
+
+    def _add_layer(self, iv: _Interval, ell: int, layer: dict, w: np.ndarray, past: np.ndarray | None,
+                   obs: np.ndarray, rank_obs: np.ndarray) -> None:
+        """One layer's points: pred = step_l (rate_i - lambda), hist = c_kk q_k (rate_i - lambda)
+        + u_i^T past_l v_i / sigma_i."""
+        p = self.points
+        rate = _rates(layer["rate"]) - self.lam
+        pred = iv.steps[ell] * rate
+        hist = iv.kernel[iv.k] * iv.trust[ell] * rate
+        if past is not None:
+            u, s, vt = np.linalg.svd(w, full_matrices=False)
+            hist = hist + _per_sigma(u, past, vt, s)
+        base = self.prev_obs.get(ell, np.full_like(obs, np.nan))
+        self.prev_obs[ell] = obs
+        ok = np.isfinite(obs) & np.isfinite(pred) & np.isfinite(rank_obs)
+        if self.has_exact:
+            exact = iv.steps[ell] * (_rates(layer["rate_exact"]) - self.lam)
+            ok &= np.isfinite(exact)
+            p.exact.append(exact[ok])
+        sigma = np.asarray(layer["sigma"], float)
+        alive = sigma**2 > COLLAPSE_RTOL * np.max(sigma**2) if np.max(sigma) > 0 else np.zeros(len(sigma), bool)
+        p.pred.append(pred[ok]), p.obs.append(obs[ok]), p.rank_obs.append(rank_obs[ok]), p.base.append(base[ok])
+        p.when.append(np.full(ok.sum(), iv.r0["step"] / self.last)), p.interval.append(np.full(ok.sum(), iv.k))
+        p.hist.append(hist[ok]), p.pred_q.append((iv.kernel.sum() * iv.trust[ell] * rate)[ok])
+        p.sig0.append(sigma[ok]), p.alive.append(alive[ok])
+
+    def _add_end_to_end(self, iv: _Interval, ws: list[np.ndarray], past: list, obs: np.ndarray) -> None:
+        """The end map's points: pred_i = sum_l step_l (c_li - lambda), its history through
+        sum_l P_l past_l Q_l."""
+        run, p = self.run, self.points
+        by_layer = np.asarray(iv.r0["end_to_end"]["rate_by_layer"], dtype=np.float64) - self.lam
+        pred = np.sum(iv.steps[:, None] * by_layer, axis=0)
+        hist = np.sum(iv.kernel[iv.k] * iv.trust[:, None] * by_layer, axis=0)
+        if any(m is not None for m in past):
+            d = ws[0].shape[1]
+            flow = sum(_chain(ws, ell + 1, run.depth, ws[ell].shape[0]) @ m @ _chain(ws, 0, ell, d)
+                       for ell, m in enumerate(past) if m is not None)
+            u, s, vt = np.linalg.svd(_chain(ws, 0, run.depth, d), full_matrices=False)
+            hist = hist + _per_sigma(u, flow, vt, s)
+        ok = np.isfinite(obs) & np.isfinite(pred)
+        p.e2e_pred.append(pred[ok]), p.e2e_obs.append(obs[ok]), p.e2e_hist.append(hist[ok])
+
+
 def instantaneous(run: Run, rng: np.random.Generator) -> dict:
     """Prediction (a) for one run: pooled over layers, singular values and intervals.
 
@@ -375,79 +511,39 @@ def instantaneous(run: Run, rng: np.random.Generator) -> dict:
                        comparison at sigma_i^2 <= COLLAPSE_RTOL sigma_max^2 of the layer at t0, where the rate
                        divides by a near-zero sigma.
     """
-    lam = float(run.config.get("weight_decay", 0.0))
-    last = run.rows[-1]["step"]
-    pred, obs, rank_obs, base, when, interval, exact = [], [], [], [], [], [], []
-    hist, pred_q, sig0, alive = [], [], [], []
-    has_exact = all("rate_exact" in layer for row in run.rows for layer in row["layers"])
-    e2e_pred, e2e_obs, e2e_hist = [], [], []
-    how = None
-    prev_obs: dict = {}
+    collector = _Collector(run)
     starts = [r["step"] for r in run.rows]
-    grads: dict[int, list[np.ndarray]] = {}  # row index -> per-layer -dL/dW_l - lambda W_l (earlier rows)
-    trusts, trust_how, shares = [], set(), []
+    shares, trust_how, how = [], set(), None
     for k, (r0, r1) in enumerate(zip(run.rows[:-1], run.rows[1:], strict=True)):
         factor, how = step_factors(run, r0)
         if factor is None:
             return {"skipped": how}
         eff = effective_step(run, r0["step"], r1["step"], r1)
-        steps = eff * factor
-        q_k, q_how = interval_trust(run, r0, r1)
-        trusts.append(q_k)
-        trust_how.add(q_how)
+        trust, trust_kind = interval_trust(run, r0, r1)
+        trust_how.add(trust_kind)
         kernel = momentum_kernel(run, starts, k, r1)
         shares.append(1.0 - kernel[k] / eff if eff > 0 else 0.0)
-        # the earlier rows' part of the displacement of each layer, as a matrix
-        past = [None] * run.depth
-        for j in np.nonzero(kernel[:k])[0]:
-            if j not in grads:
-                grads[j] = neg_gradients(run, run.rows[j])
-            for ell in range(run.depth):
-                term = kernel[j] * trusts[j][ell] * grads[j][ell]
-                past[ell] = term if past[ell] is None else past[ell] + term
-        for j in [j for j in grads if j < k and kernel[j] == 0]:
-            del grads[j]  # out of the buffer's memory
-        a0 = run.arrays(r0)
-        ws = [a0[f"w{ell}"] for ell in range(run.depth)]
-        gains, ranks, e2e = observed_changes(run, r0, r1)
-        for ell, layer in enumerate(r0["layers"]):
-            rate = np.asarray([np.nan if v is None else v for v in layer["rate"]], float)
-            p, o = steps[ell] * (rate - lam), gains[ell]
-            h = kernel[k] * q_k[ell] * (rate - lam)
-            if past[ell] is not None:
-                u, s, vt = np.linalg.svd(ws[ell], full_matrices=False)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    h = h + np.einsum("ki,kj,ij->i", u, past[ell], vt) / s
-            b = prev_obs.get(ell, np.full_like(o, np.nan))
-            prev_obs[ell] = o
-            ok = np.isfinite(o) & np.isfinite(p) & np.isfinite(ranks[ell])
-            if has_exact:
-                p_ex = steps[ell] * (np.asarray([np.nan if v is None else v for v in layer["rate_exact"]]) - lam)
-                ok &= np.isfinite(p_ex)
-                exact.append(p_ex[ok])
-            sigma = np.asarray(layer["sigma"], float)
-            live = sigma**2 > COLLAPSE_RTOL * np.max(sigma**2) if np.max(sigma) > 0 else np.zeros(len(sigma), bool)
-            pred.append(p[ok]), obs.append(o[ok]), rank_obs.append(ranks[ell][ok]), base.append(b[ok])
-            when.append(np.full(ok.sum(), r0["step"] / last)), interval.append(np.full(ok.sum(), k))
-            hist.append(h[ok]), pred_q.append((kernel.sum() * q_k[ell] * (rate - lam))[ok])
-            sig0.append(sigma[ok]), alive.append(live[ok])
-        by_layer = np.asarray(r0["end_to_end"]["rate_by_layer"], dtype=np.float64)
-        p = np.sum(steps[:, None] * (by_layer - lam), axis=0)
-        h = np.sum(kernel[k] * q_k[:, None] * (by_layer - lam), axis=0)
-        if any(m is not None for m in past):
-            d = ws[0].shape[1]
-            flow = sum(_chain(ws, ell + 1, run.depth, ws[ell].shape[0]) @ m @ _chain(ws, 0, ell, d)
-                       for ell, m in enumerate(past) if m is not None)
-            u, s, vt = np.linalg.svd(_chain(ws, 0, run.depth, d), full_matrices=False)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                h = h + np.einsum("ki,kj,ij->i", u, flow, vt) / s
-        ok = np.isfinite(e2e) & np.isfinite(p)
-        e2e_pred.append(p[ok]), e2e_obs.append(e2e[ok]), e2e_hist.append(h[ok])
-    pred, obs, base, rank_obs = (np.concatenate(a) for a in (pred, obs, base, rank_obs))
-    hist, pred_q, sig0, alive = (np.concatenate(a) for a in (hist, pred_q, sig0, alive))
-    when, interval = np.concatenate(when), np.concatenate(interval)
-    e2e_pred, e2e_obs, e2e_hist = np.concatenate(e2e_pred), np.concatenate(e2e_obs), np.concatenate(e2e_hist)
-    # null: predictions shuffled within each interval (the points of an interval are contiguous)
+        collector.add(_Interval(k, r0, r1, eff * factor, trust, kernel))
+    p = collector.points.pooled()
+    lars = run.config.get("optimizer", "sgd") == "lars"
+    # the null draws from rng before the scatter sample does: the order fixes bridge.json
+    chance = _shuffled_chance(p.pred, p.obs, p.interval, rng)
+    abs_pred = np.abs(p.pred)
+    return {
+        **_one_row_scores(p, how, chance, collector.has_exact),
+        **_history_scores(p, shares),
+        **_interval_trust_scores(p, trust_how, lars),
+        **_persistence_scores(p),
+        **_sigma_scores(p),
+        "max_abs_predicted": float(abs_pred.max()) if len(p.pred) else None,
+        "p99_abs_predicted": float(np.quantile(abs_pred, 0.99)) if len(p.pred) else None,
+        "scatter": _scatter_sample(p, rng),
+    }
+
+
+def _shuffled_chance(pred: np.ndarray, obs: np.ndarray, interval: np.ndarray, rng: np.random.Generator) -> float:
+    """95th percentile of |Spearman| with the predictions shuffled within each interval (the points of an
+    interval are contiguous), over PERMUTATIONS draws."""
     from scipy.stats import rankdata
 
     rp, ro = rankdata(pred), rankdata(obs)
@@ -456,70 +552,97 @@ def instantaneous(run: Run, rng: np.random.Generator) -> dict:
     for _ in range(PERMUTATIONS):
         shuffled = rp[np.lexsort((rng.random(len(rp)), interval))]
         null.append(float(np.mean((shuffled - rp.mean()) / (rp.std() or 1.0) * ro)))
-    median, _ = _medians(pred, obs, interval)
-    has_base = np.isfinite(base)
-    base_median, paired = _medians(base, obs, interval, has_base)
-    paired = has_base & np.isin(interval, paired)  # like for like: the points persistence scores
-    keep = rng.permutation(len(pred))[:MAX_POINTS]
-    rho = _spearman(pred, obs)
-    chance = float(np.quantile(np.abs(null), 0.95))
-    fh = np.isfinite(hist)
-    fe = np.isfinite(e2e_hist)
-    with np.errstate(invalid="ignore", over="ignore"):
-        d_obs, d_pred, d_hist = sig0 * np.expm1(obs), sig0 * pred, sig0 * hist
-    fd = np.isfinite(d_obs) & np.isfinite(d_pred)
-    fdh = fd & np.isfinite(d_hist)
-    lars = run.config.get("optimizer", "sgd") == "lars"
-    abs_pred = np.abs(pred)
+    return float(np.quantile(np.abs(null), 0.95))
+
+
+def _one_row_scores(p: _Points, how: str, chance: float, has_exact: bool) -> dict:
+    """The one-row prediction against the observed change, persistence (the previous interval's change),
+    the rank-matched change, the end map, and (cosine) the exact gradient's rates."""
+    rho = _spearman(p.pred, p.obs)
+    has_base = np.isfinite(p.base)
     return {
         "effective_step": how,
-        "points": int(len(pred)),
+        "points": int(len(p.pred)),
         "spearman": rho,
-        "slope": _slope(pred, obs),
-        "median_interval_spearman": median,
+        "slope": _slope(p.pred, p.obs),
+        "median_interval_spearman": _medians(p.pred, p.obs, p.interval)[0],
         "chance_spearman_95": chance,
-        "baseline_spearman": _spearman(base[has_base], obs[has_base]),
-        "baseline_slope": _slope(base[has_base], obs[has_base]),
-        "rank_matched_spearman": _spearman(pred, rank_obs),
-        "rank_matched_slope": _slope(pred, rank_obs),
-        "end_to_end_spearman": _spearman(e2e_pred, e2e_obs),
-        "end_to_end_slope": _slope(e2e_pred, e2e_obs),
-        "exact_gradient_spearman": _spearman(np.concatenate(exact), obs) if has_exact else None,
-        "exact_gradient_slope": _slope(np.concatenate(exact), obs) if has_exact else None,
+        "baseline_spearman": _spearman(p.base[has_base], p.obs[has_base]),
+        "baseline_slope": _slope(p.base[has_base], p.obs[has_base]),
+        "rank_matched_spearman": _spearman(p.pred, p.rank_obs),
+        "rank_matched_slope": _slope(p.pred, p.rank_obs),
+        "end_to_end_spearman": _spearman(p.e2e_pred, p.e2e_obs),
+        "end_to_end_slope": _slope(p.e2e_pred, p.e2e_obs),
+        "exact_gradient_spearman": _spearman(p.exact, p.obs) if has_exact else None,
+        "exact_gradient_slope": _slope(p.exact, p.obs) if has_exact else None,
         "better_than_chance": bool(rho is not None and rho > chance),
-        # momentum: the buffer's history (earlier rows' gradients through the momentum kernel)
+    }
+
+
+def _history_scores(p: _Points, shares: list[float]) -> dict:
+    """Momentum: the buffer's history (earlier rows' gradients through the momentum kernel)."""
+    fh, fe = np.isfinite(p.hist), np.isfinite(p.e2e_hist)
+    return {
         "history_share": float(np.mean(shares)),
-        "history_spearman": _spearman(hist[fh], obs[fh]),
-        "history_slope": _slope(hist[fh], obs[fh]),
-        "history_median_interval_spearman": _medians(hist, obs, interval, fh)[0],
-        "history_end_to_end_spearman": _spearman(e2e_hist[fe], e2e_obs[fe]),
-        "history_end_to_end_slope": _slope(e2e_hist[fe], e2e_obs[fe]),
-        # LARS: the trust ratio averaged over the interval (one-row rates)
+        "history_spearman": _spearman(p.hist[fh], p.obs[fh]),
+        "history_slope": _slope(p.hist[fh], p.obs[fh]),
+        "history_median_interval_spearman": _medians(p.hist, p.obs, p.interval, fh)[0],
+        "history_end_to_end_spearman": _spearman(p.e2e_hist[fe], p.e2e_obs[fe]),
+        "history_end_to_end_slope": _slope(p.e2e_hist[fe], p.e2e_obs[fe]),
+    }
+
+
+def _interval_trust_scores(p: _Points, trust_how: set[str], lars: bool) -> dict:
+    """LARS: the trust ratio averaged over the interval (one-row rates); SGD: the one-row scores."""
+    pred = p.pred_q if lars else p.pred
+    return {
         "trust_ratio_interval": " / ".join(sorted(trust_how)),
-        "interval_trust_spearman": _spearman(pred_q, obs) if lars else rho,
-        "interval_trust_slope": _slope(pred_q, obs) if lars else _slope(pred, obs),
-        # persistence within each interval, like the prediction's median (the same intervals)
+        "interval_trust_spearman": _spearman(pred, p.obs),
+        "interval_trust_slope": _slope(pred, p.obs),
+    }
+
+
+def _persistence_scores(p: _Points) -> dict:
+    """Persistence within each interval, like the prediction's median, and both over the same intervals."""
+    has_base, fh = np.isfinite(p.base), np.isfinite(p.hist)
+    base_median, scored = _medians(p.base, p.obs, p.interval, has_base)
+    paired = has_base & np.isin(p.interval, scored)  # like for like: the points persistence scores
+    return {
         "baseline_median_interval_spearman": base_median,
-        "median_interval_spearman_paired": _medians(pred, obs, interval, paired)[0],
-        "history_median_interval_spearman_paired": _medians(hist, obs, interval, paired & fh)[0],
-        # depth: no division by a near-zero sigma
+        "median_interval_spearman_paired": _medians(p.pred, p.obs, p.interval, paired)[0],
+        "history_median_interval_spearman_paired": _medians(p.hist, p.obs, p.interval, paired & fh)[0],
+    }
+
+
+def _sigma_scores(p: _Points) -> dict:
+    """Depth: the change of sigma itself (no division by a near-zero sigma), and the log-sigma scores split at
+    the collapse threshold."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        d_obs, d_pred, d_hist = p.sig0 * np.expm1(p.obs), p.sig0 * p.pred, p.sig0 * p.hist
+    fd = np.isfinite(d_obs) & np.isfinite(d_pred)
+    fdh = fd & np.isfinite(d_hist)
+    fh, alive = np.isfinite(p.hist), p.alive
+    return {
         "delta_sigma_spearman": _spearman(d_pred[fd], d_obs[fd]),
         "delta_sigma_slope": _slope(d_pred[fd], d_obs[fd]),
         "history_delta_sigma_spearman": _spearman(d_hist[fdh], d_obs[fdh]),
         "history_delta_sigma_slope": _slope(d_hist[fdh], d_obs[fdh]),
         "surviving_points": int(alive.sum()),
-        "surviving_spearman": _spearman(pred[alive], obs[alive]),
-        "surviving_slope": _slope(pred[alive], obs[alive]),
-        "history_surviving_spearman": _spearman(hist[alive & fh], obs[alive & fh]),
-        "history_surviving_slope": _slope(hist[alive & fh], obs[alive & fh]),
+        "surviving_spearman": _spearman(p.pred[alive], p.obs[alive]),
+        "surviving_slope": _slope(p.pred[alive], p.obs[alive]),
+        "history_surviving_spearman": _spearman(p.hist[alive & fh], p.obs[alive & fh]),
+        "history_surviving_slope": _slope(p.hist[alive & fh], p.obs[alive & fh]),
         "collapsed_points": int((~alive).sum()),
-        "collapsed_spearman": _spearman(pred[~alive], obs[~alive]),
-        "collapsed_slope": _slope(pred[~alive], obs[~alive]),
-        "max_abs_predicted": float(abs_pred.max()) if len(pred) else None,
-        "p99_abs_predicted": float(np.quantile(abs_pred, 0.99)) if len(pred) else None,
-        # 4 significant digits are more than a scatter plot resolves and keep bridge.json small
-        "scatter": {k: _significant(v[keep]) for k, v in (("predicted", pred), ("observed", obs), ("time", when))},
+        "collapsed_spearman": _spearman(p.pred[~alive], p.obs[~alive]),
+        "collapsed_slope": _slope(p.pred[~alive], p.obs[~alive]),
     }
+
+
+def _scatter_sample(p: _Points, rng: np.random.Generator) -> dict:
+    """Up to MAX_POINTS random points for the figures; 4 significant digits are more than a scatter plot
+    resolves and keep bridge.json small."""
+    keep = rng.permutation(len(p.pred))[:MAX_POINTS]
+    return {k: _significant(v[keep]) for k, v in (("predicted", p.pred), ("observed", p.obs), ("time", p.when))}
 
 
 # ---- (b) early warning ----------------------------------------------------------------------------------------
