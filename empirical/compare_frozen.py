@@ -56,18 +56,8 @@ def frozen_experiment(
     """
     n, dim = x.shape
     batch = min(batch, n)
-
-    def views(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        idx = rng.choice(n, batch, replace=False)
-        return x[idx], x_aug[idx]
-
-    def sample_x(weight: np.ndarray, rng: np.random.Generator):
-        return x_verdict(views, weight, batches=X_BATCHES_MAX, rng=rng)[0]
-
-    rng = np.random.default_rng(seed)
-    prior = sample_x(np.zeros((1, dim)), rng)
-    prior_neg = prior.eigenvectors[:, prior.eigenvalues < -prior.tolerance]
-    sigma0 = np.exp(-0.35 * np.arange(dim))  # paper_init's singular values
+    views = _pair_sampler(x, x_aug, batch)
+    prior = _sample_x(views, np.zeros((1, dim)), np.random.default_rng(seed))
     out: dict = {
         "dim": dim,
         "samples": n,
@@ -82,44 +72,74 @@ def frozen_experiment(
         "depths": {},
     }
     for layers in depths:
-        rng = keyed_rng(seed, layers)
-        row: dict = {
-            "layers": layers,
-            "predicted_theorem1": prior.n_negative,
-            "predicted_theorem3": int(np.sum(predicted_collapsed_modes(sigma0, prior.eigenvalues, steps * lr, layers))),
-        }
-        try:
-            traj = run_gd(paper_init(dim, layers, rng), steps, lr, views, rng, max(1, steps // records))
-        except DivergenceError as e:
-            row["diverged"] = str(e)
-            out["depths"][str(layers)] = row
-            continue
-        w_end = end_to_end(traj.final)
-        spec = embedding_spectrum(forward(traj.final, x)[0])
-        late = sample_x(w_end, rng)
-        late_neg = late.eigenvectors[:, late.eigenvalues < -late.tolerance]
-        observed = collapsed_input_subspace(w_end, spec.n_collapsed)
-        cx = np.cov(x, rowvar=False)
-        history = [
-            np.linalg.eigvalsh(w @ cx @ w.T)[::-1]
-            for w in (end_to_end([wl[t] for wl in traj.weights]) for t in range(len(traj.times)))
-        ]
-        row.update(
-            {
-                "observed_collapsed": spec.n_collapsed,
-                "embedding_singular_values": spec.singular_values,
-                "effective_rank": spec.effective_rank,
-                "final_loss": float(traj.losses[-1]),
-                "late_n_negative": late.n_negative,
-                "late_verdict": late.verdict,
-                "overlap_apriori_vs_observed": subspace_overlap(prior_neg, observed),
-                "overlap_late_vs_observed": subspace_overlap(late_neg, observed),
-                "times": traj.times,
-                "embedding_variance_history": np.maximum(np.array(history), 0.0),
-            }
-        )
-        if layers >= 2:
-            a = alignment_matrix(traj.final[0], traj.final[1])
-            row["alignment_score_surviving"] = alignment_score(a, dim - spec.n_collapsed)
-        out["depths"][str(layers)] = row
+        out["depths"][str(layers)] = _depth_row(x, views, prior, layers, steps, lr, seed, records)
     return out
+
+
+def _pair_sampler(x: np.ndarray, x_aug: np.ndarray, batch: int):
+    """rng -> a fresh minibatch of ``batch`` pairs (x_i, x'_i), drawn without replacement."""
+
+    def views(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        idx = rng.choice(len(x), batch, replace=False)
+        return x[idx], x_aug[idx]
+
+    return views
+
+
+def _sample_x(views, weight: np.ndarray, rng: np.random.Generator):
+    """X at ``weight`` over X_BATCHES_MAX fresh batches, with its PSD verdict."""
+    return x_verdict(views, weight, batches=X_BATCHES_MAX, rng=rng)[0]
+
+
+def _negative_directions(check) -> np.ndarray:
+    return check.eigenvectors[:, check.eigenvalues < -check.tolerance]
+
+
+def _depth_row(x: np.ndarray, views, prior, layers: int, steps: int, lr: float, seed: int, records: int) -> dict:
+    """One depth: the predicted collapse (Theorem 1: X's negative directions at W -> 0; Theorem 3: the closed
+    form from paper_init's singular values sigma0_k = exp(-0.35 k)) against the trained network's."""
+    dim = x.shape[1]
+    rng = keyed_rng(seed, layers)
+    sigma0 = np.exp(-0.35 * np.arange(dim))  # paper_init's singular values
+    row: dict = {
+        "layers": layers,
+        "predicted_theorem1": prior.n_negative,
+        "predicted_theorem3": int(np.sum(predicted_collapsed_modes(sigma0, prior.eigenvalues, steps * lr, layers))),
+    }
+    try:
+        traj = run_gd(paper_init(dim, layers, rng), steps, lr, views, rng, max(1, steps // records))
+    except DivergenceError as e:
+        row["diverged"] = str(e)
+        return row
+    w_end = end_to_end(traj.final)
+    spec = embedding_spectrum(forward(traj.final, x)[0])
+    late = _sample_x(views, w_end, rng)
+    observed = collapsed_input_subspace(w_end, spec.n_collapsed)
+    row.update(
+        {
+            "observed_collapsed": spec.n_collapsed,
+            "embedding_singular_values": spec.singular_values,
+            "effective_rank": spec.effective_rank,
+            "final_loss": float(traj.losses[-1]),
+            "late_n_negative": late.n_negative,
+            "late_verdict": late.verdict,
+            "overlap_apriori_vs_observed": subspace_overlap(_negative_directions(prior), observed),
+            "overlap_late_vs_observed": subspace_overlap(_negative_directions(late), observed),
+            "times": traj.times,
+            "embedding_variance_history": _variance_history(traj, x),
+        }
+    )
+    if layers >= 2:
+        a = alignment_matrix(traj.final[0], traj.final[1])
+        row["alignment_score_surviving"] = alignment_score(a, dim - spec.n_collapsed)
+    return row
+
+
+def _variance_history(traj, x: np.ndarray) -> np.ndarray:
+    """Eigenvalues of Cov(W(t) x) = W(t) Cov(x) W(t)^T at each recorded t, descending, clipped at 0."""
+    cx = np.cov(x, rowvar=False)
+    history = [
+        np.linalg.eigvalsh(w @ cx @ w.T)[::-1]
+        for w in (end_to_end([wl[t] for wl in traj.weights]) for t in range(len(traj.times)))
+    ]
+    return np.maximum(np.array(history), 0.0)
