@@ -519,20 +519,11 @@ def diagnose(
     import torch
 
     start = time.perf_counter()
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {', '.join(LOSSES)} (X is not defined for {loss!r}; "
-                         "info_nce uses its first-order form)")
-    if not 2 <= int(batch_size):
-        raise ValueError(f"batch_size must be at least 2, got {batch_size}")
+    _check_loss_and_batch(loss, batch_size)
     view1, view2 = _views_spec(augmentations)
     names = list(dict.fromkeys([n for n, _ in view1] + [n for n, _ in view2]))
-    x_in = _as_tensor(inputs, int(pairs))
+    x_in, notes = _first_inputs(inputs, pairs, batch_size)
     n = len(x_in)
-    notes = []
-    if n < pairs:
-        notes.append(f"only {n} inputs: {n} pairs instead of {pairs}")
-    if n // batch_size < 1 or n < 2:
-        raise ValueError(f"{n} inputs make no batch of {batch_size} pairs")
     if device is not None:
         device = torch.device(device)
     modules = [m for m in (encoder, projector) if isinstance(m, torch.nn.Module)]
@@ -541,17 +532,12 @@ def diagnose(
         m.eval()
         if device is not None:
             m.to(device)
-    if projector is None:
-        head, weight = None, None
-    else:
+    head, weight = None, None
+    if projector is not None:
         head, weight, pnotes = split_projector(projector)
         notes += pnotes
-    bar = None
-    total_passes = 2 + 1 + 2 * len(names) + 1
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total_passes, desc="diagnose (feature passes)", dynamic_ncols=True, file=sys.stderr)
+    total_passes = 2 + 1 + 2 * len(names) + 1  # clean, random init, the two views, each left out, the bar's end
+    bar = _progress_bar(total_passes) if progress else None
     try:
         passes = _Passes(encoder, head, projector, x_in, int(batch_size), int(seed), device, bar)
         r, h, z = passes.clean()
@@ -559,44 +545,15 @@ def diagnose(
             weight = np.eye(h.shape[1])
         normalize = loss == "info_nce"
         spec_r, spec_z = spectrum_report(r, normalize), spectrum_report(z, normalize)
-        enc0, proj0 = _reinit(encoder, seed), _reinit(projector, seed)
-        random_init, reason = None, None
-        if enc0 is None and not isinstance(encoder, torch.nn.Module):
-            reason = "the encoder is not an nn.Module: no random-init baseline"
-        elif enc0 is None and proj0 is None:
-            reason = "nothing to re-initialise (no layer has reset_parameters)"
-        else:
-            head0 = split_projector(proj0)[0] if proj0 is not None else None
-            r0, _, z0 = passes.clean(enc0 or encoder, head0, proj0)
-            random_init = {"r": spectrum_report(r0, normalize), "z": spectrum_report(z0, normalize)}
-            if enc0 is None:
-                reason = "the encoder has no parameters to re-initialise: only the projector was"
-        if bar is not None and random_init is None:
-            bar.update(1)
+        random_init, reason = _random_init_spectra(passes, encoder, projector, seed, normalize)
         baselines = _baselines(r, z, normalize, seed, random_init, reason)
         (r1, h1, z1), (r2, h2, z2) = passes.view(1, view1), passes.view(2, view2)
-        if normalize:
-            z1, z2 = (a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12) for a in (z1, z2))
-            r1n, r2n = (a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12) for a in (r1, r2))
-        else:
-            r1n, r2n = r1, r2
-        lid = {"z": lidar(np.stack([z1, z2], axis=1)), "r": lidar(np.stack([r1n, r2n], axis=1)),
-               "note": "classes = inputs, members = their 2 views"}
+        lid = _view_lidar(r1, r2, z1, z2, normalize)
         samples = x_samples(h1, h2, weight, loss, temperature, int(batch_size))
         x, check = x_summary(samples)
-        x["space"] = "input of the projector's last linear layer" if projector is not None else "r (W = I)"
-        x["dim"] = int(h.shape[1])
-        x["loss_form"] = {"info_nce": "dot form on z / c, c = RMS norm of z (first order), symmetrized",
-                          "paper": "Eqn 2, view 1 as the anchor", "dot": "z.z'/tau, view 1 as the anchor"}[loss]
+        x.update(_x_setting(projector is not None, h.shape[1], loss))
         att = attribution(z, normalize, weight, check, samples)
-        effects = []
-        for name in names:
-            s1 = [s for s in view1 if s[0] != name]
-            s2 = [s for s in view2 if s[0] != name]
-            g1, g2 = passes.view(1, s1)[1], passes.view(2, s2)[1]
-            e, _ = x_summary(x_samples(g1, g2, weight, loss, temperature, int(batch_size)))
-            effects.append({"left_out": name, "verdict": e["verdict"], "n_negative": e["n_negative"],
-                            "detectable": e["detectable"], "eigenvalues": e["eigenvalues"]})
+        effects = _leave_one_out(passes, names, view1, view2, weight, loss, temperature, int(batch_size))
         if bar is not None:
             bar.update(max(0, total_passes - bar.n))
     finally:
@@ -618,6 +575,90 @@ def diagnose(
     return report
 
 
+def _check_loss_and_batch(loss: str, batch_size: int) -> None:
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)} (X is not defined for {loss!r}; "
+                         "info_nce uses its first-order form)")
+    if not 2 <= int(batch_size):
+        raise ValueError(f"batch_size must be at least 2, got {batch_size}")
+
+
+def _first_inputs(inputs, pairs: int, batch_size: int):
+    """The first ``pairs`` inputs as one tensor, and a note when there are fewer."""
+    x_in = _as_tensor(inputs, int(pairs))
+    n = len(x_in)
+    if n // batch_size < 1 or n < 2:
+        raise ValueError(f"{n} inputs make no batch of {batch_size} pairs")
+    return x_in, [f"only {n} inputs: {n} pairs instead of {pairs}"] if n < pairs else []
+
+
+def _progress_bar(total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="diagnose (feature passes)", dynamic_ncols=True, file=sys.stderr)
+
+
+def _random_init_spectra(passes: _Passes, encoder, projector, seed: int,
+                         normalize: bool) -> tuple[dict | None, str | None]:
+    """The spectra of r and z with the model re-initialised under ``seed`` (the random-init baseline), or None
+    and why not; one feature pass either way."""
+    import torch
+
+    enc0, proj0 = _reinit(encoder, seed), _reinit(projector, seed)
+    random_init, reason = None, None
+    if enc0 is None and not isinstance(encoder, torch.nn.Module):
+        reason = "the encoder is not an nn.Module: no random-init baseline"
+    elif enc0 is None and proj0 is None:
+        reason = "nothing to re-initialise (no layer has reset_parameters)"
+    else:
+        head0 = split_projector(proj0)[0] if proj0 is not None else None
+        r0, _, z0 = passes.clean(enc0 or encoder, head0, proj0)
+        random_init = {"r": spectrum_report(r0, normalize), "z": spectrum_report(z0, normalize)}
+        if enc0 is None:
+            reason = "the encoder has no parameters to re-initialise: only the projector was"
+    if passes.bar is not None and random_init is None:
+        passes.bar.update(1)  # the pass not taken
+    return random_init, reason
+
+
+def _unit_rows(a: np.ndarray) -> np.ndarray:
+    """a_i / |a_i| (rows of norm below 1e-12 scaled by 1e12 instead)."""
+    return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+
+
+def _view_lidar(r1: np.ndarray, r2: np.ndarray, z1: np.ndarray, z2: np.ndarray, normalize: bool) -> dict:
+    """LiDAR of z and of r, the classes the inputs and their members the two views (on the sphere for
+    info_nce)."""
+    if normalize:
+        r1, r2, z1, z2 = (_unit_rows(a) for a in (r1, r2, z1, z2))
+    return {"z": lidar(np.stack([z1, z2], axis=1)), "r": lidar(np.stack([r1, r2], axis=1)),
+            "note": "classes = inputs, members = their 2 views"}
+
+
+def _x_setting(has_projector: bool, dim: int, loss: str) -> dict:
+    """Where X lives and which form of the loss it is taken for."""
+    return {
+        "space": "input of the projector's last linear layer" if has_projector else "r (W = I)",
+        "dim": int(dim),
+        "loss_form": {"info_nce": "dot form on z / c, c = RMS norm of z (first order), symmetrized",
+                      "paper": "Eqn 2, view 1 as the anchor", "dot": "z.z'/tau, view 1 as the anchor"}[loss],
+    }
+
+
+def _leave_one_out(passes: _Passes, names: list[str], view1: list[Step], view2: list[Step], weight: np.ndarray,
+                   loss: str, temperature: float, batch_size: int) -> list[dict]:
+    """X's verdict with each named augmentation left out of both views (two feature passes each)."""
+    effects = []
+    for name in names:
+        s1 = [s for s in view1 if s[0] != name]
+        s2 = [s for s in view2 if s[0] != name]
+        g1, g2 = passes.view(1, s1)[1], passes.view(2, s2)[1]
+        e, _ = x_summary(x_samples(g1, g2, weight, loss, temperature, batch_size))
+        effects.append({"left_out": name, "verdict": e["verdict"], "n_negative": e["n_negative"],
+                        "detectable": e["detectable"], "eigenvalues": e["eigenvalues"]})
+    return effects
+
+
 def diagnose_features(a: np.ndarray, b: np.ndarray | None = None, loss: str = "info_nce", temperature: float = 0.1,
                       batch_size: int = 256, seed: int = 0) -> DiagnoseReport:
     """The report for saved features: A alone (spectra, RankMe, alpha-ReQ, the Gaussian baseline), or paired views
@@ -633,7 +674,7 @@ def diagnose_features(a: np.ndarray, b: np.ndarray | None = None, loss: str = "i
         b = np.asarray(b, dtype=np.float64)
         fa, fb = a, b
         if normalize:
-            fa, fb = (f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12) for f in (a, b))
+            fa, fb = _unit_rows(a), _unit_rows(b)
         lid = {"z": lidar(np.stack([fa, fb], axis=1)), "note": "classes = rows, members = A and B"}
         samples = x_samples(a, b, np.eye(a.shape[1]), loss, temperature, batch_size)
         x, check = x_summary(samples)
