@@ -28,6 +28,7 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
@@ -39,7 +40,7 @@ from empirical.evaluate import evaluate, load_split, load_trained
 from empirical.features import view_features
 from empirical.models import WIDTH, SSLModel, default_d0
 from theory.covariance import PSDCheck, x_verdict
-from theory.io import OneLineParser, UserError, run_cli, write_json
+from theory.io import OneLineParser, UserError, atomic_path, run_cli, write_json
 
 EXPERIMENTS = ("projector-ablation", "d0-sweep", "augment-strength")
 # one line per experiment for --help
@@ -468,14 +469,49 @@ def _main(argv: list[str] | None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.name not in EXPERIMENTS:
         raise UserError(f"unknown experiment {args.name!r} (choose {', '.join(EXPERIMENTS)})")
+    plan = _plan(args)
+    if args.print_commands:  # for another machine: parsed here, not checked against this one
+        check_training_flags(plan.cmds, resolve=False)
+        for _, cmd in plan.cmds:
+            print(shown(cmd))
+        return 0
+    if args.device is None and plan.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--scale gpu needs CUDA (none here); --print-commands lists the commands")
+    train_config.check_device(plan.device, "--device")
+    check_training_flags(plan.cmds)  # every row's flags, before the first row trains
+    check_dataset(args.dataset, args.data_dir)
+    os.makedirs(os.path.join(plan.out, "rows"), exist_ok=True)
+    t0 = time.time()
+    results, written = [], []
+    for i, (run, cmd) in enumerate(plan.cmds, 1):
+        res, path = _row_result(args, plan, f"[{i}/{len(plan.cmds)}]", run, cmd)
+        results.append(res)
+        if path:
+            written.append(path)
+    written += _write_tables(args, plan, results, t0)
+    for path in written:
+        print(f"wrote {portable(path)}")
+    return 1 if any(r.get("failed") for r in results) else 0
+
+
+@dataclass
+class _Plan:
+    """Where an experiment writes, the recipe its rows share, and each row's training command."""
+
+    out: str  # results: rows/<run>.json, table.json, table.md
+    runs_dir: str  # the runs' checkpoints
+    base: list[str]  # the shared recipe's flags
+    device: str  # evaluation device
+    cmds: list[tuple[str, list[str]]]  # (run name, training command) per row
+
+
+def _plan(args: argparse.Namespace) -> _Plan:
     tag = f"{args.dataset}-{args.scale}" + ("-quick" if args.quick else "")
-    out = args.out or os.path.join("results", f"{args.name}-{tag}")
     runs_dir = args.runs_dir or os.path.join("runs", "experiments", tag)
     base = recipe_args(args.scale, args.dataset) + split_train_args(args.train_args)
     if args.quick:
         base += QUICK
     base = dedupe_flags(base)
-    device = args.device or ("cuda" if args.scale == "gpu" else "cpu")
     rows = rows_for(args.name, WIDTH[backbone_of(base)])
     if args.quick:
         rows = rows[:: max(1, len(rows) - 1)][:2]  # first and last row: the two ends of each sweep
@@ -483,52 +519,54 @@ def _main(argv: list[str] | None) -> int:
         (run, train_command(os.path.join(runs_dir, run), args.dataset, args.data_dir, base, r))
         for run, r in rows
     ]
-    if args.print_commands:  # for another machine: parsed here, not checked against this one
-        check_training_flags(cmds, resolve=False)
-        for _, cmd in cmds:
-            print(shown(cmd))
-        return 0
-    if args.device is None and device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--scale gpu needs CUDA (none here); --print-commands lists the commands")
-    train_config.check_device(device, "--device")
-    check_training_flags(cmds)  # every row's flags, before the first row trains
-    check_dataset(args.dataset, args.data_dir)
-    os.makedirs(os.path.join(out, "rows"), exist_ok=True)
+    return _Plan(
+        out=args.out or os.path.join("results", f"{args.name}-{tag}"),
+        runs_dir=runs_dir,
+        base=base,
+        device=args.device or ("cuda" if args.scale == "gpu" else "cpu"),
+        cmds=cmds,
+    )
 
-    def log(msg: str) -> None:
-        print(msg, flush=True)
 
-    t0 = time.time()
-    results, written = [], []
-    for i, (run, cmd) in enumerate(cmds, 1):
-        path = os.path.join(out, "rows", f"{run}.json")
-        if os.path.isfile(path):
-            log(f"[{i}/{len(cmds)}] {run}: done earlier, skipped")
-            with open(path) as f:
-                res = json.load(f)
-            if args.name == "augment-strength" and "x_apriori_verdict" not in res:  # a row from before the verdicts
-                res.update(apriori_x_counts(os.path.join(runs_dir, run), device))
-                write_json(path, res)
-                written.append(path)
-            results.append(res)
-            continue
-        log(f"[{i}/{len(cmds)}] {run}: {shown(cmd[3:])}")
-        bar = tqdm(desc=f"  {run}", unit="step", disable=args.no_progress or args.in_process, dynamic_ncols=True)
-        res = run_row(
-            run, cmd, os.path.join(runs_dir, run), device, log, args.in_process, 512 if args.quick else None, bar
-        )
-        bar.close()
-        if args.name == "augment-strength" and not res.get("failed"):
-            res.update(apriori_x_counts(os.path.join(runs_dir, run), device))
-        if args.name == "d0-sweep" and res.get("projector") == "none":
-            res["d0"] = res["spectra"]["r"]["dim"]  # the d0 = width end point (see rows_for)
-        results.append(res)
-        if not res.get("failed"):  # a failed row is retried next time
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _row_result(args: argparse.Namespace, plan: _Plan, counter: str, run: str,
+                cmd: list[str]) -> tuple[dict, str | None]:
+    """One row: read back when done earlier, else trained and evaluated; and the path written, if any (a
+    failed row writes nothing, so that it is retried next time)."""
+    path = os.path.join(plan.out, "rows", f"{run}.json")
+    run_dir = os.path.join(plan.runs_dir, run)
+    if os.path.isfile(path):
+        _log(f"{counter} {run}: done earlier, skipped")
+        with open(path) as f:
+            res = json.load(f)
+        if args.name == "augment-strength" and "x_apriori_verdict" not in res:  # a row from before the verdicts
+            res.update(apriori_x_counts(run_dir, plan.device))
             write_json(path, res)
-            written.append(path)
-            log(f"  kNN {_pct(res['knn_r']['top1'])}  linear {_pct(res['linear_r']['top1'])}  "
-                f"z collapsed {res['spectra']['z'].get('n_collapsed')}/{res['spectra']['z']['dim']}  "
-                f"({res['row_seconds']:.0f} s)")  # fmt: skip
+            return res, path
+        return res, None
+    _log(f"{counter} {run}: {shown(cmd[3:])}")
+    bar = tqdm(desc=f"  {run}", unit="step", disable=args.no_progress or args.in_process, dynamic_ncols=True)
+    res = run_row(run, cmd, run_dir, plan.device, _log, args.in_process, 512 if args.quick else None, bar)
+    bar.close()
+    if args.name == "augment-strength" and not res.get("failed"):
+        res.update(apriori_x_counts(run_dir, plan.device))
+    if args.name == "d0-sweep" and res.get("projector") == "none":
+        res["d0"] = res["spectra"]["r"]["dim"]  # the d0 = width end point (see rows_for)
+    if res.get("failed"):
+        return res, None
+    write_json(path, res)
+    _log(f"  kNN {_pct(res['knn_r']['top1'])}  linear {_pct(res['linear_r']['top1'])}  "
+         f"z collapsed {res['spectra']['z'].get('n_collapsed')}/{res['spectra']['z']['dim']}  "
+         f"({res['row_seconds']:.0f} s)")  # fmt: skip
+    return res, path
+
+
+def _write_tables(args: argparse.Namespace, plan: _Plan, results: list[dict], started: float) -> list[str]:
+    """table.json (meta, summary table, rows) and table.md, each written whole or not at all; the markdown
+    table is printed too."""
     table = summary_rows(args.name, results)
     meta = {
         "experiment": args.name,
@@ -536,23 +574,20 @@ def _main(argv: list[str] | None) -> int:
         "dataset": args.dataset,
         "scale": args.scale,
         "quick": args.quick,
-        "recipe": [portable(t) for t in base],
-        "this_invocation_seconds": time.time() - t0,
+        "recipe": [portable(t) for t in plan.base],
+        "this_invocation_seconds": time.time() - started,
         "sum_row_seconds": sum(r.get("row_seconds", 0.0) for r in results),
         "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-        + (torch.cuda.get_device_name() if device.startswith("cuda") else "no GPU"),
+        + (torch.cuda.get_device_name() if plan.device.startswith("cuda") else "no GPU"),
         "torch": torch.__version__,
     }
-    write_json(os.path.join(out, "table.json"), {"meta": meta, "table": table, "rows": results})
+    json_path, md_path = os.path.join(plan.out, "table.json"), os.path.join(plan.out, "table.md")
+    write_json(json_path, {"meta": meta, "table": table, "rows": results})
     md = markdown(args.name, table)
-    tmp = os.path.join(out, f"table.md.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
+    with atomic_path(md_path) as tmp, open(tmp, "w") as f:
         f.write(f"# {args.name} on {args.dataset} ({args.scale} recipe)\n\n`{meta['command']}`\n\n{md}")
-    os.replace(tmp, os.path.join(out, "table.md"))
     print(md)
-    for path in [*written, os.path.join(out, "table.json"), os.path.join(out, "table.md")]:
-        print(f"wrote {portable(path)}")
-    return 1 if any(r.get("failed") for r in results) else 0
+    return [json_path, md_path]
 
 
 if __name__ == "__main__":

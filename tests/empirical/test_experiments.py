@@ -55,6 +55,23 @@ def test_evaluation_only_when_trained_run_exists(ablation, capsys):
     assert row.exists() and log.stat().st_size == size
 
 
+def test_table_md_is_written_whole_or_not_at_all(ablation, monkeypatch, capsys):
+    """A disk that fills while table.md is written: the old table stays and no temporary file is left."""
+    out = ablation / "projector-ablation"
+    assert sorted(p.name for p in out.iterdir()) == ["rows", "table.json", "table.md"]
+    before = (out / "table.md").read_text()
+
+    class DiskFull:
+        def __format__(self, spec: str) -> str:
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ex, "markdown", lambda name, table: DiskFull())
+    assert quick("projector-ablation", ablation) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert (out / "table.md").read_text() == before
+    assert sorted(p.name for p in out.iterdir()) == ["rows", "table.json", "table.md"]
+
+
 def test_d0_sweep_and_augment_strength_quick(tmp_path):
     assert quick("d0-sweep", tmp_path) == 0
     data = json.loads((tmp_path / "d0-sweep" / "table.json").read_text())
