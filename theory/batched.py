@@ -43,9 +43,11 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from . import toy
+from .covariance import contrastive_x, psd_check
 from .dynamics import DIVERGENCE_NORM, Trajectory, end_to_end, forward
 from .experiment import X_BATCHES, SimConfig, _finite_or_none, evaluation_inputs, initial_weights
 from .losses import SWEEP_LOSSES  # noqa: F401  (re-exported: the losses the kernels implement, from the registry)
+from .spectrum import collapse_counts, singular_values
 from .views import Layout, Streams
 
 DTYPES = ("float64", "float32")
@@ -556,44 +558,57 @@ def sweep(
     W -> 0) and ``predicted_late`` (of X at the trained W), both over ``X_BATCHES`` fresh batches,
     ``diverged`` and ``embedding_singular_values`` [..., dim]. Diverged networks count -1.
     """
-    from .covariance import contrastive_x, psd_check
-    from .spectrum import collapse_counts, singular_values
-
     base = base or SimConfig()
     strengths = np.asarray(strengths, dtype=np.float64)
     seed_list = base.seed + np.arange(seeds)
-    if lrs is None:
-        grid = (strengths[:, None], seed_list[None, :], None)
-    else:
-        lrs = np.asarray(lrs, dtype=np.float64)
-        grid = (strengths[:, None, None], seed_list[None, None, :], lrs[None, :, None])
+    lrs = None if lrs is None else np.asarray(lrs, dtype=np.float64)
+    grid = _grid(strengths, seed_list, lrs)
     traj, rngs = train_batched(grid[0], base, progress=progress, seeds=grid[1], lrs=grid[2], dtype=dtype,
                                workers=workers, backend=backend, device=device)
     shape = traj.losses.shape[1:]
-    seed_of = np.broadcast_to(grid[1], shape)
-    strength_of = np.broadcast_to(grid[0], shape)
-    diverged = np.isfinite(traj.info["diverged_at"])
-
-    def spectra(weights: list[np.ndarray]) -> np.ndarray:
-        w = end_to_end([a.astype(np.float64) for a in weights])
-        out = np.empty((*shape, base.dim))
-        for r in seed_list:  # simulate's evaluation inputs, one set per seed
-            x_eval = evaluation_inputs(int(r), base.dim)
-            mask = seed_of == r
-            out[mask] = singular_values(forward([w[mask]], x_eval)[0])
-        return out
-
-    final = spectra(traj.final)
-    initial = spectra([a[0] for a in traj.weights])
-    counts = collapse_counts(initial, final)  # the rule theory.simulate applies, per configuration
-    collapsed = np.where(diverged, -1, counts["final"])
+    seed_of, strength_of = np.broadcast_to(grid[1], shape), np.broadcast_to(grid[0], shape)
     result = {
         "strengths": strengths.tolist(),
         "seeds": seed_list.tolist(),
         "lrs": None if lrs is None else lrs.tolist(),
         "config": {k: v for k, v in vars(base).items() if k not in ("augment_strength", "seed")},
         "dtype": dtype,
-        "collapsed_dims": collapsed,
+        **_observed(traj, base, seed_of, seed_list),
+    }
+    if not predict:
+        return result
+    apriori, late = _x_negatives(traj, rngs, base, seed_of, strength_of, workers)
+    result["predicted_apriori"] = apriori
+    result["predicted_late"] = np.where(result["diverged"], -1, late)
+    return result
+
+
+def _grid(strengths: np.ndarray, seed_list: np.ndarray, lrs: np.ndarray | None) -> tuple:
+    """(strengths, seeds, lrs) shaped to broadcast to [strength, (lr,) seed]; lrs None: the base's lr."""
+    if lrs is None:
+        return strengths[:, None], seed_list[None, :], None
+    return strengths[:, None, None], seed_list[None, None, :], lrs[None, :, None]
+
+
+def _clean_spectra(weights: list[np.ndarray], seed_of: np.ndarray, seed_list: np.ndarray, dim: int) -> np.ndarray:
+    """Each network's embedding spectrum, [..., dim], on simulate's evaluation inputs of its seed."""
+    w = end_to_end([a.astype(np.float64) for a in weights])
+    out = np.empty((*seed_of.shape, dim))
+    for r in seed_list:
+        x_eval = evaluation_inputs(int(r), dim)
+        mask = seed_of == r
+        out[mask] = singular_values(forward([w[mask]], x_eval)[0])
+    return out
+
+
+def _observed(traj: Trajectory, base: SimConfig, seed_of: np.ndarray, seed_list: np.ndarray) -> dict:
+    """What collapsed, by the rule theory.simulate applies, per configuration; diverged networks count -1."""
+    diverged = np.isfinite(traj.info["diverged_at"])
+    final = _clean_spectra(traj.final, seed_of, seed_list, base.dim)
+    initial = _clean_spectra([a[0] for a in traj.weights], seed_of, seed_list, base.dim)
+    counts = collapse_counts(initial, final)
+    return {
+        "collapsed_dims": np.where(diverged, -1, counts["final"]),
         "collapsed_dims_initial": counts["initial"],
         "total_collapse": np.where(diverged, False, counts["total"]),
         "diverged": diverged,
@@ -602,8 +617,12 @@ def sweep(
         "final_loss": traj.losses[-1],
         "apriori_threshold": _finite_or_none(toy.apriori_threshold(base.noisy_views, loss=base.loss)),
     }
-    if not predict:
-        return result
+
+
+def _x_negatives(traj: Trajectory, rngs: dict[int, np.random.Generator], base: SimConfig, seed_of: np.ndarray,
+                 strength_of: np.ndarray, workers: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Significantly negative eigenvalues of X at W -> 0 and at the trained W, per configuration, each over
+    ``X_BATCHES`` fresh batches of its seed's stream, drawn after training."""
     layout = Layout(base.samples, base.dim, base.augmented_dims, base.noisy_views)
     seed_index = {int(r): i for i, r in enumerate(rngs)}
     flat_group = np.array([seed_index[int(r)] for r in seed_of.ravel()])
@@ -625,6 +644,5 @@ def sweep(
         samples = np.stack(list(pool.map(x_sample, range(2 * X_BATCHES))))
         samples = samples.reshape(2, X_BATCHES, *samples.shape[1:])
         counts = list(pool.map(negatives, (samples[w, :, i] for w in range(2) for i in range(len(flat_group)))))
-    result["predicted_apriori"], late = np.array(counts).reshape(2, *shape)
-    result["predicted_late"] = np.where(diverged, -1, late)
-    return result
+    apriori, late = np.array(counts).reshape(2, *seed_of.shape)
+    return apriori, late
