@@ -1,9 +1,9 @@
 """Atomic checkpoints and exact resume.
 
 A checkpoint holds the model, optimizer, grad scaler, the step (which fixes epoch, schedule position and data
-order, see ``data``), every RNG state (python, numpy, torch CPU, CUDA) and the config. It is written to a
-temporary file, flushed and fsync'ed, then ``os.replace``d into place, so a reader never sees a half file
-under a final name (``atomic_save``, also used for final.pt). ``AsyncSaver`` copies the state to CPU on the
+order, see ``data``), every RNG state (python, numpy, torch CPU, CUDA) and the config. It is written through
+``theory.io.atomic_path`` and fsync'ed before the rename, so a reader never sees a half file under a final name,
+even after a power loss (``atomic_save``, also used for final.pt). ``AsyncSaver`` copies the state to CPU on the
 training thread and writes it in a background thread, so a save costs the copy, not the disk. The last ``KEEP``
 are kept; ``latest`` walks them newest first and skips any that
 fails to load (truncated by a crash or a full disk), renaming it to ``*.broken``.
@@ -23,6 +23,8 @@ import threading
 
 import numpy as np
 import torch
+
+from theory.io import atomic_path
 
 KEEP = 2
 _NAME = re.compile(r"ckpt-(\d{9})\.pt$")
@@ -54,17 +56,11 @@ def list_checkpoints(out_dir: str) -> list[str]:
 
 
 def atomic_save(obj, path: str) -> None:
-    """``torch.save`` to a temporary file, fsync, then rename: ``path`` is either the old file or the new one."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """``torch.save`` through ``atomic_path``: ``path`` is either the old file or the new one."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())  # on disk before the rename: a power loss leaves no renamed, empty checkpoint
 
 
 def save(out_dir: str, step: int, payload: dict) -> str:
@@ -141,13 +137,15 @@ def latest(out_dir: str, map_location="cpu") -> tuple[str, dict] | None:
 
 
 def truncate_log(path: str, step: int) -> int:
-    """Keep the rows of a .jsonl log with ``step`` <= ``step`` (a resume replays the rest); atomic rewrite.
+    """Keep the rows of a .jsonl log with ``step`` <= ``step`` (a resume replays the rest), rewritten through
+    ``atomic_path``; returns the number of rows dropped.
 
-    A torn last line (a crash mid-write) is dropped too. Returns the number of rows dropped.
+    A torn last line (a crash mid-write) is dropped too, and a last row that lost only its newline gets it back,
+    so that the next row appended starts a line of its own.
     """
     if not os.path.exists(path):
         return 0
-    keep, dropped = [], 0
+    keep, dropped, mended = [], 0, False
     with open(path) as f:
         for line in f:
             try:
@@ -155,13 +153,14 @@ def truncate_log(path: str, step: int) -> int:
             except json.JSONDecodeError:
                 dropped += 1
                 continue
-            if row.get("step", 0) <= step:
-                keep.append(line if line.endswith("\n") else line + "\n")
-            else:
+            if row.get("step", 0) > step:
                 dropped += 1
-    if dropped:
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
+            elif line.endswith("\n"):
+                keep.append(line)
+            else:
+                keep.append(line + "\n")
+                mended = True
+    if dropped or mended:
+        with atomic_path(path) as tmp, open(tmp, "w") as f:
             f.writelines(keep)
-        os.replace(tmp, path)
     return dropped

@@ -118,6 +118,25 @@ def test_truncate_log_keeps_rows_up_to_the_step_and_drops_a_torn_line(tmp_path):
     assert truncate_log(str(path), 4) == 0 and not list(tmp_path.glob("*.tmp*"))
 
 
+def test_truncate_log_gives_a_last_row_its_newline_back(tmp_path):
+    """A crash between a row and its newline: the row is kept, and the next one appended starts a new line."""
+    from empirical.checkpoint import truncate_log
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 2}\n{"step": 4}')
+    assert truncate_log(str(path), 4) == 0
+    assert path.read_text() == '{"step": 2}\n{"step": 4}\n' and not list(tmp_path.glob("*.tmp*"))
+
+
+def test_atomic_save_fsyncs_before_the_rename(tmp_path, monkeypatch):
+    events = []
+    fsync, replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append("replace"), replace(a, b))[1])
+    checkpoint.atomic_save({"w": torch.ones(2)}, str(tmp_path / "final.pt"))
+    assert events == ["fsync", "replace"] and os.listdir(tmp_path) == ["final.pt"]
+
+
 def test_atomic_save_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
     target = tmp_path / "final.pt"
     checkpoint.atomic_save({"w": torch.ones(2)}, str(target))
