@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from theory.covariance import PSD_ALPHA, PSD_RTOL, contrastive_covariance, psd_check
-from theory.io import jsonable
+from theory.io import atomic_path, jsonable
 from theory.losses import dot_loss
 from theory.predict import adjacent_alignments
 from theory.spectrum import COLLAPSE_RTOL, embedding_spectrum
@@ -263,26 +263,24 @@ class MonitorLog:
     """``monitor.jsonl`` (one strict-JSON row per call) and ``monitor/step_XXXXXXXX.npz`` (X, weights) in a
     run folder. ``resume_step``: rows after it are dropped (the resumed run writes them again)."""
 
-    def __init__(self, out_dir: str, resume_step: int | None = None):
+    def __init__(self, out_dir: str, resume_step: int | None = None) -> None:
         self.path = os.path.join(out_dir, "monitor.jsonl")
         self.arrays_dir = os.path.join(out_dir, "monitor")
         os.makedirs(self.arrays_dir, exist_ok=True)
-        if resume_step is not None and os.path.exists(self.path):
-            with open(self.path) as f:
-                keep = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
-            tmp = f"{self.path}.tmp"
-            with open(tmp, "w") as f:
-                f.writelines(keep)
-            os.replace(tmp, self.path)
+        if resume_step is not None:
+            # imported here, not above: the monitor runs without torch; a trainer has torch loaded anyway
+            from empirical.checkpoint import truncate_log
+
+            truncate_log(self.path, resume_step)  # also drops a row torn by a crash mid-write
 
     def write(self, step: int, result: MonitorResult, lr: float | None = None, **extra) -> dict:
         """Append the row {step, lr, **extra, **result.to_json(), arrays}; the npz first, atomically, so a
         row never points at a missing file. ``extra``: e.g. trust_ratio=[q per layer] when the optimizer logs
         it, lr_sum=sum of the rates since the previous row."""
         name = f"step_{step:08d}.npz"
-        tmp = os.path.join(self.arrays_dir, f".{name}.tmp.npz")
-        np.savez(tmp, **result.arrays())
-        os.replace(tmp, os.path.join(self.arrays_dir, name))
+        # a file object, not a name: np.savez would append .npz to the temporary name
+        with atomic_path(os.path.join(self.arrays_dir, name)) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **result.arrays())
         row = {"step": int(step), "lr": lr, **jsonable(extra), **result.to_json(),
                "arrays": os.path.join("monitor", name)}
         with open(self.path, "a") as f:

@@ -138,6 +138,26 @@ def test_row_is_strict_json_and_log_resumes(tmp_path):
     assert [json.loads(line)["step"] for line in open(tmp_path / "monitor.jsonl")] == [10, 20]
 
 
+def test_resume_drops_a_torn_last_row(tmp_path):
+    """A crash mid-write leaves half a row at the end of monitor.jsonl: the resumed log keeps the rows up to
+    the resume step, drops the torn one, and the next row starts a line of its own."""
+    r1, r2 = views(64)
+    ws = [np.random.default_rng(2).standard_normal((4, 6))]
+    log = MonitorLog(str(tmp_path))
+    for step in (10, 20):
+        log.write(step, monitor(r1, r2, ws, batch_size=16))
+    path = tmp_path / "monitor.jsonl"
+    good = path.read_text()
+    with open(path, "a") as f:
+        f.write(good.splitlines()[-1][: len(good) // 4])  # half a row of step 20's size, no newline
+    log = MonitorLog(str(tmp_path), resume_step=20)
+    assert path.read_text() == good
+    log.write(30, monitor(r1, r2, ws, batch_size=16))
+    assert [json.loads(line)["step"] for line in open(path)] == [10, 20, 30]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == [
+        "monitor", "monitor.jsonl", "step_00000010.npz", "step_00000020.npz", "step_00000030.npz"]
+
+
 def test_bad_input_is_a_clear_error():
     r1, r2 = views(16)
     with pytest.raises(ValueError, match="inputs"):
