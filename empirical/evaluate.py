@@ -45,7 +45,7 @@ from empirical.config import check_device, check_out_dir
 from empirical.data import DATASETS, folder_heldout, load_memory_dataset
 from empirical.features import encode_images
 from empirical.models import SSLModel
-from theory.io import NonFiniteError, OneLineParser, UserError, check_finite, run_cli, write_json
+from theory.io import NonFiniteError, OneLineParser, UserError, atomic_path, check_finite, run_cli, write_json
 from theory.spectrum import embedding_spectrum
 
 KNN_K, KNN_T = 200, 0.1
@@ -514,9 +514,8 @@ def plot_spectra(res: dict, path: str) -> list[str]:
     out = []
     for ext in (".png", ".pdf"):
         target = stem + ext
-        tmp = f"{target}.tmp{os.getpid()}{ext}"
-        fig.savefig(tmp, dpi=150, metadata={"CreationDate": None} if ext == ".pdf" else None)
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:  # the temporary name has no suffix: the format is named
+            fig.savefig(tmp, format=ext[1:], dpi=150, metadata={"CreationDate": None} if ext == ".pdf" else None)
         out.append(target)
     plt.close(fig)
     return out

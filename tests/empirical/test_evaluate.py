@@ -155,6 +155,9 @@ def test_cli_run_folder_plot(tiny_run, tmp_path, capsys):
     png = tmp_path / "fig" / "s.png"
     assert ev.main([tiny_run, "--out", str(tmp_path), "--plot", str(png), "--spectra-only"]) == 0
     assert png.stat().st_size > 10_000 and (tmp_path / "fig" / "s.pdf").exists()
+    # written through the atomic writer, each in the format its name says, no temporary file left
+    assert sorted(p.name for p in png.parent.iterdir()) == ["s.pdf", "s.png"]
+    assert png.read_bytes()[:4] == b"\x89PNG" and (tmp_path / "fig" / "s.pdf").read_bytes()[:4] == b"%PDF"
     res = json.loads((tmp_path / "eval.json").read_text())
     assert "knn_r" not in res and res["spectra"]["z"]["dim"] == 16
     assert f"wrote {png}" in capsys.readouterr().out
