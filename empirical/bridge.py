@@ -57,6 +57,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -669,7 +670,7 @@ def _shrunk_most(w_first: np.ndarray, w: np.ndarray, n: int) -> np.ndarray:
     return np.linalg.qr(vecs)[0]
 
 
-def early_warning(run: Run, fractions=EARLY) -> dict:
+def early_warning(run: Run, fractions: tuple[float, ...] = EARLY) -> dict:
     """Prediction (b) for one run: a curve over every row before the last, and the rows at ``fractions``."""
     x_end, w_end = run.end_to_end(run.rows[-1])
     d = w_end.shape[1]
@@ -737,7 +738,8 @@ def _ceiling_parts(pred: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[floa
     return fit_a, fit_b, cov_ab, float(np.var(a))
 
 
-def fork_ceiling(pred, obs_a, obs_b, rng: np.random.Generator | None = None, draws: int = 1000) -> dict:
+def fork_ceiling(pred: np.ndarray, obs_a: np.ndarray, obs_b: np.ndarray, rng: np.random.Generator | None = None,
+                 draws: int = 1000) -> dict:
     """How much of what any prediction of the expected change could explain this prediction explains, from two
     batch streams A and B continued from the same weights (one interval, one point per singular value).
 
@@ -795,7 +797,8 @@ def ceiling_spread(forks: list[dict]) -> dict:
 
 # ---- aggregation over seeds -----------------------------------------------------------------------------------
 
-def mean_se(values) -> dict:
+def mean_se(values: Iterable[float | None]) -> dict:
+    """Mean and standard error of the mean over the values that are not None (se None for fewer than 2)."""
     v = np.asarray([x for x in values if x is not None], dtype=np.float64)
     if not len(v):
         return {"mean": None, "se": None, "n": 0}

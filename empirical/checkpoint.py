@@ -55,7 +55,7 @@ def list_checkpoints(out_dir: str) -> list[str]:
     return sorted(found, key=lambda p: int(_NAME.search(p).group(1)), reverse=True)
 
 
-def atomic_save(obj, path: str) -> None:
+def atomic_save(obj: object, path: str) -> None:
     """``torch.save`` through ``atomic_path``: ``path`` is either the old file or the new one."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save(obj, f)
@@ -112,14 +112,14 @@ class AsyncSaver:
             raise err
 
 
-def load(path: str, map_location="cpu") -> dict:
+def load(path: str, map_location: str | torch.device = "cpu") -> dict:
     ckpt = torch.load(path, map_location=map_location, weights_only=False)
     if not isinstance(ckpt, dict) or not ckpt.get("complete"):
         raise ValueError(f"{path} is not a complete checkpoint")
     return ckpt
 
 
-def latest(out_dir: str, map_location="cpu") -> tuple[str, dict] | None:
+def latest(out_dir: str, map_location: str | torch.device = "cpu") -> tuple[str, dict] | None:
     """The newest checkpoint in ``out_dir`` that loads; broken ones are reported on stderr and skipped."""
     for path in list_checkpoints(out_dir):
         try:

@@ -41,7 +41,7 @@ def whiten(r1: np.ndarray, r2: np.ndarray, dim: int) -> tuple[np.ndarray, np.nda
 def frozen_experiment(
     x: np.ndarray,
     x_aug: np.ndarray,
-    depths=(1, 2, 3),
+    depths: tuple[int, ...] = (1, 2, 3),
     steps: int = 5000,
     lr: float = 0.01,
     batch: int = 128,

@@ -209,7 +209,7 @@ def extract_features(
 # ---- metrics ------------------------------------------------------------------------------------------------
 
 
-def topk_correct(scores: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> dict[str, float]:
+def topk_correct(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
     """Fraction of rows whose label is among the ``k`` highest scores, for each k (k capped at #classes)."""
     out = {}
     for k in ks:
