@@ -93,39 +93,58 @@ def draw(data: dict, out_dir=None) -> None:
     depths = data["depths"]
     cols = dict(zip(depths, style.colors(len(depths), "viridis"), strict=True))
     fig, axes = style.plt.subplots(1, 3, figsize=(12.5, 3.9))
-    linear_one = data["runs"]["linear"][0]
     for ax, kind in zip(axes[:2], ("linear", "relu"), strict=True):
-        runs = data["runs"][kind] if kind == "linear" else [linear_one] + data["runs"][kind]
-        for r in runs:
-            s = np.asarray(r["singular_values"])
-            rel = style.log10(s / s[0])
-            ranks = np.arange(1, len(s) + 1)
-            ax.plot(
-                ranks,
-                rel,
-                "-o",
-                ms=3,
-                color=cols[r["layers"]],
-                label=f"L = {r['layers']}: {r['collapsed_dims']} collapsed",
-            )
-        ax.axhline(np.log10(COLLAPSE_RTOL), color="grey", ls=":", lw=1, label="collapse rule (1e-3)")
-        if kind == "relu":
-            notes = [f"L = {r['layers']}: predicts {r['last_layer']['predicted']}; "
-                     f"{style.fmt(r['last_layer']['inside_observed'])} of it in W_L's "
-                     f"{r['last_layer']['observed']} collapsed ({r['last_layer']['observed_initial']} at t = 0)"
-                     for r in data["runs"]["relu"]]
-            # in the empty middle left: the curves sit near 0 above it and drop only at the last ranks
-            ax.text(0.03, 0.5, "last layer, Theorem 1 with X(h):\n" + "\n".join(notes), transform=ax.transAxes,
-                    ha="left", va="center", fontsize=6.5, bbox={"fc": "white", "ec": "0.8", "alpha": 0.9})
-        ax.set(
-            xlabel="rank index k (sorted)",
-            ylabel="log10 (singular value of C / largest)",
-            title="(a) linear layers" if kind == "linear" else "(b) ReLU between layers (L = 1: no ReLU)",
+        _draw_spectra(ax, kind, data, cols)
+    _draw_counts(axes[2], data)
+    cfg = data["config"]
+    style.claim(
+        fig,
+        "Fig. 11: deeper networks end more collapsed (dotted: at t = 0, paper init); ReLU's predicted "
+        f"collapse is W_L's E[h] direction ({cfg['steps']} steps)",
+    )
+    style.save(fig, NAME, data, out_dir)
+
+
+def _runs(data: dict, kind: str) -> list[dict]:
+    """The runs of one kind by depth; one layer has no ReLU, so the ReLU series starts at the linear L = 1."""
+    return data["runs"][kind] if kind == "linear" else [data["runs"]["linear"][0]] + data["runs"][kind]
+
+
+def _draw_spectra(ax, kind: str, data: dict, cols: dict) -> None:
+    """Panels (a) and (b): every depth's embedding spectrum relative to its largest, the collapse rule under it."""
+    for r in _runs(data, kind):
+        s = np.asarray(r["singular_values"])
+        rel = style.log10(s / s[0])
+        ranks = np.arange(1, len(s) + 1)
+        ax.plot(
+            ranks,
+            rel,
+            "-o",
+            ms=3,
+            color=cols[r["layers"]],
+            label=f"L = {r['layers']}: {r['collapsed_dims']} collapsed",
         )
-        ax.legend(loc="lower left")
-    ax = axes[2]
+    ax.axhline(np.log10(COLLAPSE_RTOL), color="grey", ls=":", lw=1, label="collapse rule (1e-3)")
+    if kind == "relu":
+        notes = [f"L = {r['layers']}: predicts {r['last_layer']['predicted']}; "
+                 f"{style.fmt(r['last_layer']['inside_observed'])} of it in W_L's "
+                 f"{r['last_layer']['observed']} collapsed ({r['last_layer']['observed_initial']} at t = 0)"
+                 for r in data["runs"]["relu"]]
+        # in the empty middle left: the curves sit near 0 above it and drop only at the last ranks
+        ax.text(0.03, 0.5, "last layer, Theorem 1 with X(h):\n" + "\n".join(notes), transform=ax.transAxes,
+                ha="left", va="center", fontsize=6.5, bbox={"fc": "white", "ec": "0.8", "alpha": 0.9})
+    ax.set(
+        xlabel="rank index k (sorted)",
+        ylabel="log10 (singular value of C / largest)",
+        title="(a) linear layers" if kind == "linear" else "(b) ReLU between layers (L = 1: no ReLU)",
+    )
+    ax.legend(loc="lower left")
+
+
+def _draw_counts(ax, data: dict) -> None:
+    """Panel (c): collapsed dims against depth, trained and at init, beside the independent re-implementation."""
     for kind, color, marker in (("linear", style.CLEAN, "o"), ("relu", style.AUGMENTED, "s")):
-        runs = data["runs"][kind] if kind == "linear" else [linear_one] + data["runs"][kind]
+        runs = _runs(data, kind)
         ls = [r["layers"] for r in runs]
         ax.plot(ls, [r["collapsed_dims"] for r in runs], "-" + marker, color=color, label=f"{kind}: trained")
         ax.plot(
@@ -160,20 +179,12 @@ def draw(data: dict, out_dir=None) -> None:
     ax.set(
         xlabel="number of layers L",
         ylabel="collapsed embedding dims (of 16)",
-        xticks=depths,
+        xticks=data["depths"],
         title="(c) collapsed dims vs depth",
         ylim=(-0.5, 28),  # the top 40 % holds the legend, above every count (at most 16)
         yticks=range(0, 17, 4),
     )
     ax.legend(loc="upper left", fontsize=6.5)
-    cfg = data["config"]
-    style.claim(
-        fig,
-        "Fig. 11: deeper networks end more collapsed (dotted: at t = 0, paper init); ReLU's predicted "
-        f"collapse is W_L's E[h] direction ({cfg['steps']} steps)",
-    )
-    style.save(fig, NAME, data, out_dir)
-
 
 if __name__ == "__main__":
     style.cli(main, __doc__.splitlines()[0])

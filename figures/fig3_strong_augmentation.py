@@ -73,16 +73,30 @@ def main(quick: bool = False, out_dir=None) -> dict:
 
 
 def draw(data: dict, out_dir=None) -> None:
+    fig, axes = style.plt.subplots(1, 3, figsize=(12, 3.8))
+    cols = style.colors(len(data["strengths"]), "plasma")
+    _draw_spectra(axes[:2], data, cols)
+    _draw_block_means(axes[2], data)
+    cfg = data["config"]
+    style.claim(
+        fig,
+        "Fig. 3: strong augmentation (s > √2) collapses the 8 augmented directions of W; "
+        f"the 8 clean ones survive (1 linear layer, {cfg['steps']} GD steps, lr {cfg['lr']}; "
+        f"t = 0: {max(data['collapsed_dims_initial'])} of 16 collapsed, init {cfg['init']})",
+    )
+    style.save(fig, NAME, data, out_dir)
+
+
+def _draw_spectra(axes, data: dict, cols: list) -> None:
+    """Panels (a) and (b): the weight spectrum per strength, its augmented directions filled, and the embedding
+    covariance spectrum against the collapse rule and the t = 0 band."""
     strengths = np.asarray(data["strengths"])
-    thr = data["apriori_threshold"]
     w_sv = np.asarray(data["weight_singular_values"])
     emb_sv = np.asarray(data["embedding_singular_values_precise"])
     share = np.asarray(data["augmented_share"])
-    cols = style.colors(len(strengths), "plasma")
     ranks = np.arange(1, w_sv.shape[1] + 1)
-    fig, axes = style.plt.subplots(1, 3, figsize=(12, 3.8))
     for i, s in enumerate(strengths):
-        label = f"s = {s:.2f}" + (" (= √2)" if np.isclose(s, thr) else "")
+        label = f"s = {s:.2f}" + (" (= √2)" if np.isclose(s, data["apriori_threshold"]) else "")
         aug = share[i] > 0.5
         axes[0].plot(ranks, np.log10(w_sv[i]), "-", color=cols[i], lw=1, label=label)
         axes[0].plot(ranks[aug], np.log10(w_sv[i][aug]), "o", ms=3.5, color=cols[i])
@@ -111,51 +125,48 @@ def draw(data: dict, out_dir=None) -> None:
     )
     # left of the drop at rank 8 and under the clean block: no curve passes there
     axes[1].legend(loc="lower left", fontsize=7)
+
+
+def _draw_block_means(ax, data: dict) -> None:
+    """Panel (c): mean log10 singular value of the clean and the augmented block against the strength, the
+    a-priori threshold and the collapsed augmented dims per strength."""
+    strengths, thr = np.asarray(data["strengths"]), data["apriori_threshold"]
     clean, augm = data["log10_sigma_clean_mean"], data["log10_sigma_augmented_mean"]
-    axes[2].plot(
+    ax.plot(
         strengths,
         [np.nan if v is None else v for v in clean],
         "o-",
         color=style.CLEAN,
         label="clean block (8 dims)",
     )
-    axes[2].plot(
+    ax.plot(
         strengths,
         [np.nan if v is None else v for v in augm],
         "s-",
         color=style.AUGMENTED,
         label="augmented block (8 dims)",
     )
-    axes[2].axvline(thr, color=style.PREDICTION, ls="--", lw=1, label=f"predicted threshold √2 ≈ {thr:.2f}")
-    top = axes[2].get_ylim()[1]
-    axes[2].set_ylim(top=top + 0.12 * (top - axes[2].get_ylim()[0]))
+    ax.axvline(thr, color=style.PREDICTION, ls="--", lw=1, label=f"predicted threshold √2 ≈ {thr:.2f}")
+    top = ax.get_ylim()[1]
+    ax.set_ylim(top=top + 0.12 * (top - ax.get_ylim()[0]))
     for s, n in zip(strengths, data["collapsed_augmented"], strict=True):
-        axes[2].text(
+        ax.text(
             s,
             0.97,
             str(n),
-            transform=axes[2].get_xaxis_transform(),
+            transform=ax.get_xaxis_transform(),
             ha="center",
             va="top",
             fontsize=8,
             color=style.AUGMENTED,
             fontweight="bold",
         )
-    axes[2].set(
+    ax.set(
         xlabel="augmentation strength s (noise std)",
         ylabel="mean log10 singular value of W",
         title="(c) block means; digits = collapsed augmented dims",
     )
-    axes[2].legend(loc="lower left")
-    cfg = data["config"]
-    style.claim(
-        fig,
-        "Fig. 3: strong augmentation (s > √2) collapses the 8 augmented directions of W; "
-        f"the 8 clean ones survive (1 linear layer, {cfg['steps']} GD steps, lr {cfg['lr']}; "
-        f"t = 0: {max(data['collapsed_dims_initial'])} of 16 collapsed, init {cfg['init']})",
-    )
-    style.save(fig, NAME, data, out_dir)
-
+    ax.legend(loc="lower left")
 
 if __name__ == "__main__":
     style.cli(main, __doc__.splitlines()[0])

@@ -91,79 +91,11 @@ def _word(verdict: str) -> str:
 
 def draw(data: dict, out_dir=None) -> None:
     inf, fx = data["infonce"], data["fixed_x"]
-    t = np.asarray(inf["times"])
-    keep = t > 0
     fig, axes = style.plt.subplots(2, 3, figsize=(12.5, 7.2))
-    series = (
-        ("sigma_w1", "singular values of W1", "(a) InfoNCE: W1"),
-        ("sigma_w2", "singular values of W2", "(b) InfoNCE: W2"),
-        (
-            "embedding_singular_values",
-            "singular values of C (variances)",
-            "(c) InfoNCE: embedding covariance",
-        ),
-    )
     dim = np.asarray(inf["sigma_w1"]).shape[1]
     cols = style.colors(dim)
-    for ax, (key, ylabel, title) in zip(axes[0], series, strict=True):
-        values = np.asarray(inf[key])
-        for k in range(dim):
-            ax.loglog(t[keep], np.maximum(values[keep, k], 1e-300), color=cols[k], lw=1)
-        ax.set(xlabel="training time t = lr × step", ylabel=ylabel, title=title)
-    emb = np.asarray(inf["embedding_singular_values"])
-    axes[0, 2].loglog(
-        t[keep],
-        COLLAPSE_RTOL * np.maximum(emb[keep, 0], emb[0, 0]),
-        color="grey",
-        ls=":",
-        lw=1.2,
-        label=f"collapse rule ({COLLAPSE_RTOL:g} × largest so far)",
-    )
-    # room under the smallest variance for the legend, so that it covers no curve
-    low = float(np.min(emb[keep][emb[keep] > 0]))
-    axes[0, 2].set_ylim(bottom=low * 10**-4.5)
-    axes[0, 2].legend(loc="lower left", title=f"collapsed: {inf['collapsed_dims_initial']} of {dim} at t = 0, "
-                      f"{inf['collapsed_dims_final']} at the end")
-    axes[0, 0].text(
-        0.03, 0.97, "colour = rank k (dark = largest)", transform=axes[0, 0].transAxes, va="top", fontsize=7.5
-    )
-    # in the title, not over the curves, which fill the panel's top
-    axes[0, 1].set_title(
-        f"(b) InfoNCE: W2; X at t = 0 {_word(inf['x_verdict']['initial'])}, at the end "
-        f"{_word(inf['x_verdict']['final'])} (lowest eigenvalue at the end {min(inf['x_eigenvalues_late']):.1e})"
-    )
-    tf = np.asarray(fx["times"])
-    sim, closed = np.asarray(fx["simulated"]), np.asarray(fx["closed_form"])
-    keep = tf > 0
-    for k in range(dim):
-        label_s = "simulated (fixed-X flow)" if k == 0 else None
-        label_c = "closed form, Eqn 10" if k == 0 else None
-        axes[1, 0].loglog(tf[keep], sim[keep, k], color=cols[k], lw=2.2, alpha=0.8, label=label_s)
-        axes[1, 0].loglog(tf[keep], closed[keep, k], color=style.PREDICTION, ls="--", lw=0.9, label=label_c)
-        axes[1, 1].loglog(tf[keep], sim[keep, k] ** 4, color=cols[k], lw=2.2, alpha=0.8, label=label_s)
-        axes[1, 1].loglog(
-            tf[keep], closed[keep, k] ** 4, color=style.PREDICTION, ls="--", lw=0.9, label=label_c
-        )
-        err = np.abs(sim[keep, k] - closed[keep, k]) / closed[keep, k]
-        axes[1, 2].loglog(tf[keep], np.maximum(err, 1e-17), color=cols[k], lw=1)
-    lam = np.asarray(fx["lambda"])
-    axes[1, 0].set(
-        xlabel="time t (X frozen at t = 0; to 0.9 × first blow-up)",
-        ylabel="σ_k of W1 (= W2, balanced)",
-        title=f"(d) aligned, balanced layers, fixed X (λ_k = v_kᵀXv_k ∈ [{lam.min():.2f}, {lam.max():.2f}])",
-    )
-    axes[1, 1].set(
-        xlabel="time t (X frozen at t = 0)",
-        ylabel="embedding variance σ_k⁴ (isotropic x)",
-        title="(e) the same modes in the embedding",
-    )
-    axes[1, 2].set(
-        xlabel="time t",
-        ylabel="|simulated − closed form| / closed form",
-        title=f"(f) relative error (max {fx['max_relative_error']:.1e})",
-    )
-    for ax in axes[1, :2]:
-        ax.legend(loc="upper left")
+    _draw_infonce(axes[0], inf, cols)
+    _draw_fixed_x(axes[1], fx, cols)
     cfg = data["config"]
     style.claim(
         fig,
@@ -175,6 +107,84 @@ def draw(data: dict, out_dir=None) -> None:
     )
     style.save(fig, NAME, data, out_dir)
 
+
+def _draw_infonce(axes, inf: dict, cols: list) -> None:
+    """Top row: singular values of W1, W2 and the embedding covariance over the InfoNCE run, one curve per rank."""
+    t = np.asarray(inf["times"])
+    keep = t > 0
+    series = (
+        ("sigma_w1", "singular values of W1", "(a) InfoNCE: W1"),
+        ("sigma_w2", "singular values of W2", "(b) InfoNCE: W2"),
+        (
+            "embedding_singular_values",
+            "singular values of C (variances)",
+            "(c) InfoNCE: embedding covariance",
+        ),
+    )
+    dim = len(cols)
+    for ax, (key, ylabel, title) in zip(axes, series, strict=True):
+        values = np.asarray(inf[key])
+        for k in range(dim):
+            ax.loglog(t[keep], np.maximum(values[keep, k], 1e-300), color=cols[k], lw=1)
+        ax.set(xlabel="training time t = lr × step", ylabel=ylabel, title=title)
+    emb = np.asarray(inf["embedding_singular_values"])
+    axes[2].loglog(
+        t[keep],
+        COLLAPSE_RTOL * np.maximum(emb[keep, 0], emb[0, 0]),
+        color="grey",
+        ls=":",
+        lw=1.2,
+        label=f"collapse rule ({COLLAPSE_RTOL:g} × largest so far)",
+    )
+    # room under the smallest variance for the legend, so that it covers no curve
+    low = float(np.min(emb[keep][emb[keep] > 0]))
+    axes[2].set_ylim(bottom=low * 10**-4.5)
+    axes[2].legend(loc="lower left", title=f"collapsed: {inf['collapsed_dims_initial']} of {dim} at t = 0, "
+                   f"{inf['collapsed_dims_final']} at the end")
+    axes[0].text(
+        0.03, 0.97, "colour = rank k (dark = largest)", transform=axes[0].transAxes, va="top", fontsize=7.5
+    )
+    # in the title, not over the curves, which fill the panel's top
+    axes[1].set_title(
+        f"(b) InfoNCE: W2; X at t = 0 {_word(inf['x_verdict']['initial'])}, at the end "
+        f"{_word(inf['x_verdict']['final'])} (lowest eigenvalue at the end {min(inf['x_eigenvalues_late']):.1e})"
+    )
+
+
+def _draw_fixed_x(axes, fx: dict, cols: list) -> None:
+    """Bottom row: the fixed-X flow of aligned, balanced layers against Eqn 10's closed form, and their gap."""
+    tf = np.asarray(fx["times"])
+    sim, closed = np.asarray(fx["simulated"]), np.asarray(fx["closed_form"])
+    keep = tf > 0
+    for k in range(len(cols)):
+        label_s = "simulated (fixed-X flow)" if k == 0 else None
+        label_c = "closed form, Eqn 10" if k == 0 else None
+        axes[0].loglog(tf[keep], sim[keep, k], color=cols[k], lw=2.2, alpha=0.8, label=label_s)
+        axes[0].loglog(tf[keep], closed[keep, k], color=style.PREDICTION, ls="--", lw=0.9, label=label_c)
+        axes[1].loglog(tf[keep], sim[keep, k] ** 4, color=cols[k], lw=2.2, alpha=0.8, label=label_s)
+        axes[1].loglog(
+            tf[keep], closed[keep, k] ** 4, color=style.PREDICTION, ls="--", lw=0.9, label=label_c
+        )
+        err = np.abs(sim[keep, k] - closed[keep, k]) / closed[keep, k]
+        axes[2].loglog(tf[keep], np.maximum(err, 1e-17), color=cols[k], lw=1)
+    lam = np.asarray(fx["lambda"])
+    axes[0].set(
+        xlabel="time t (X frozen at t = 0; to 0.9 × first blow-up)",
+        ylabel="σ_k of W1 (= W2, balanced)",
+        title=f"(d) aligned, balanced layers, fixed X (λ_k = v_kᵀXv_k ∈ [{lam.min():.2f}, {lam.max():.2f}])",
+    )
+    axes[1].set(
+        xlabel="time t (X frozen at t = 0)",
+        ylabel="embedding variance σ_k⁴ (isotropic x)",
+        title="(e) the same modes in the embedding",
+    )
+    axes[2].set(
+        xlabel="time t",
+        ylabel="|simulated − closed form| / closed form",
+        title=f"(f) relative error (max {fx['max_relative_error']:.1e})",
+    )
+    for ax in axes[:2]:
+        ax.legend(loc="upper left")
 
 if __name__ == "__main__":
     style.cli(main, __doc__.splitlines()[0])
