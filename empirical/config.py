@@ -11,14 +11,13 @@ import sys
 
 from empirical.augment import recipe
 from empirical.data import DATASETS, DECODES, NATIVE_SIZE
+from empirical.losses import ALIASES as LOSS_ALIASES
+from empirical.losses import REGISTRY as LOSSES
+from empirical.losses import canonical
 from empirical.models import BACKBONES, PROJECTORS, WIDTH, default_d0
 from empirical.optim import OPTIMIZERS
 from theory.io import OneLineParser, UserError, check_finite
 
-# info_nce / nt_xent: named as the functions in empirical.losses; paper / dot: the theory's unnormalized forms
-# (empirical.losses.paper_loss / dot_loss, twins of theory.losses)
-LOSSES = ("info_nce", "nt_xent", "paper", "dot")
-LOSS_ALIASES = {"infonce": "info_nce", "ntxent": "nt_xent"}  # earlier spellings, still accepted
 PRECISIONS = ("bf16", "fp16", "fp32")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")  # none: eager
 
@@ -130,11 +129,11 @@ def _optimization_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--loss",
         default="info_nce",
-        type=lambda v: LOSS_ALIASES.get(v, v),
-        choices=LOSSES,
-        help="info_nce: official (other-view negatives, symmetrized); nt_xent: SimCLR's 2N-2 negatives "
-        "(infonce / ntxent also accepted); paper: Eqn 2 on unnormalized z; dot: z1.z2/t on unnormalized z "
-        "(the forms of the theory, where -dL/dW = W X for a linear projector)",
+        type=canonical,
+        choices=tuple(LOSSES),
+        help="; ".join(f"{name}: {loss.help}" for name, loss in LOSSES.items())
+        + f" ({' / '.join(LOSS_ALIASES)} also accepted; paper and dot are the theory's forms, where -dL/dW = W X "
+        "for a linear projector)",
     )
     g.add_argument(
         "--temperature", type=float, default=0.1, help="softmax temperature of info_nce / nt_xent / dot (default 0.1)"
@@ -394,9 +393,10 @@ def _resolve_monitor(args: argparse.Namespace) -> None:
         args.monitor_pairs = 32 * args.batch_size
     if not args.monitor_every:
         return
-    if args.loss == "nt_xent" or args.projector != "linear":
+    if LOSSES[args.loss].x_form is None or args.projector != "linear":
+        with_x = ", ".join(name for name, loss in LOSSES.items() if loss.x_form)
         raise UserError(
-            f"--monitor-every needs --projector linear and --loss paper, dot or info_nce (X is not defined "
+            f"--monitor-every needs --projector linear and --loss {with_x} (X is not defined "
             f"for --projector {args.projector} / --loss {args.loss})"
         )
     if args.monitor_pairs < args.batch_size:
@@ -558,7 +558,7 @@ class RunConfig:
         """The settings fixing the trajectory (``TRAJECTORY_KEYS``) that differ from the record ``old`` of a
         checkpoint, as "flag old -> new"; ``derived`` as in ``record``."""
         new = self.record(**derived)
-        old = {**old, "loss": LOSS_ALIASES.get(old.get("loss"), old.get("loss"))}  # earlier spellings
+        old = {**old, "loss": canonical(old.get("loss"))}  # earlier spellings
         return [
             f"{k.replace('_', '-')} {old[k]} -> {new[k]}" for k in TRAJECTORY_KEYS if k in old and old[k] != new[k]
         ]

@@ -21,12 +21,12 @@ import torch
 
 from empirical import checkpoint
 from empirical.augment import augment, view_params
+from empirical.losses import REGISTRY as LOSSES
 from empirical.monitor import spectrum_metrics
 from empirical.xmonitor import MonitorLog, monitor
 from theory.io import jsonable, write_json
 
 LOGS = ("metrics.jsonl", "spectra.jsonl")
-MONITOR_LOSS = {"paper": "paper", "dot": "dot", "info_nce": "cosine"}  # the trainer's loss -> X's form
 MONITOR_SEED = 20_221_011  # the held-out pairs: one fixed draw for every run, seed and resume
 
 
@@ -343,8 +343,9 @@ class MonitorHook(Hook):
         try:
             r1, r2 = monitor_features(run.model, *self.pairs, c.batch_size, run.amp)
             weights = [w.detach() for w in run.model.projector_weights()]
-            res = monitor(r1, r2, weights, loss=MONITOR_LOSS[c.loss], temperature=c.temperature,
-                          batch_size=c.batch_size, symmetric=c.loss == "info_nce")  # fmt: skip
+            loss = LOSSES[c.loss]
+            res = monitor(r1, r2, weights, loss=loss.x_form, temperature=c.temperature, batch_size=c.batch_size,
+                          symmetric=loss.symmetric)  # fmt: skip
             extra = {} if trust is None else {"trust_ratio": trust.tolist()}
             self.log.write(step, res, lr=run.schedule.lr(step), **extra)
         except Exception as e:  # the monitor must not cost the run (any error: shapes, memory, linalg)

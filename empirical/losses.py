@@ -25,6 +25,7 @@ mean of the per-rank losses equals the single-process loss on the global batch (
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -125,3 +126,33 @@ def nt_xent(
     # An anchor is never its own negative: mask it out before the softmax.
     logits = logits.masked_fill(F.one_hot(self_idx, 2 * n_all).bool(), float("-inf"))
     return F.cross_entropy(logits, pos_idx)
+
+
+def _paper(z1: torch.Tensor, z2: torch.Tensor, temperature: float, gather: Gather | None = None) -> torch.Tensor:
+    return paper_loss(z1, z2, gather=gather)  # Eqn 2 has no temperature
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A training loss: ``fn(z1, z2, temperature, gather)``, the form of X that its gradient takes for a linear
+    projector (``empirical.xmonitor``'s ``paper``, ``dot`` or ``cosine``; None: no X), whether it is symmetrized,
+    and the help text."""
+
+    fn: Callable[..., torch.Tensor]
+    x_form: str | None
+    symmetric: bool
+    help: str
+
+
+REGISTRY: dict[str, Loss] = {
+    "info_nce": Loss(info_nce, "cosine", True, "official (other-view negatives, symmetrized)"),
+    "nt_xent": Loss(nt_xent, None, False, "SimCLR's 2N-2 negatives"),
+    "paper": Loss(_paper, "paper", False, "Eqn 2 on unnormalized z"),
+    "dot": Loss(dot_loss, "dot", False, "z1.z2/t on unnormalized z"),
+}
+ALIASES = {"infonce": "info_nce", "ntxent": "nt_xent"}  # earlier spellings, still accepted
+
+
+def canonical(name: str) -> str:
+    """The registry name of ``name`` (an earlier spelling is mapped; an unknown name is returned unchanged)."""
+    return ALIASES.get(name, name)

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from empirical import checkpoint
 from empirical.augment import Prefetcher, augment, augment_packed, recipe, view_params
-from empirical.config import LOSS_ALIASES, RunConfig, check_out_dir
+from empirical.config import RunConfig, check_out_dir
 from empirical.data import (
     Batch,
     FolderPairs,
@@ -49,7 +49,8 @@ from empirical.data import (
 )
 from empirical.hooks import CheckpointHook, Hook, MetricsHook, MonitorHook
 from empirical.interrupt import Interrupted, StopSignals
-from empirical.losses import all_gather_with_grad, dot_loss, info_nce, nt_xent, paper_loss
+from empirical.losses import REGISTRY as LOSSES
+from empirical.losses import all_gather_with_grad, canonical
 from empirical.models import SSLModel
 from empirical.optim import build_optimizer, lr_at, set_lr
 from empirical.runlock import RunLock
@@ -61,11 +62,7 @@ AMP = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
 
 def contrastive(loss: str, z1, z2, temperature: float, gather=None):
-    loss = LOSS_ALIASES.get(loss, loss)
-    if loss == "paper":
-        return paper_loss(z1, z2, gather=gather)
-    fn = {"nt_xent": nt_xent, "dot": dot_loss}.get(loss, info_nce)
-    return fn(z1, z2, temperature, gather=gather)
+    return LOSSES[canonical(loss)].fn(z1, z2, temperature, gather)
 
 
 def step_loss(model, x1, x2, labels, loss: str, temperature: float, gather=None):
@@ -452,7 +449,7 @@ def restore(run: Run, derived: dict) -> None:
     checkpoint.set_rng_state(ckpt["rng"])
     run.start, run.resume = start, {"path": path, "log_acc": ckpt.get("log_acc")}
     old = ckpt["config"]  # the checked settings stay the run's record; config.json is not rewritten
-    run.record = {**old, "loss": LOSS_ALIASES.get(old.get("loss"), old.get("loss"))}
+    run.record = {**old, "loss": canonical(old.get("loss"))}
     if run.main:
         print(f"resumed from {path} at step {start}", file=sys.stderr)
 

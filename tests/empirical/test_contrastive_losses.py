@@ -177,3 +177,29 @@ def test_paper_and_dot_gather_mean_over_ranks_equals_global_loss(name):
 
         losses.append(fn(z1[sl], z2[sl], gather=fake_gather))
     assert torch.stack(losses).mean().item() == pytest.approx(fn(z1, z2).item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["info_nce", "nt_xent", "paper", "dot"])
+def test_registry_losses_and_their_x_forms(name):
+    """Each registry loss is its function, and its X form is the one its weight gradient takes: -dL/dW = W X for
+    paper and dot (the monitor's X), the exact normalized gradient for info_nce's cosine form, none for nt_xent."""
+    from empirical.losses import REGISTRY, canonical
+    from empirical.xmonitor import contrastive_x, cosine_neg_grad
+
+    loss = REGISTRY[name]
+    rng = np.random.default_rng(7)
+    r1 = rng.normal(size=(16, 5))
+    r2 = r1 + 0.6 * rng.normal(size=r1.shape)
+    w0 = 0.7 * rng.normal(size=(3, 5))
+    w = torch.tensor(w0, requires_grad=True)
+    value = loss.fn(torch.tensor(r1) @ w.T, torch.tensor(r2) @ w.T, 0.3)
+    value.backward()
+    if loss.x_form is None:
+        assert name == "nt_xent"
+    elif loss.x_form == "cosine":
+        np.testing.assert_allclose(-w.grad.numpy(), cosine_neg_grad(r1, r2, w0, 0.3), rtol=1e-9, atol=1e-12)
+        assert loss.symmetric
+    else:
+        x, _ = contrastive_x(r1, r2, w0, loss.x_form, 0.3, loss.symmetric)
+        np.testing.assert_allclose(-w.grad.numpy(), w0 @ x, rtol=1e-9, atol=1e-12)
+    assert canonical({"info_nce": "infonce", "nt_xent": "ntxent"}.get(name, name)) == name
