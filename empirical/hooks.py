@@ -23,6 +23,7 @@ from empirical import checkpoint
 from empirical.augment import augment, view_params
 from empirical.losses import REGISTRY as LOSSES
 from empirical.monitor import spectrum_metrics
+from empirical.optim import trust_ratio
 from empirical.xmonitor import MonitorLog, monitor
 from theory.io import jsonable, write_json
 
@@ -288,13 +289,10 @@ def monitor_features(model, v1: torch.Tensor, v2: torch.Tensor, chunk: int, amp=
 
 
 def lars_trust_ratios(weights: list[torch.Tensor], eta: float, weight_decay: float) -> torch.Tensor:
-    """q_l = eta ||W_l|| / ||G_l + wd W_l|| of the update about to be taken (empirical.optim.LARS), on the device."""
-    out = []
-    for w in weights:
-        p_norm, g_norm = w.detach().norm(), (w.grad + weight_decay * w.detach()).norm()
-        one = torch.ones_like(p_norm)
-        out.append(torch.where((p_norm > 0) & (g_norm > 0), eta * p_norm / torch.where(g_norm > 0, g_norm, one), one))
-    return torch.stack(out)
+    """q_l of the update about to be taken (``empirical.optim.LARS``: its gradient with weight decay), on the device."""
+    p_norm = torch.stack([w.detach().norm() for w in weights])
+    g_norm = torch.stack([(w.grad + weight_decay * w.detach()).norm() for w in weights])
+    return trust_ratio(p_norm, g_norm, eta)
 
 
 class MonitorHook(Hook):

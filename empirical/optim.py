@@ -21,6 +21,12 @@ import torch.nn as nn
 OPTIMIZERS = ("lars", "sgd", "adamw")
 
 
+def trust_ratio(p_norm: torch.Tensor, g_norm: torch.Tensor, eta: float) -> torch.Tensor:
+    """LARS's q = eta ||p|| / ||g|| (elementwise over stacked norms), 1 where either norm is 0; on the device."""
+    one = torch.ones_like(p_norm)
+    return torch.where((p_norm > 0) & (g_norm > 0), eta * p_norm / torch.where(g_norm > 0, g_norm, one), one)
+
+
 class LARS(torch.optim.Optimizer):
     """LARS with per-group ``lars_exclude`` (no weight decay and no trust-ratio scaling for that group).
 
@@ -75,10 +81,7 @@ class LARS(torch.optim.Optimizer):
         g = p.grad
         if not group["lars_exclude"]:
             g = g.add(p, alpha=group["weight_decay"])
-            p_norm, g_norm = torch.norm(p), torch.norm(g)
-            one = torch.ones_like(p_norm)
-            q = torch.where(p_norm > 0, torch.where(g_norm > 0, group["eta"] * p_norm / g_norm, one), one)
-            g = g.mul(q)
+            g = g.mul(trust_ratio(torch.norm(p), torch.norm(g), group["eta"]))
         mu = self._mu(p)
         mu.mul_(group["momentum"]).add_(g)
         if torch.is_tensor(group["lr"]):
@@ -95,8 +98,7 @@ class LARS(torch.optim.Optimizer):
                 grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
             p_norm = torch.stack(torch._foreach_norm(params))
             g_norm = torch.stack(torch._foreach_norm(grads))
-            safe = torch.where(g_norm > 0, g_norm, torch.ones_like(g_norm))
-            q = torch.where((p_norm > 0) & (g_norm > 0), group["eta"] * p_norm / safe, torch.ones_like(p_norm))
+            q = trust_ratio(p_norm, g_norm, group["eta"])
             if decayed:
                 torch._foreach_mul_(grads, list(q.unbind(0)))
             else:
