@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from empirical.augment import random_resized_crop_box
-from theory.io import UserError
+from theory.io import UserError, atomic_path
 
 DATASETS = ("cifar10", "cifar100", "stl10", "imagefolder", "mnist5k", "digits", "synthetic")
 NATIVE_SIZE = {
@@ -187,9 +187,8 @@ def _cached(key: str, make):
     arrays = make()
     try:
         os.makedirs(root, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp.npz"
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no suffix
+            np.savez(f, **arrays)
     except OSError:
         pass
     return arrays

@@ -101,3 +101,17 @@ def test_memory_batches_follow_global_order_and_partition_over_ranks():
         rows = torch.cat([r0.labels, r1.labels])
         assert torch.equal(rows, global_indices(n, s, b, seed)[0])
         assert torch.equal(r0.x1[:, 0, 0, 0].long(), r0.labels)
+
+
+def test_dataset_cache_is_written_whole_and_read_back(tmp_path, monkeypatch):
+    """The cache file appears under its own name only (atomic write, no stray temporary or doubled suffix), and a
+    second call reads it instead of making the arrays again."""
+    import numpy as np
+
+    from empirical.data import _cached
+
+    monkeypatch.setenv("DIMCOLLAPSE_CACHE", str(tmp_path))
+    first = _cached("k", lambda: {"x": np.arange(3)})
+    again = _cached("k", lambda: 1 / 0)  # would raise if the cache were not read
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.npz"]
+    assert np.array_equal(first["x"], again["x"])
