@@ -15,7 +15,8 @@ interrupted (Ctrl-C or SIGTERM: the current step is checkpointed first). One tra
 
 As a library: ``config = RunConfig.from_argv(argv)``; ``run = build_run(config)`` (data, schedule, model,
 optimizer, scaler, step function, resume state); ``train_loop(run, hooks)`` (``empirical.hooks``: metrics,
-monitor and checkpoints are hooks; a test adds its own).
+monitor and checkpoints are hooks; a test adds its own). ``train(config, hooks)`` is all the command line does
+around them: the run lock, Ctrl-C checkpointing, the standard hooks and the summary.
 """
 
 from __future__ import annotations
@@ -343,7 +344,7 @@ class Run:
     def batches(self) -> Iterator[Batch]:
         """This rank's batches from ``start`` to the schedule's stop (--prefetch: parameters drawn ahead)."""
         c = self.config
-        if c.prefetch and not c.full_batch:  # every batch has the same rows (drop-last epochs), as the prefetcher needs
+        if c.prefetch and not c.full_batch:  # drop-last epochs: every batch has the same rows, as the prefetcher needs
             memory = self.data.train is not None
             src_hw = tuple(self.data.train.images.shape[-2:]) if memory else (c.image_size, c.image_size)
             local = c.batch_size // self.world
@@ -585,8 +586,14 @@ def init_distributed(config: RunConfig, world: int, local_rank: int) -> torch.de
 def run(argv: list[str] | None = None, hooks: Sequence[Hook] = ()) -> int:
     """Train with the flags ``argv``; the exit status (``theory.io.EXIT_CODES``). ``hooks`` run after the
     standard ones (metrics, monitor, checkpoints) at every point of the loop."""
+    return train(RunConfig.from_argv(argv, _dist_env()[1]), hooks)  # every flag checked before any work
+
+
+def train(config: RunConfig, hooks: Sequence[Hook] = ()) -> int:
+    """The whole training of ``config`` as the command line runs it: the run lock on --out, Ctrl-C / SIGTERM
+    checkpointed, ``build_run``, ``train_loop`` with the standard hooks then ``hooks``, the summary; the exit
+    status (``theory.io.EXIT_CODES``)."""
     rank, world, local_rank = _dist_env()
-    config = RunConfig.from_argv(argv, world)  # every flag checked before any work
     created = _first_missing(config.out) if rank == 0 else None
     lock = None
     try:

@@ -13,7 +13,7 @@ from _emp_helpers import REPO, TINY_RUN  # noqa: E402
 
 from empirical.config import RunConfig, build_parser  # noqa: E402
 from empirical.hooks import Hook  # noqa: E402
-from empirical.train import build_run, main, train_loop  # noqa: E402
+from empirical.train import build_run, main, train, train_loop  # noqa: E402
 from theory.io import UserError  # noqa: E402
 
 ARGS = [*TINY_RUN, "--max-steps", "4", "--spectrum-every", "0", "--backbone", "tiny", "--threads", "1",
@@ -62,6 +62,11 @@ def test_build_run_and_loop_reach_the_command_lines_weights(tmp_path):
     cli = torch.load(tmp_path / "cli" / "final.pt", weights_only=True)
     lib = run.model.state_dict()
     assert cli.keys() == lib.keys() and all(torch.equal(cli[k], lib[k]) for k in cli)
+    # the command line's whole training from a RunConfig (lock, hooks, summary): the same weights and files
+    assert train(RunConfig.from_argv([*ARGS, "--out", str(tmp_path / "cfg")])) == 0
+    cfg = torch.load(tmp_path / "cfg" / "final.pt", weights_only=True)
+    assert all(torch.equal(cli[k], cfg[k]) for k in cli)
+    assert {p.name for p in (tmp_path / "cli").iterdir()} == {p.name for p in (tmp_path / "cfg").iterdir()}
 
 
 def test_throughput_bench_runs_the_training_step(tmp_path, capsys):
