@@ -1,8 +1,8 @@
 """One toy experiment of the paper (Sec. 4-5, App. C): configure, integrate, analyse.
 
 ``run_experiment(SimConfig(...))`` trains a linear network under InfoNCE on the toy data and returns a
-JSON-ready dict with what was observed next to what the theory predicts; ``python -m theory.simulate`` is
-its command line.
+``ToyReport``, what was observed next to what the theory predicts, whose ``to_json()`` is the JSON report;
+``python -m theory.simulate`` is its command line.
 
 Collapse verdict (``theory.spectrum.collapse_counts``). A dimension is collapsed when its embedding variance
 is at most ``COLLAPSE_RTOL`` times the largest variance of the same spectrum: at t = 0 of t = 0's, at the end of
@@ -25,7 +25,9 @@ obeys -dL/dW_L = W_L X(h), X(h) the contrastive covariance of its input features
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from functools import cached_property
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -272,8 +274,27 @@ def collapse_verdict(cfg: SimConfig, w0: list[np.ndarray], w1: list[np.ndarray],
     return verdict, var0, var1, p1
 
 
-@dataclass
-class Unfinished:
+class _JsonFields:
+    """A frozen part of the report whose fields hold JSON values (numpy arrays and scalars become lists, ints and
+    floats; inf and NaN None), so that it reads exactly as its JSON; ``to_json()`` lists the fields in order."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            object.__setattr__(self, f.name, jsonable(getattr(self, f.name)))
+
+    def to_json(self) -> dict:
+        return {f.name: _to_json(getattr(self, f.name)) for f in fields(self)}
+
+
+def _to_json(value):
+    """A fresh JSON copy of a field: parts of the report by their ``to_json``."""
+    if isinstance(value, list):
+        return [_to_json(v) for v in value]
+    return value.to_json() if isinstance(value, _JsonFields) else jsonable(value)
+
+
+@dataclass(frozen=True)
+class Unfinished(_JsonFields):
     """X still predicts collapse along directions that have not collapsed (module doc)."""
 
     directions: int  # predicted directions outside the collapsed subspace
@@ -281,6 +302,198 @@ class Unfinished:
     x_eigenvalues: list[float]  # the end's X eigenvalues along the predicted directions
     more_time_needed: float  # at the slowest predicted rate, for the largest remaining variance
     suggested_time: float  # the run's time plus that, rounded up (a --time to rerun with)
+
+
+# X is measured three times: at W -> 0 ("apriori"), at the initial weights ("initial") and at the end ("final");
+# the per-measurement fields below are dicts with those keys.
+
+
+@dataclass(frozen=True)
+class PSDTest(_JsonFields):
+    """How the three X verdicts were reached (``x_check``): the error level and the batches each used."""
+
+    alpha: float
+    batches: dict[str, int]
+    first_batches: int
+    budget: int
+    batch_size: int
+    detectable: dict[str, float | None]
+    lower_bound: dict[str, float | None]
+    delta: dict[str, float]
+
+
+@dataclass(frozen=True)
+class DirectionTable(_JsonFields):
+    """The end X's eigen-directions v_k, ascending eigenvalue: what X says of each and what became of it."""
+
+    x_eigenvalue_final: list[float]
+    x_rayleigh_initial: list[float]  # v_k^T X v_k at t = 0
+    embedding_variance: list[float]  # |W v_k|^2 at the end
+    augmented_share: list[float]  # |v_k|^2 on the augmented coordinates
+    predicted_collapsed: list[bool]  # significantly negative and self-consistent (Theorem 1)
+    shrinks: list[bool]  # significantly negative but held at a finite equilibrium: not collapse
+    observed_collapsed: list[bool]  # v_k lies in the collapsed subspace
+
+
+@dataclass(frozen=True)
+class XPredictions(_JsonFields):
+    """Theorem 1 for a linear network: X's significantly negative directions and how they met what collapsed."""
+
+    predicted_collapsed_dims: int  # the end's self-consistent negative directions
+    x_negative_dims_final: int
+    predicted_collapsed_dims_initial: int
+    predicted_collapsed_dims_apriori: int
+    collapsed_subspace_overlap: float | None  # overlaps["final"]
+    overlaps: dict[str, float | None]  # with the collapsed subspace; None: nothing predicted, nothing collapsed
+    not_theorem1: bool  # something collapsed although every X was shown PSD
+    contrastive_covariance_eigenvalues: dict[str, list[float]]
+    is_psd: dict[str, bool]
+    x_verdict: dict[str, str]  # "psd", "not psd" or "undetermined"
+    x_verdict_text: dict[str, str]
+    psd_test: PSDTest
+    directions: DirectionTable
+    unfinished: Unfinished | None
+
+
+@dataclass(frozen=True)
+class ReluLastLayer(_JsonFields):
+    """Theorem 1 applied to W_L of a ReLU network, with X(h) of its input features h: at t = 0 and at the end."""
+
+    predicted_collapsed_dims: int
+    x_negative_dims_final: int
+    predicted_collapsed_dims_initial: int
+    x_verdict: dict[str, str]
+    x_eigenvalues: dict[str, list[float]]
+    most_negative_eigenvalue: dict[str, float]
+    cosine_most_negative_with_mean_h: dict[str, float | None]
+    observed_collapsed_dims: int  # W_L's sigma^2 <= COLLAPSE_RTOL x the largest at t = 0 or at the end
+    observed_collapsed_dims_initial: int
+    predicted_inside_observed: float | None  # share of X(h)'s predicted directions among W_L's collapsed ones
+    observed_log10_singular_values: list[float]
+    overlap: float | None
+
+
+@dataclass(frozen=True)
+class AlignmentPair(_JsonFields):
+    """Theorem 2 for adjacent layers W_l, W_l+1 (``theory.predict.Alignment``)."""
+
+    pair: list[int]  # [l, l + 1], 1-based
+    score: float
+    chance: float
+    chance_sd: float
+    shared_basis: float
+    grouped_score: float
+    grouped_chance: float
+    groups: list[list[int]]
+    group_scores: list[float]
+    diagonal_score: float
+    surviving: int
+    matrix: list[list[float]]  # |V_l+1^T U_l|
+
+
+@dataclass(frozen=True)
+class ConservationPair(_JsonFields):
+    """Drift of C_l = W_l W_l^T - W_l+1^T W_l+1 relative to ||W_l W_l^T||_F; for gd also the part its exact
+    second-order step term accounts for (the flow conserves C_l)."""
+
+    pair: list[int]
+    drift: float
+    gd_second_order: float | None = None
+    unexplained: float | None = None
+
+    def to_json(self) -> dict:
+        out = super().to_json()
+        if self.gd_second_order is None:  # the flow: nothing to account for
+            del out["gd_second_order"], out["unexplained"]
+        return out
+
+
+@dataclass(frozen=True)
+class History(_JsonFields):
+    """Singular values over the run, one row per record: of every layer and, for a linear network on isotropic
+    data, of the embedding covariance W W^T."""
+
+    times: list[float]
+    weight_singular_values: list[list[list[float]]]
+    loss: list[float]
+    embedding_singular_values: list[list[float]] | None = None
+
+    def to_json(self) -> dict:
+        out = super().to_json()
+        if self.embedding_singular_values is None:
+            del out["embedding_singular_values"]
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class ToyReport(_JsonFields, Mapping):
+    """One toy run: what was observed beside what the theory predicts (module doc).
+
+    The parts a run may lack are None: ``x_predictions`` (linear networks with an X loss),
+    ``relu_last_layer`` (ReLU networks of two or more layers with an X loss), ``alignment`` (two or more
+    layers) and ``conservation`` (two or more linear layers). ``to_json()`` is the JSON report, flat; the
+    report also reads as that dict (``report["collapsed_dims"]``).
+    """
+
+    config: dict
+    time: float
+    gradient_evaluations: int
+    final_loss: float | None
+    weight_singular_values: list[list[float]]
+    weight_singular_values_initial: list[list[float]]
+    embedding_singular_values: list[float]  # descending, on the clean evaluation inputs
+    embedding_singular_values_initial: list[float]
+    embedding_log10_spectrum: list[float | None]  # None: a variance of exactly 0
+    embedding_log10_spectrum_initial: list[float | None]
+    collapse_reference: float
+    collapsed_dims: int
+    collapsed_dims_initial: int
+    total_collapse: bool
+    collapsed_by_training: int
+    collapsed_initial_ranks: list[int]
+    collapsed_initial_log10: list[float]
+    apriori_threshold: float | None  # the strength above which X at W -> 0 is not PSD; None: never
+    trajectory: History
+    x_predictions: XPredictions | None = None
+    relu_last_layer: ReluLastLayer | None = None
+    alignment: list[AlignmentPair] | None = None
+    conservation: list[ConservationPair] | None = None
+
+    @property
+    def alignment_matrix(self) -> list[list[float]] | None:
+        return None if self.alignment is None else self.alignment[0].matrix
+
+    @property
+    def conservation_drift(self) -> float | None:
+        return None if self.conservation is None else max(row.drift for row in self.conservation)
+
+    def to_json(self) -> dict:
+        parts = ("x_predictions", "relu_last_layer", "alignment", "conservation")
+        out = {f.name: _to_json(getattr(self, f.name)) for f in fields(self) if f.name not in parts}
+        if self.x_predictions is not None:
+            out.update(self.x_predictions.to_json())
+        if self.relu_last_layer is not None:
+            out["relu_last_layer"] = self.relu_last_layer.to_json()
+        if self.alignment is not None:
+            out["alignment"] = _to_json(self.alignment)
+            out["alignment_matrix"] = _to_json(self.alignment_matrix)
+        if self.conservation is not None:
+            out["conservation"] = _to_json(self.conservation)
+            out["conservation_drift"] = self.conservation_drift
+        return out
+
+    @cached_property
+    def _json(self) -> dict:
+        return self.to_json()
+
+    def __getitem__(self, key: str):
+        return self._json[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._json)
+
+    def __len__(self) -> int:
+        return len(self._json)
 
 
 def time_to_collapse(variance: np.ndarray, target: float, lam: np.ndarray, layers: int) -> np.ndarray:
@@ -343,61 +556,64 @@ def _overlaps(checks: dict[str, PSDCheck], observed: np.ndarray, end_basis: np.n
 
 
 def _x_predictions(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator, verdict: CollapseVerdict,
-                   observed: np.ndarray, var1: np.ndarray, budget: int) -> dict:
+                   observed: np.ndarray, var1: np.ndarray, budget: int) -> XPredictions:
     """Theorem 1 for a linear network: X at W -> 0, t = 0 and the end; overlaps; the direction table;
     whether the run has finished."""
     initial, final = [w[0] for w in traj.weights], traj.final
     checks = {"apriori": x_check(cfg, None, rng, budget), "initial": x_check(cfg, initial, rng, budget),
               "final": x_check(cfg, final, rng, budget)}
     check1 = checks["final"]
-    w_end = end_to_end(final)
-    vectors = check1.eigenvectors
+    predicted = check1.negative.copy()
+    predicted[predicted] = self_consistent(cfg, final, check1.basis, rng, PSD_ALPHA)
+    basis = check1.eigenvectors[:, predicted]
+    overlaps = _overlaps(checks, observed, basis)
+    x_initial = covariance_samples(cfg, initial, rng, X_BATCHES).mean(0)
+    return XPredictions(
+        predicted_collapsed_dims=int(predicted.sum()),
+        x_negative_dims_final=check1.n_negative,
+        predicted_collapsed_dims_initial=checks["initial"].n_negative,
+        predicted_collapsed_dims_apriori=checks["apriori"].n_negative,
+        collapsed_subspace_overlap=overlaps["final"],
+        overlaps=overlaps,
+        # Theorem 1 is ruled out only where every prediction was shown PSD, not where it was undecided
+        not_theorem1=verdict.final > 0 and all(c.verdict == "psd" for c in checks.values()),
+        contrastive_covariance_eigenvalues={k: c.eigenvalues for k, c in checks.items()},
+        is_psd={k: c.is_psd for k, c in checks.items()},
+        x_verdict={k: c.verdict for k, c in checks.items()},
+        x_verdict_text={k: c.describe() for k, c in checks.items()},
+        psd_test=PSDTest(
+            alpha=check1.alpha, batches={k: c.samples for k, c in checks.items()}, first_batches=X_BATCHES,
+            budget=budget, batch_size=cfg.samples, detectable={k: c.detectable for k, c in checks.items()},
+            lower_bound={k: c.lower_bound for k, c in checks.items()}, delta={k: c.delta for k, c in checks.items()},
+        ),
+        directions=_direction_table(cfg, check1, predicted, observed, x_initial, end_to_end(final)),
+        unfinished=_unfinished(cfg, traj, verdict, observed, basis, check1.eigenvalues[predicted], var1),
+    )
+
+
+def _direction_table(cfg: SimConfig, check: PSDCheck, predicted: np.ndarray, observed: np.ndarray,
+                     x_initial: np.ndarray, w_end: np.ndarray) -> DirectionTable:
+    """The end X's eigen-directions, ascending eigenvalue (its eigenvalues descend, hence the reversals)."""
+    vectors = check.eigenvectors
     gain = np.linalg.norm(w_end @ vectors, axis=0) ** 2  # embedding variance along each direction
     # a direction is observed collapsed when it lies in the collapsed subspace; its own variance |W v|^2 is not
     # a reliable test, as X's sampled eigenvectors tilt by ~1e-2 and pick up the large variances next to them
     collapsed = np.sum((observed.T @ vectors) ** 2, axis=0) > 0.5
-    predicted = check1.negative.copy()
-    predicted[predicted] = self_consistent(cfg, final, check1.basis, rng, PSD_ALPHA)
-    shrinks = check1.negative & ~predicted  # negative in X, but held at a finite equilibrium
-    basis = vectors[:, predicted]
-    n_predicted = int(predicted.sum())
+    shrinks = check.negative & ~predicted  # negative in X, but held at a finite equilibrium
     mask = toy.augmentation_mask(cfg.dim, cfg.augmented_dims)
-    overlaps = _overlaps(checks, observed, basis)
-    x_initial = covariance_samples(cfg, initial, rng, X_BATCHES).mean(0)
-    out = {
-        "predicted_collapsed_dims": n_predicted,
-        "x_negative_dims_final": check1.n_negative,
-        "predicted_collapsed_dims_initial": checks["initial"].n_negative,
-        "predicted_collapsed_dims_apriori": checks["apriori"].n_negative,
-        "collapsed_subspace_overlap": overlaps["final"],
-        "overlaps": overlaps,
-        # Theorem 1 is ruled out only where every prediction was shown PSD, not where it was undecided
-        "not_theorem1": verdict.final > 0 and all(c.verdict == "psd" for c in checks.values()),
-        "contrastive_covariance_eigenvalues": {k: c.eigenvalues for k, c in checks.items()},
-        "is_psd": {k: c.is_psd for k, c in checks.items()},
-        "x_verdict": {k: c.verdict for k, c in checks.items()},
-        "x_verdict_text": {k: c.describe() for k, c in checks.items()},
-        "psd_test": {"alpha": check1.alpha, "batches": {k: c.samples for k, c in checks.items()},
-                     "first_batches": X_BATCHES, "budget": budget, "batch_size": cfg.samples,
-                     "detectable": {k: c.detectable for k, c in checks.items()},
-                     "lower_bound": {k: c.lower_bound for k, c in checks.items()},
-                     "delta": {k: c.delta for k, c in checks.items()}},
-        "directions": {  # eigen-directions of the final X, ascending eigenvalue
-            "x_eigenvalue_final": check1.eigenvalues[::-1],
-            "x_rayleigh_initial": np.einsum("ik,ij,jk->k", vectors, x_initial, vectors)[::-1],
-            "embedding_variance": gain[::-1],
-            "augmented_share": ((vectors**2).T @ mask)[::-1],
-            "predicted_collapsed": predicted[::-1],
-            "shrinks": shrinks[::-1],
-            "observed_collapsed": collapsed[::-1],
-        },
-    }
-    out["unfinished"] = _unfinished(cfg, traj, verdict, observed, basis, check1.eigenvalues[predicted], var1)
-    return out
+    return DirectionTable(
+        x_eigenvalue_final=check.eigenvalues[::-1],
+        x_rayleigh_initial=np.einsum("ik,ij,jk->k", vectors, x_initial, vectors)[::-1],
+        embedding_variance=gain[::-1],
+        augmented_share=((vectors**2).T @ mask)[::-1],
+        predicted_collapsed=predicted[::-1],
+        shrinks=shrinks[::-1],
+        observed_collapsed=collapsed[::-1],
+    )
 
 
 def _unfinished(cfg: SimConfig, traj: Trajectory, verdict: CollapseVerdict, observed: np.ndarray,
-                basis: np.ndarray, rates: np.ndarray, var1: np.ndarray) -> dict | None:
+                basis: np.ndarray, rates: np.ndarray, var1: np.ndarray) -> Unfinished | None:
     """Predicted directions outside the collapsed subspace, and a --time that reaches them.
 
     Their variances are the smallest not-yet-collapsed values of the end spectrum. The time comes from the
@@ -423,11 +639,11 @@ def _unfinished(cfg: SimConfig, traj: Trajectory, verdict: CollapseVerdict, obse
     if observed_rate is not None and cfg.layers == 1:
         more = max(more, float(np.log(variances.max() / threshold) / observed_rate))
     decades = np.log10(variances / threshold)
-    return asdict(Unfinished(
+    return Unfinished(
         directions=int(keep.sum()), decades_to_go=[float(decades.min()), float(decades.max())],
         x_eigenvalues=rates.tolist(), more_time_needed=more,
         suggested_time=float(_round_up(traj.times[-1] + more)),
-    ))
+    )
 
 
 def _recent_decay(traj: Trajectory, ranks_desc: np.ndarray) -> float | None:
@@ -453,7 +669,8 @@ def _round_up(value: float) -> float:
     return math.ceil(value / scale) * scale
 
 
-def _relu_last_layer(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator, x_eval: np.ndarray) -> dict:
+def _relu_last_layer(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator, x_eval: np.ndarray
+                     ) -> ReluLastLayer:
     """Theorem 1 applied to W_L of a ReLU network: -dL/dW_L = W_L X(h), h >= 0 the last layer's input."""
     initial, final = [w[0] for w in traj.weights], traj.final
     check0 = x_check(cfg, initial, rng, cfg.x_budget)
@@ -475,39 +692,35 @@ def _relu_last_layer(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator,
     k = basis.shape[1]
     nothing = k == 0 and observed.shape[1] == 0
     inside = float(np.sum((observed.T @ basis) ** 2) / k) if k else None
-    return {
-        "predicted_collapsed_dims": k,
-        "x_negative_dims_final": check1.n_negative,
-        "predicted_collapsed_dims_initial": check0.n_negative,
-        "x_verdict": {"initial": check0.verdict, "final": check1.verdict},
-        "x_eigenvalues": {"initial": check0.eigenvalues, "final": check1.eigenvalues},
-        "most_negative_eigenvalue": {"initial": float(check0.eigenvalues[-1]),
-                                     "final": float(check1.eigenvalues[-1])},
-        "cosine_most_negative_with_mean_h": {"initial": cosine(check0.eigenvectors[:, -1], mean_h0),
-                                             "final": cosine(check1.eigenvectors[:, -1], mean_h)},
-        "observed_collapsed_dims": int(dead.sum()),
-        "observed_collapsed_dims_initial": int(np.sum(sv0**2 <= COLLAPSE_RTOL * sv0.max() ** 2)),
-        "predicted_inside_observed": inside,  # share of X(h)'s predicted directions among W_L's collapsed ones
-        "observed_log10_singular_values": np.log10(np.maximum(sv1, 1e-320)),
-        "overlap": None if nothing else subspace_overlap(basis, observed),
-    }
+    return ReluLastLayer(
+        predicted_collapsed_dims=k,
+        x_negative_dims_final=check1.n_negative,
+        predicted_collapsed_dims_initial=check0.n_negative,
+        x_verdict={"initial": check0.verdict, "final": check1.verdict},
+        x_eigenvalues={"initial": check0.eigenvalues, "final": check1.eigenvalues},
+        most_negative_eigenvalue={"initial": float(check0.eigenvalues[-1]), "final": float(check1.eigenvalues[-1])},
+        cosine_most_negative_with_mean_h={"initial": cosine(check0.eigenvectors[:, -1], mean_h0),
+                                          "final": cosine(check1.eigenvectors[:, -1], mean_h)},
+        observed_collapsed_dims=int(dead.sum()),
+        observed_collapsed_dims_initial=int(np.sum(sv0**2 <= COLLAPSE_RTOL * sv0.max() ** 2)),
+        predicted_inside_observed=inside,
+        observed_log10_singular_values=np.log10(np.maximum(sv1, 1e-320)),
+        overlap=None if nothing else subspace_overlap(basis, observed),
+    )
 
 
-def _alignment(weights: list[np.ndarray], survivors: int) -> list[dict]:
+def _alignment(weights: list[np.ndarray], survivors: int) -> list[AlignmentPair]:
     """Every adjacent pair (W_l, W_l+1), Theorem 2: the chance-corrected score over the surviving modes with its
     spread at chance, the shared-basis score, the gap-grouped score and the rank-order mean |A_kk| beside it,
     and the raw |V_l+1^T U_l| (``theory.predict.Alignment``)."""
-    pairs = []
-    for layer, a in enumerate(adjacent_alignments(weights, survivors)):
-        pairs.append({"pair": [layer + 1, layer + 2], "score": a.score, "chance": a.chance,
-                      "chance_sd": a.chance_sd, "shared_basis": a.shared_basis, "grouped_score": a.grouped_score,
-                      "grouped_chance": a.grouped_chance,
-                      "groups": [list(g) for g in a.groups], "group_scores": a.group_scores,
-                      "diagonal_score": a.diagonal_score, "surviving": a.surviving, "matrix": a.matrix})
-    return pairs
+    return [AlignmentPair(pair=[layer + 1, layer + 2], score=a.score, chance=a.chance, chance_sd=a.chance_sd,
+                          shared_basis=a.shared_basis, grouped_score=a.grouped_score, grouped_chance=a.grouped_chance,
+                          groups=[list(g) for g in a.groups], group_scores=a.group_scores,
+                          diagonal_score=a.diagonal_score, surviving=a.surviving, matrix=a.matrix)
+            for layer, a in enumerate(adjacent_alignments(weights, survivors))]
 
 
-def _conservation(cfg: SimConfig, traj: Trajectory) -> list[dict]:
+def _conservation(cfg: SimConfig, traj: Trajectory) -> list[ConservationPair]:
     """Per adjacent pair: drift of C_l = W_l W_l^T - W_l+1^T W_l+1, relative to ||W_l W_l^T||_F at the end,
     and for gd the part the exact second-order step term accounts for."""
     initial, final = [w[0] for w in traj.weights], traj.final
@@ -516,17 +729,18 @@ def _conservation(cfg: SimConfig, traj: Trajectory) -> list[dict]:
     for layer, (c0, c1) in enumerate(zip(conserved_quantities(initial), conserved_quantities(final),
                                           strict=True)):
         scale = max(float(np.linalg.norm(final[layer] @ final[layer].T)), 1e-300)
-        row = {"pair": [layer + 1, layer + 2], "drift": float(np.linalg.norm(c1 - c0)) / scale}
-        if increments is not None:
-            inc = increments[layer]
-            row["gd_second_order"] = float(np.linalg.norm(inc)) / scale
-            row["unexplained"] = float(np.linalg.norm(c1 - c0 - inc)) / scale
-        out.append(row)
+        change = c1 - c0
+        inc = None if increments is None else increments[layer]
+        out.append(ConservationPair(
+            pair=[layer + 1, layer + 2], drift=float(np.linalg.norm(change)) / scale,
+            gd_second_order=None if inc is None else float(np.linalg.norm(inc)) / scale,
+            unexplained=None if inc is None else float(np.linalg.norm(change - inc)) / scale,
+        ))
     return out
 
 
-def analyse(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator, fixed: tuple | None = None) -> dict:
-    """Observed outcome and the theory's predictions, as a JSON-ready dict (module doc)."""
+def analyse(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator, fixed: tuple | None = None) -> ToyReport:
+    """Observed outcome and the theory's predictions (module doc); ``to_json()`` gives the JSON report."""
     initial, final = [w[0] for w in traj.weights], traj.final
     x_eval = evaluation_inputs(cfg.seed, cfg.dim)
     verdict, var0, var1, observed = collapse_verdict(cfg, initial, final, x_eval)
@@ -535,46 +749,44 @@ def analyse(cfg: SimConfig, traj: Trajectory, rng: np.random.Generator, fixed: t
     config = asdict(cfg)
     if cfg.integrator == "gd":
         config["steps"] = cfg.gd_steps
-    result: dict = {
-        "config": config,
-        "time": float(traj.times[-1]),
-        "gradient_evaluations": traj.gradient_evaluations,
-        "final_loss": float(traj.losses[-1]) if len(traj.losses) else None,
-        "weight_singular_values": [np.linalg.svd(w, compute_uv=False) for w in final],
-        "weight_singular_values_initial": [np.linalg.svd(w, compute_uv=False) for w in initial],
-        "embedding_singular_values": var1,
-        "embedding_singular_values_initial": var0,
-        "embedding_log10_spectrum": log1,
-        "embedding_log10_spectrum_initial": log0,
-        "collapse_reference": verdict.reference,
-        "collapsed_dims": verdict.final,
-        "collapsed_dims_initial": verdict.initial,
-        "total_collapse": verdict.total,
-        "collapsed_by_training": verdict.by_training,
-        "collapsed_initial_ranks": verdict.initial_ranks,
-        "collapsed_initial_log10": verdict.initial_log10,
-        "apriori_threshold": _finite_or_none(toy.apriori_threshold(cfg.noisy_views, loss=cfg.loss)),
-        "trajectory": {
-            "times": traj.times,
-            "weight_singular_values": [np.linalg.svd(w, compute_uv=False) for w in traj.weights],
-            "loss": [float(v) for v in traj.losses],
-        },
-    }
-    if not cfg.relu:  # for isotropic data the embedding covariance is W W^T: its singular values over time
-        result["trajectory"]["embedding_singular_values"] = np.linalg.svd(end_to_end(traj.weights),
-                                                                          compute_uv=False) ** 2
-    if has_covariance(cfg) and not (cfg.relu and cfg.layers > 1):
-        result.update(_x_predictions(cfg, traj, rng, verdict, observed, var1, cfg.x_budget))
-    if has_covariance(cfg) and cfg.relu and cfg.layers > 1:
-        result["relu_last_layer"] = _relu_last_layer(cfg, traj, rng, x_eval)
-    if cfg.layers >= 2:
-        pairs = _alignment(final, cfg.dim - verdict.final)
-        result["alignment"] = pairs
-        result["alignment_matrix"] = pairs[0]["matrix"]
-        if not cfg.relu:
-            result["conservation"] = _conservation(cfg, traj)
-            result["conservation_drift"] = max(row["drift"] for row in result["conservation"])
-    return jsonable(result)
+    deep_relu = cfg.relu and cfg.layers > 1
+    return ToyReport(
+        config=config,
+        time=float(traj.times[-1]),
+        gradient_evaluations=traj.gradient_evaluations,
+        final_loss=float(traj.losses[-1]) if len(traj.losses) else None,
+        weight_singular_values=[np.linalg.svd(w, compute_uv=False) for w in final],
+        weight_singular_values_initial=[np.linalg.svd(w, compute_uv=False) for w in initial],
+        embedding_singular_values=var1,
+        embedding_singular_values_initial=var0,
+        embedding_log10_spectrum=log1,
+        embedding_log10_spectrum_initial=log0,
+        collapse_reference=verdict.reference,
+        collapsed_dims=verdict.final,
+        collapsed_dims_initial=verdict.initial,
+        total_collapse=verdict.total,
+        collapsed_by_training=verdict.by_training,
+        collapsed_initial_ranks=verdict.initial_ranks,
+        collapsed_initial_log10=verdict.initial_log10,
+        apriori_threshold=_finite_or_none(toy.apriori_threshold(cfg.noisy_views, loss=cfg.loss)),
+        trajectory=_history(cfg, traj),
+        x_predictions=_x_predictions(cfg, traj, rng, verdict, observed, var1, cfg.x_budget)
+        if has_covariance(cfg) and not deep_relu else None,
+        relu_last_layer=_relu_last_layer(cfg, traj, rng, x_eval) if has_covariance(cfg) and deep_relu else None,
+        alignment=_alignment(final, cfg.dim - verdict.final) if cfg.layers >= 2 else None,
+        conservation=_conservation(cfg, traj) if cfg.layers >= 2 and not cfg.relu else None,
+    )
+
+
+def _history(cfg: SimConfig, traj: Trajectory) -> History:
+    # for isotropic data the embedding covariance is W W^T: its singular values over time
+    embedding = None if cfg.relu else np.linalg.svd(end_to_end(traj.weights), compute_uv=False) ** 2
+    return History(
+        times=traj.times,
+        weight_singular_values=[np.linalg.svd(w, compute_uv=False) for w in traj.weights],
+        loss=[float(v) for v in traj.losses],
+        embedding_singular_values=embedding,
+    )
 
 
 def _layer_gain(weights: list[np.ndarray], k: int) -> float:
@@ -640,7 +852,7 @@ def _diagnose(cfg: SimConfig, error: DivergenceError) -> str:
             f"use a smaller --lr (e.g. {cfg.lr / 10:g}) or --integrator ode")
 
 
-def run_experiment(cfg: SimConfig, progress: bool = False) -> dict:
+def run_experiment(cfg: SimConfig, progress: bool = False) -> ToyReport:
     """Validate, integrate, analyse. Raises ValueError (bad config) or DivergenceError (named cause)."""
     cfg.validate()
     if cfg.integrator == "gd":

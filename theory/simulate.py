@@ -19,7 +19,16 @@ import sys
 import numpy as np
 
 from .dynamics import ODE_METHODS, DivergenceError
-from .experiment import INITS, SimConfig, run_experiment
+from .experiment import (
+    INITS,
+    DirectionTable,
+    ReluLastLayer,
+    SimConfig,
+    ToyReport,
+    Unfinished,
+    XPredictions,
+    run_experiment,
+)
 from .io import NonFiniteError, OneLineParser, UserError, run_cli, write_json
 from .losses import LOSSES, TEMPERATURE_LOSSES, loss_help
 
@@ -36,141 +45,140 @@ def _overlap(value: float | None) -> str:
     return "n/a (nothing predicted, nothing collapsed)" if value is None else f"{value:.3f}"
 
 
-def _predicted_word(directions: dict, k: int) -> str:
-    if directions["predicted_collapsed"][k]:
+def _predicted_word(directions: DirectionTable, k: int) -> str:
+    if directions.predicted_collapsed[k]:
         return "collapse"
-    return "shrinks" if directions.get("shrinks", [False] * (k + 1))[k] else "-"
+    return "shrinks" if directions.shrinks[k] else "-"
 
 
-def _x_lines(result: dict) -> list[str]:
+def _x_lines(report: ToyReport, x: XPredictions) -> list[str]:
     """The three X verdicts (W -> 0, t = 0, end) and the overlap of each prediction with what collapsed."""
-    test, verdicts, texts = result["psd_test"], result["x_verdict"], result["x_verdict_text"]
+    test = x.psd_test
     names = {"apriori": "W->0", "initial": "t=0", "final": "end"}
-    looks = 1 + int(np.log2(test["budget"] / test["first_batches"]))
-    lines = [f"X's verdicts (fresh batches of {test['batch_size']}: {test['first_batches']} first, doubled while "
-             f"undetermined up to {test['budget']}; error <= {test['alpha'] * looks:g} over {looks} looks):"]
-    counts = {"apriori": result["predicted_collapsed_dims_apriori"],
-              "initial": result["predicted_collapsed_dims_initial"], "final": result["x_negative_dims_final"]}
+    looks = 1 + int(np.log2(test.budget / test.first_batches))
+    lines = [f"X's verdicts (fresh batches of {test.batch_size}: {test.first_batches} first, doubled while "
+             f"undetermined up to {test.budget}; error <= {test.alpha * looks:g} over {looks} looks):"]
+    counts = {"apriori": x.predicted_collapsed_dims_apriori,
+              "initial": x.predicted_collapsed_dims_initial, "final": x.x_negative_dims_final}
     for key, name in names.items():
-        lines.append(f"  X at {name:>4}: {texts[key]}" + ("" if verdicts[key] != "not psd" else
+        lines.append(f"  X at {name:>4}: {x.x_verdict_text[key]}" + ("" if x.x_verdict[key] != "not psd" else
                      f" -> {counts[key]} direction(s) shrink under X"))
-    if result["x_negative_dims_final"] > result["predicted_collapsed_dims"]:
-        lines.append(f"  of the end's {result['x_negative_dims_final']} negative directions, "
-                     f"{result['predicted_collapsed_dims']} stay negative once W drops them (collapse); the rest "
+    if x.x_negative_dims_final > x.predicted_collapsed_dims:
+        lines.append(f"  of the end's {x.x_negative_dims_final} negative directions, "
+                     f"{x.predicted_collapsed_dims} stay negative once W drops them (collapse); the rest "
                      "shrink toward a finite equilibrium (restoring forces), which is not collapse")
-    ov = result["overlaps"]
+    ov = x.overlaps
     lines.append("overlap of the observed collapsed subspace with X's prediction at W->0 / t=0 / end: "
                  + " / ".join("n/a" if ov[k] is None else f"{ov[k]:.3f}" for k in names)
                  + (" (nothing predicted, nothing collapsed)" if all(v is None for v in ov.values()) else ""))
-    if result["collapsed_dims"] > 0 and result["predicted_collapsed_dims"] == 0:
+    if report.collapsed_dims > 0 and x.predicted_collapsed_dims == 0:
         lines.append("  " + ("X was shown PSD at W->0, t=0 and the end: this collapse is not Theorem 1's"
-                             if result["not_theorem1"] else "X's end prediction is empty, but not every X was shown "
+                             if x.not_theorem1 else "X's end prediction is empty, but not every X was shown "
                              "PSD: whether this collapse is Theorem 1's is undetermined"))
     return lines
 
 
-def _observed_lines(result: dict) -> list[str]:
+def _observed_lines(report: ToyReport) -> list[str]:
     """The run, its augmentation, the spectra at t = 0 and at the end, and what collapsed."""
-    cfg = result["config"]
+    cfg = report.config
     dim = cfg["dim"]
     steps = f"{cfg['steps']} steps of lr {cfg['lr']:g}" if cfg["integrator"] == "gd" else \
-        f"{result['gradient_evaluations']} gradient evaluations"
+        f"{report.gradient_evaluations} gradient evaluations"
     lines = [
         f"dimcollapse: {cfg['layers']}-layer {'ReLU' if cfg['relu'] else 'linear'} network, dim {dim}, "
-        f"init {cfg['init']}, loss {cfg['loss']}, {cfg['integrator']} to t = {result['time']:.4g} ({steps})",
+        f"init {cfg['init']}, loss {cfg['loss']}, {cfg['integrator']} to t = {report.time:.4g} ({steps})",
         f"augmentation: std {cfg['augment_strength']:g} on the last {cfg['augmented_dims']} dims, "
         f"noisy views {cfg['noisy_views']}; a-priori threshold (X at W->0 stops being PSD): "
-        + (f"{result['apriori_threshold']:.4g}" if result["apriori_threshold"] is not None
+        + (f"{report.apriori_threshold:.4g}" if report.apriori_threshold is not None
            else "none: X at W->0 is PSD at every strength for this loss"
            + (" (2 Cov(clean x) / tau)" if cfg["loss"] == "dot" else " (both views noised: 2 Cov(clean x))")),
-        "embedding spectrum, log10 variance, t=0: " + _log10s(result["embedding_log10_spectrum_initial"]),
-        "                                    end: " + _log10s(result["embedding_log10_spectrum"]),
+        "embedding spectrum, log10 variance, t=0: " + _log10s(report.embedding_log10_spectrum_initial),
+        "                                    end: " + _log10s(report.embedding_log10_spectrum),
         f"collapsed dims (variance <= 1e-3 x the same spectrum's largest): at t=0 "
-        f"{result['collapsed_dims_initial']} of {dim}, at the end {result['collapsed_dims']} of {dim}, "
-        f"collapsed by training {result['collapsed_by_training']}",
+        f"{report.collapsed_dims_initial} of {dim}, at the end {report.collapsed_dims} of {dim}, "
+        f"collapsed by training {report.collapsed_by_training}",
     ]
-    if result.get("total_collapse"):
-        end, start = (_log10s(result[k][:1]) for k in ("embedding_log10_spectrum", "embedding_log10_spectrum_initial"))
+    if report.total_collapse:
+        end, start = (_log10s(s[:1]) for s in (report.embedding_log10_spectrum,
+                                               report.embedding_log10_spectrum_initial))
         lines.append(f"TOTAL COLLAPSE: the end's largest variance (log10 {end}) is 3 or more decades below t=0's "
                      f"(log10 {start}): all {dim} dims count as collapsed")
-    if result["collapsed_dims_initial"]:
-        logs = result["collapsed_initial_log10"]
+    if report.collapsed_dims_initial:
+        logs = report.collapsed_initial_log10
         lines.append(
-            f"  the init starts collapsed: {_ranks(result['collapsed_initial_ranks'])} of the t=0 spectrum, "
+            f"  the init starts collapsed: {_ranks(report.collapsed_initial_ranks)} of the t=0 spectrum, "
             f"{max(logs):.1f} to {min(logs):.1f} decades below the largest variance; those are the init's, "
             "not training's (the default --init orthogonal starts with none)")
     return lines
 
 
-def _unfinished_lines(result: dict) -> list[str]:
-    u = result["unfinished"]
-    if not u:
+def _unfinished_lines(u: Unfinished | None, layers: int) -> list[str]:
+    if u is None:
         return []
-    rate = "variance ~ exp(2 lambda t) for one layer" if result["config"]["layers"] == 1 else \
+    rate = "variance ~ exp(2 lambda t) for one layer" if layers == 1 else \
         "Theorem 3's sigma' = lambda sigma^(2L-1) for balanced layers"
     return [
-        f"UNFINISHED: X still predicts collapse along {u['directions']} direction(s) that have not collapsed;"
-        f" their variance must fall another {u['decades_to_go'][0]:.1f}-{u['decades_to_go'][1]:.1f} decades"
-        f" (to 1e-3 x the largest). At the end's X eigenvalues there ({max(u['x_eigenvalues']):.2g} to "
-        f"{min(u['x_eigenvalues']):.2g}; {rate}) or at the decay these ranks showed over the run's last "
-        f"quarter, whichever is slower, that takes t = {u['more_time_needed']:.3g} more, "
+        f"UNFINISHED: X still predicts collapse along {u.directions} direction(s) that have not collapsed;"
+        f" their variance must fall another {u.decades_to_go[0]:.1f}-{u.decades_to_go[1]:.1f} decades"
+        f" (to 1e-3 x the largest). At the end's X eigenvalues there ({max(u.x_eigenvalues):.2g} to "
+        f"{min(u.x_eigenvalues):.2g}; {rate}) or at the decay these ranks showed over the run's last "
+        f"quarter, whichever is slower, that takes t = {u.more_time_needed:.3g} more, "
         "longer if the rates keep falling as the loss saturates: rerun with at least --time "
-        f"{u['suggested_time']:g}"]
+        f"{u.suggested_time:g}"]
 
 
-def _direction_table(result: dict) -> list[str]:
+def _direction_table(d: DirectionTable) -> list[str]:
     """X's end eigen-directions, ascending: eigenvalues, t = 0 Rayleigh quotients, gains, the verdicts."""
     lines = ["", "  eigen-direction of X at end | X eig end | X at t=0 | embed. var | aug. share | "
              "predicted | observed"]
-    d = result["directions"]
-    for k in range(len(d["x_eigenvalue_final"])):
+    for k in range(len(d.x_eigenvalue_final)):
         lines.append(
-            f"  {k:>27d} | {d['x_eigenvalue_final'][k]:>9.3g} | {d['x_rayleigh_initial'][k]:>8.3g} | "
-            f"{d['embedding_variance'][k]:>10.3g} | {d['augmented_share'][k]:>10.2f} | "
+            f"  {k:>27d} | {d.x_eigenvalue_final[k]:>9.3g} | {d.x_rayleigh_initial[k]:>8.3g} | "
+            f"{d.embedding_variance[k]:>10.3g} | {d.augmented_share[k]:>10.2f} | "
             f"{_predicted_word(d, k):>9} | "
-            f"{'collapse' if d['observed_collapsed'][k] else '-':>8}"
+            f"{'collapse' if d.observed_collapsed[k] else '-':>8}"
         )
     return lines
 
 
-def _relu_lines(r: dict) -> list[str]:
-    low, cos = r["most_negative_eigenvalue"], r["cosine_most_negative_with_mean_h"]
+def _relu_lines(r: ReluLastLayer) -> list[str]:
+    low, cos = r.most_negative_eigenvalue, r.cosine_most_negative_with_mean_h
 
     def fmt(c: float | None) -> str:
         return "n/a" if c is None else f"{c:.3f}"
 
     return [
         f"ReLU last layer (Theorem 1 applied to W_L: -dL/dW_L = W_L X(h), h = its input features): X(h) is "
-        f"{r['x_verdict']['initial']} at t=0 with {r['predicted_collapsed_dims_initial']} significantly negative "
-        f"eigenvalues, {r['x_verdict']['final']} at the end with {r['x_negative_dims_final']}, of which "
-        f"{r['predicted_collapsed_dims']} stay negative once W_L drops them (collapse; the rest shrink) "
+        f"{r.x_verdict['initial']} at t=0 with {r.predicted_collapsed_dims_initial} significantly negative "
+        f"eigenvalues, {r.x_verdict['final']} at the end with {r.x_negative_dims_final}, of which "
+        f"{r.predicted_collapsed_dims} stay negative once W_L drops them (collapse; the rest shrink) "
         f"(lowest {low['initial']:.3g} at t=0, {low['final']:.3g} "
         f"at the end); cosine of its eigenvector with E[h]: {fmt(cos['initial'])} at t=0, "
         f"{fmt(cos['final'])} at the end",
         f"  W_L's collapsed directions (sigma^2 <= 1e-3 x largest at t=0 or at the end): "
-        f"{r['observed_collapsed_dims_initial']} at t=0, {r['observed_collapsed_dims']} at the end; "
-        f"overlap with X(h)'s prediction: {_overlap(r['overlap'])}"
-        + ("" if r["predicted_inside_observed"] is None else
-           f", share of the prediction inside W_L's collapsed directions {r['predicted_inside_observed']:.3f}"),
+        f"{r.observed_collapsed_dims_initial} at t=0, {r.observed_collapsed_dims} at the end; "
+        f"overlap with X(h)'s prediction: {_overlap(r.overlap)}"
+        + ("" if r.predicted_inside_observed is None else
+           f", share of the prediction inside W_L's collapsed directions {r.predicted_inside_observed:.3f}"),
     ]
 
 
-def _layer_lines(result: dict) -> list[str]:
+def _layer_lines(report: ToyReport) -> list[str]:
     """Theorem 2's alignment and the conservation law, per adjacent pair."""
     lines = []
-    for pair in result.get("alignment", []):
-        i, j = pair["pair"]
+    for pair in report.alignment or []:
+        i, j = pair.pair
         lines.append(
-            f"alignment W{i}-W{j} (Theorem 2, A = V{j}^T U{i}, {pair['surviving']} surviving modes): "
-            f"{pair['score']:.3f} (1 aligned, chance 0 +- {pair['chance_sd']:.3f}); shared basis in any order "
-            f"{pair['shared_basis']:.3f}; gap-grouped {pair['grouped_score']:.3f} against its chance "
-            f"{pair['grouped_chance']:.3f}; raw |A| in the JSON")
-    for row in result.get("conservation", []):
-        i, j = row["pair"]
-        text = f"conservation W{i}W{i}^T - W{j}^TW{j}: relative drift {row['drift']:.2e}"
-        if "gd_second_order" in row:
+            f"alignment W{i}-W{j} (Theorem 2, A = V{j}^T U{i}, {pair.surviving} surviving modes): "
+            f"{pair.score:.3f} (1 aligned, chance 0 +- {pair.chance_sd:.3f}); shared basis in any order "
+            f"{pair.shared_basis:.3f}; gap-grouped {pair.grouped_score:.3f} against its chance "
+            f"{pair.grouped_chance:.3f}; raw |A| in the JSON")
+    for row in report.conservation or []:
+        i, j = row.pair
+        text = f"conservation W{i}W{i}^T - W{j}^TW{j}: relative drift {row.drift:.2e}"
+        if row.gd_second_order is not None:
             text += (f"; gd's exact second-order term lr^2 sum(G{i}G{i}^T - G{j}^TG{j}) accounts for "
-                     f"{row['gd_second_order']:.2e} (unexplained {row['unexplained']:.0e}): a gd effect that "
+                     f"{row.gd_second_order:.2e} (unexplained {row.unexplained:.0e}): a gd effect that "
                      "shrinks with lr and is 0 for the flow")
         else:
             text += " (the flow conserves it exactly: this is the ODE solver's tolerance)"
@@ -178,20 +186,22 @@ def _layer_lines(result: dict) -> list[str]:
     return lines
 
 
-def summary(result: dict) -> str:
+def summary(report: ToyReport) -> str:
     """A short human-readable report of one run: observed, X's verdicts and predictions, the layers."""
-    lines = _observed_lines(result)
-    if "predicted_collapsed_dims" in result:
-        lines += _x_lines(result) + _unfinished_lines(result) + _direction_table(result)
-    elif "relu_last_layer" in result:
-        lines += _relu_lines(result["relu_last_layer"])
+    lines = _observed_lines(report)
+    x = report.x_predictions
+    if x is not None:
+        lines += (_x_lines(report, x) + _unfinished_lines(x.unfinished, report.config["layers"])
+                  + _direction_table(x.directions))
+    elif report.relu_last_layer is not None:
+        lines += _relu_lines(report.relu_last_layer)
     else:
         lines.append("predictions from X: not available (X is defined for the paper and dot losses; ntxent "
                      "normalizes z)")
-    return "\n".join(lines + _layer_lines(result))
+    return "\n".join(lines + _layer_lines(report))
 
 
-def plot_trajectory(result: dict, path: str) -> None:
+def plot_trajectory(report: ToyReport, path: str) -> None:
     """Singular values of every layer, and of the embedding covariance, over time on log axes (paper Fig. 6
     style), coloured by rank; writes PNG or PDF by the path's suffix."""
     import matplotlib
@@ -199,12 +209,12 @@ def plot_trajectory(result: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    traj = result["trajectory"]
-    panels = [(f"W{k + 1}", sv) for k, sv in enumerate(traj["weight_singular_values"])]
-    if "embedding_singular_values" in traj:
-        panels.append(("embedding covariance", traj["embedding_singular_values"]))
+    history = report.trajectory
+    panels = [(f"W{k + 1}", sv) for k, sv in enumerate(history.weight_singular_values)]
+    if history.embedding_singular_values is not None:
+        panels.append(("embedding covariance", history.embedding_singular_values))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False, layout="constrained")
-    times = np.asarray(traj["times"])
+    times = np.asarray(history.times)
     for ax, (name, values) in zip(axes[0], panels, strict=True):
         values = np.maximum(np.asarray(values), 1e-300)
         colours = plt.cm.viridis(np.linspace(0, 0.9, values.shape[1]))
@@ -215,10 +225,10 @@ def plot_trajectory(result: dict, path: str) -> None:
                         label="1e-3 x largest so far")
             ax.legend(loc="lower right", fontsize=7)
         ax.set(xlabel="time t = lr x steps", ylabel="singular values", title=name)
-    cfg = result["config"]
+    cfg = report.config
     fig.suptitle(f"augment strength {cfg['augment_strength']:g}, {cfg['layers']} layer(s), init {cfg['init']}: "
-                 f"{result['collapsed_dims']} of {cfg['dim']} embedding dims collapsed at the end, "
-                 f"{result['collapsed_dims_initial']} at t = 0 (dark = largest)")
+                 f"{report.collapsed_dims} of {cfg['dim']} embedding dims collapsed at the end, "
+                 f"{report.collapsed_dims_initial} at t = 0 (dark = largest)")
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -305,17 +315,17 @@ def _main(argv: list[str] | None) -> int:
         check_budget(f"this run ({steps:.4g} steps of N = {n}, dim {d}, {layers} layer(s))", memory,
                      work / 2e9 + 1e-5 * steps,
                      "lower --steps / --time, --samples, --dim, --layers or --x-budget")
-        result = run_experiment(cfg, progress=not args.quiet)
+        report = run_experiment(cfg, progress=not args.quiet)
     except ValueError as err:
         raise UserError(str(err)) from None
     except DivergenceError as err:
         raise NonFiniteError(str(err)) from None
     if args.json is not None:
-        write_json(args.json, result)
+        write_json(args.json, report.to_json())
     if not args.quiet:
-        print(summary(result), flush=True)
+        print(summary(report), flush=True)
     if args.plot is not None:
-        plot_trajectory(result, args.plot)
+        plot_trajectory(report, args.plot)
     written = [p for p in (args.json, args.plot) if p is not None]
     if written and not args.quiet:
         print(f"wrote {', '.join(written)}", flush=True)

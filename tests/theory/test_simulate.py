@@ -339,6 +339,41 @@ def test_run_experiment_matches_cli_config():
     np.testing.assert_allclose(result["embedding_singular_values_initial"], singular_values(z), rtol=1e-12)
 
 
+def test_cli_json_is_the_report_to_json(tmp_path):
+    report = run_experiment(SimConfig(layers=2, dim=4, augmented_dims=2, steps=20, samples=16))
+    argv = ["--layers", "2", "--dim", "4", "--augmented-dims", "2", "--steps", "20", "--samples", "16"]
+    assert run_json(tmp_path, argv) == report.to_json()
+    assert report.alignment_matrix == report.alignment[0].matrix == report["alignment_matrix"]
+    assert report.conservation_drift == max(row.drift for row in report.conservation) == report["conservation_drift"]
+
+
+@pytest.mark.parametrize(("kwargs", "parts"), [
+    ({}, {"x_predictions"}),
+    ({"layers": 2, "relu": True}, {"relu_last_layer", "alignment"}),
+    ({"loss": "ntxent"}, set()),
+    ({"layers": 2, "integrator": "ode", "time": 0.2}, {"x_predictions", "alignment", "conservation"}),
+])
+def test_report_parts_exist_only_where_the_run_has_them(kwargs, parts):
+    """The optional parts are None where the run has none, and their keys are absent from the JSON."""
+    report = run_experiment(SimConfig(dim=4, augmented_dims=2, steps=20, samples=16, **kwargs))
+    optional = ("x_predictions", "relu_last_layer", "alignment", "conservation")
+    assert {name for name in optional if getattr(report, name) is not None} == parts
+    data = report.to_json()
+    assert dict(report) == data and list(report) == list(data)
+    assert json.loads(json.dumps(data, allow_nan=False)) == data
+    assert ("predicted_collapsed_dims" in data) == ("x_predictions" in parts)
+    assert ("relu_last_layer" in data) == ("relu_last_layer" in parts)
+    assert ("alignment_matrix" in data) == ("alignment" in parts)
+    assert ("conservation_drift" in data) == ("conservation" in parts)
+    assert ("embedding_singular_values" in data["trajectory"]) == (not report.config["relu"])
+    for row in report.conservation or []:
+        assert ("gd_second_order" in row.to_json()) == (report.config["integrator"] == "gd")
+    text = cli_module.summary(report)
+    assert ("X's verdicts" in text) == ("x_predictions" in parts)
+    assert ("ReLU last layer" in text) == ("relu_last_layer" in parts)
+    assert ("not available" in text) == (not parts & {"x_predictions", "relu_last_layer"})
+
+
 def test_package_function_is_never_shadowed_by_the_cli_module():
     code = ("import theory.simulate, types; from theory import simulate, run_experiment; "
             "assert isinstance(simulate, types.ModuleType) and callable(run_experiment)")
