@@ -40,30 +40,30 @@ def run(layers: int, relu: bool, steps: int, loss: str = "dot") -> dict:
     )
     with one_blas_thread():
         traj, rng, fixed = integrate(cfg)
-        result = analyse(cfg, traj, rng, fixed)
+        report = analyse(cfg, traj, rng, fixed)
     spec = embedding_spectrum(embeddings(traj.final, eval_inputs(cfg), relu))
     out = {
         "layers": layers,
         "relu": relu,
         "loss": loss,
-        "singular_values": result["embedding_singular_values"],
-        "singular_values_init": result["embedding_singular_values_initial"],
-        "collapse_reference": result["collapse_reference"],
-        "collapsed_dims": result["collapsed_dims"],
-        "collapsed_dims_init": result["collapsed_dims_initial"],
-        "collapsed_by_training": result["collapsed_by_training"],
+        "singular_values": report.embedding_singular_values,
+        "singular_values_init": report.embedding_singular_values_initial,
+        "collapse_reference": report.collapse_reference,
+        "collapsed_dims": report.collapsed_dims,
+        "collapsed_dims_init": report.collapsed_dims_initial,
+        "collapsed_by_training": report.collapsed_by_training,
         "effective_rank": spec.effective_rank,
     }
-    if "relu_last_layer" in result:
-        r = result["relu_last_layer"]
+    r = report.relu_last_layer
+    if r is not None:
         out["last_layer"] = {
-            "predicted": r["predicted_collapsed_dims"],
-            "observed": r["observed_collapsed_dims"],
-            "overlap": r["overlap"],
-            "inside_observed": r["predicted_inside_observed"],
-            "observed_initial": r["observed_collapsed_dims_initial"],
-            "cosine_with_mean_h": r["cosine_most_negative_with_mean_h"]["final"],
-            "most_negative_eigenvalue": r["most_negative_eigenvalue"],
+            "predicted": r.predicted_collapsed_dims,
+            "observed": r.observed_collapsed_dims,
+            "overlap": r.overlap,
+            "inside_observed": r.predicted_inside_observed,
+            "observed_initial": r.observed_collapsed_dims_initial,
+            "cosine_with_mean_h": r.cosine_most_negative_with_mean_h["final"],
+            "most_negative_eigenvalue": r.most_negative_eigenvalue,
         }
     return out
 

@@ -44,13 +44,14 @@ def main(quick: bool = False, out_dir=None) -> dict:
     )
     with one_blas_thread():
         traj, rng, fixed = integrate(cfg)
-        result = analyse(cfg, traj, rng, fixed)
+        report = analyse(cfg, traj, rng, fixed)
         x_init = covariance_samples(cfg, [w[0] for w in traj.weights], np.random.default_rng(cfg.seed + 5)).mean(0)
         t3 = theorem3_check(x_init, np.linalg.svd(traj.weights[0][0], compute_uv=False), cfg.layers)
     sv1 = np.linalg.svd(traj.weights[0], compute_uv=False)  # [time, rank]
     sv2 = np.linalg.svd(traj.weights[1], compute_uv=False)
     emb = singular_values(embeddings([traj.weights[0], traj.weights[1]], eval_inputs(cfg)))
     closed, sim = np.asarray(t3["closed_form"]), np.asarray(t3["simulated"])
+    x = report.x_predictions
     data = {
         "claim": "the smallest singular values lag and the embedding covariance becomes low-rank "
         "although X has no significantly negative eigenvalue; "
@@ -61,14 +62,14 @@ def main(quick: bool = False, out_dir=None) -> dict:
             "sigma_w1": sv1,
             "sigma_w2": sv2,
             "embedding_singular_values": emb,
-            "collapsed_dims_final": result["collapsed_dims"],
-            "collapsed_dims_initial": result["collapsed_dims_initial"],
-            "collapsed_by_training": result["collapsed_by_training"],
-            "collapse_reference": result["collapse_reference"],
-            "x_is_psd": result["is_psd"],
-            "x_verdict": result["x_verdict"],
-            "x_eigenvalues_initial": result["contrastive_covariance_eigenvalues"]["initial"],
-            "x_eigenvalues_late": result["contrastive_covariance_eigenvalues"]["final"],
+            "collapsed_dims_final": report.collapsed_dims,
+            "collapsed_dims_initial": report.collapsed_dims_initial,
+            "collapsed_by_training": report.collapsed_by_training,
+            "collapse_reference": report.collapse_reference,
+            "x_is_psd": x.is_psd,
+            "x_verdict": x.x_verdict,
+            "x_eigenvalues_initial": x.contrastive_covariance_eigenvalues["initial"],
+            "x_eigenvalues_late": x.contrastive_covariance_eigenvalues["final"],
         },
         "fixed_x": {
             "times": t3["times"],
