@@ -36,10 +36,12 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
+from numpy.typing import ArrayLike
 from threadpoolctl import threadpool_limits
 
 from . import toy
@@ -55,6 +57,7 @@ BACKENDS = ("numpy", "torch")
 CONFIG_BLOCK = 32  # most configurations per kernel block
 EXP_LIMIT = {"float64": 700.0, "float32": 80.0}  # |logit| below this: exp neither overflows nor underflows
 LOG2E, LN2 = 1.0 / math.log(2.0), math.log(2.0)  # exp(s) = exp2(s log2 e): numpy's exp2 is 1.2-2x faster
+Record = Callable[["Kernel", int, "np.ndarray | None"], None]  # record(kernel, step, loss) before the step
 
 
 class Kernel:
@@ -268,7 +271,7 @@ class Kernel:
             value = np.mean(np.log(prod[..., d]) - shift - pos, axis=-1)
         return delta, value
 
-    def step(self, packed_step: np.ndarray, step: int, record=None, update: bool = True) -> None:
+    def step(self, packed_step: np.ndarray, step: int, record: Record | None = None, update: bool = True) -> None:
         """One gd step on the views of packed_step; ``record(kernel, step, loss)`` first sees the weights and
         loss before the step."""
         self.load(packed_step)
@@ -313,7 +316,8 @@ class Kernel:
             for w in self.w:
                 w[bad] = 0.0  # a zero network stays zero: its gradient vanishes
 
-    def run(self, raw: np.ndarray, first_step: int, count: int, total: int, record_every: int, record) -> None:
+    def run(self, raw: np.ndarray, first_step: int, count: int, total: int, record_every: int,
+            record: Record) -> None:
         """Steps first_step .. first_step + count - 1 on packed views (G, block, 2, 2N, d + 1); step ``total`` only
         evaluates the final loss."""
         for i in range(count):
@@ -351,8 +355,8 @@ def validate(base: SimConfig, strengths: np.ndarray, lrs: np.ndarray, dtype: str
 
 
 def train_batched(
-    strengths, base: SimConfig, record_every: int | None = None, progress: bool = False, *,
-    seeds=None, lrs=None, dtype: str = "float64", workers: int | None = None,
+    strengths: ArrayLike, base: SimConfig, record_every: int | None = None, progress: bool = False, *,
+    seeds: ArrayLike | None = None, lrs: ArrayLike | None = None, dtype: str = "float64", workers: int | None = None,
     config_block: int = CONFIG_BLOCK, blas_threads: int = 1, backend: str = "numpy", device: str | None = None,
     views: str | None = None,
 ) -> tuple[Trajectory, dict[int, np.random.Generator]]:
@@ -546,9 +550,9 @@ def _run_forked(work, workers: int, done: np.ndarray, steps: int, progress: bool
 
 
 def sweep(
-    strengths, seeds: int, base: SimConfig | None = None, progress: bool = False, *, lrs=None,
-    dtype: str = "float64", workers: int | None = None, backend: str = "numpy", device: str | None = None,
-    predict: bool = True,
+    strengths: ArrayLike, seeds: int, base: SimConfig | None = None, progress: bool = False, *,
+    lrs: ArrayLike | None = None, dtype: str = "float64", workers: int | None = None, backend: str = "numpy",
+    device: str | None = None, predict: bool = True,
 ) -> dict:
     """Train ``len(strengths) x [len(lrs) x] seeds`` linear networks (seeds base.seed, base.seed + 1, ...).
 
