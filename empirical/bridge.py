@@ -82,7 +82,8 @@ def _significant(values: np.ndarray, digits: int = 4) -> np.ndarray:
 
 # settings that define a group of seeds (whichever the config has)
 SETTINGS = ("dataset", "backbone", "projector", "projector_layers", "loss", "temperature", "optimizer", "lr",
-            "momentum", "weight_decay", "batch_size", "epochs", "max_steps", "augment", "augment_strength")
+            "momentum", "weight_decay", "batch_size", "full_batch", "epochs", "max_steps", "augment",
+            "augment_strength")
 DEFAULT_MOMENTUM = {"sgd": 0.9, "lars": 0.9}  # empirical.optim's choice
 DEFAULT_ETA = 0.001
 # per-run numbers of prediction (a) averaged over seeds
@@ -139,11 +140,14 @@ def load_run(path: str) -> Run:
         if not os.path.exists(p):
             raise UserError(f"{path} has no {os.path.basename(p)} (train with --monitor-every N)")
     try:
-        config = json.load(open(cfg_path))
+        with open(cfg_path) as f:
+            config = json.load(f)
     except json.JSONDecodeError as e:
         raise UserError(f"{cfg_path} is not valid JSON ({e.msg}, line {e.lineno})") from None
     rows = []
-    for n, line in enumerate(open(log_path), 1):
+    with open(log_path) as f:
+        lines = list(f)
+    for n, line in enumerate(lines, 1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
@@ -166,6 +170,17 @@ def settings(run: Run, with_depth: bool = True) -> dict:
     if with_depth:
         out["depth"] = run.depth
     return out
+
+
+def group_label(s: dict) -> str:
+    """e.g. "paper sgd lr 0.1 momentum 0.9 full batch depth 1": what tells a group's runs from another's."""
+    optimizer = s.get("optimizer", "?")
+    momentum = s.get("momentum", DEFAULT_MOMENTUM.get(optimizer))
+    parts = [str(s.get("monitor_loss")), optimizer, f"lr {s['lr']:g}" if s.get("lr") is not None else "",
+             f"momentum {momentum:g}" if momentum is not None and optimizer != "adamw" else "",
+             "full batch" if s.get("full_batch") else f"batch {s['batch_size']}" if s.get("batch_size") else "",
+             f"depth {s['depth']}"]
+    return " ".join(p for p in parts if p)
 
 
 # ---- (a) instantaneous ----------------------------------------------------------------------------------------
@@ -940,7 +955,7 @@ def main_(argv: list[str] | None = None) -> int:
     cnt = lambda m: "n/a" if m is None or m.get("mean") is None else f"{m['mean']:.0f}"  # noqa: E731
     for g in result["groups"]:
         i, s = g["instantaneous"], g["settings"]
-        print(f"{s.get('monitor_loss')} {s.get('optimizer', '?')} depth {s['depth']} ({g['seeds']} seed(s)): "
+        print(f"{group_label(s)} ({g['seeds']} seed(s)): "
               f"Spearman {fmt(i['spearman'])} (chance {fmt(i['chance_spearman_95'])}, baseline "
               f"{fmt(i['baseline_spearman'])}), slope {fmt(i['slope'])}")
         if i["spearman"]["mean"] is None:

@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from theory.covariance import PSD_ALPHA, psd_check, x_batches
-from theory.io import OneLineParser, UserError, check_finite, jsonable, run_cli, write_json
+from theory.io import OneLineParser, UserError, atomic_path, check_finite, jsonable, run_cli, write_json
 from theory.spectrum import COLLAPSE_RTOL, collapsed_mask, embedding_spectrum, singular_values
 
 LOSSES = ("info_nce", "paper", "dot")
@@ -804,7 +804,8 @@ def plot_report(rep: dict, path: str) -> list[str]:
     out = []
     for ext in (".png", ".pdf"):
         meta = {"Software": None} if ext == ".png" else {"Creator": None, "Producer": None, "CreationDate": None}
-        fig.savefig(stem + ext, dpi=110, metadata=meta)
+        with atomic_path(stem + ext) as tmp:
+            fig.savefig(tmp, format=ext[1:], dpi=110, metadata=meta)
         out.append(stem + ext)
     plt.close(fig)
     return out

@@ -399,3 +399,15 @@ def test_cosine_infonce_first_order_vs_exact_gradient(tmp_path):
     print("cosine", {k: round(i[k], 3) for k in ("spearman", "slope", "exact_gradient_spearman",
                                                  "exact_gradient_slope", "chance_spearman_95")})
     assert i["exact_gradient_spearman"] > 0.99 and abs(i["exact_gradient_slope"] - 1) < 0.05
+
+
+def test_group_label_names_what_tells_groups_apart():
+    from empirical.bridge import group_label
+
+    s = {"monitor_loss": "paper", "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "full_batch": True,
+         "batch_size": 4000, "depth": 1}
+    assert group_label(s) == "paper sgd lr 0.01 momentum 0.9 full batch depth 1"
+    s = {**s, "full_batch": False, "batch_size": 128, "momentum": 0.0}
+    assert group_label(s) == "paper sgd lr 0.01 momentum 0 batch 128 depth 1"
+    lars = {"monitor_loss": "cosine", "optimizer": "lars", "depth": 2}
+    assert group_label(lars) == "cosine lars momentum 0.9 depth 2"
