@@ -242,17 +242,20 @@ def _last_step(metrics: str) -> int:
 
 
 def _train(cmd: list[str], log_path: str, in_process: bool, bar=None) -> int:
-    """Exit status of ``empirical.train`` run with ``cmd``'s flags (a subprocess isolates crashes).
+    """Exit status of ``empirical.train`` run with ``cmd``'s flags.
 
-    Its output goes to ``log_path``; ``bar`` (tqdm over the row's steps) follows its metrics.jsonl.
+    A row trains in a subprocess running ``cmd`` itself: a crash or a leak stays in its row, and the command in
+    train.log and the table is exactly what reproduces the row. ``in_process`` (tests: no second torch import)
+    trains the same ``RunConfig`` through ``train.train``, with the same exit status. The output goes to
+    ``log_path``; ``bar`` (tqdm over the row's steps) follows its metrics.jsonl.
     """
-    if in_process:  # tests: no second torch import; the exit status is the same
+    if in_process:
         from contextlib import redirect_stderr, redirect_stdout
 
         from empirical import train
 
         with open(log_path, "a") as f, redirect_stdout(f), redirect_stderr(f):
-            return train.main(cmd[3:])
+            return run_cli(lambda argv: train.train(train_config.RunConfig.from_argv(argv)), cmd[3:])
     metrics = os.path.join(os.path.dirname(log_path), "metrics.jsonl")
     with open(log_path, "a") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
