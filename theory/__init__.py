@@ -19,7 +19,7 @@ from .dynamics import (
     run_ode,
     scaled_init,
 )
-from .experiment import SimConfig, analyse, integrate, run_experiment
+from .experiment import SimConfig, ToyReport, analyse, integrate, run_experiment
 from .losses import LOSSES, contrastive_loss, dot_loss, ntxent_loss, paper_loss, paper_weights
 from .predict import (
     Alignment,
@@ -50,7 +50,7 @@ from .spectrum import (
 from .toy import apriori_threshold, toy_views
 
 __all__ = [
-    "COLLAPSE_RTOL", "LOSSES", "DivergenceError", "PSDCheck", "SimConfig", "Spectrum", "Trajectory",
+    "COLLAPSE_RTOL", "LOSSES", "DivergenceError", "PSDCheck", "SimConfig", "Spectrum", "ToyReport", "Trajectory",
     "alignment_matrix", "alignment_score", "apriori_covariance", "apriori_threshold", "blowup_time",
     "collapsed_input_subspace", "collapsed_mask", "conservation_drift", "conserved_quantities",
     "contrastive_covariance", "contrastive_loss", "dot_loss", "effective_rank", "embedding_spectrum",

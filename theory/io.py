@@ -18,7 +18,10 @@ import numpy as np
 
 
 def jsonable(obj):
-    """numpy arrays and scalars -> lists, ints, floats; non-finite floats -> None (JSON has no inf or NaN)."""
+    """numpy arrays and scalars -> lists, ints, floats; non-finite floats -> None (JSON has no inf or NaN); a typed
+    result through its ``to_json()``."""
+    if hasattr(obj, "to_json"):
+        return jsonable(obj.to_json())
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):

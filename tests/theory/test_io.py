@@ -34,3 +34,14 @@ def test_one_line_parser_exits_2_with_one_line(capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error:") and "abc" in err
+
+
+def test_write_json_takes_a_typed_report_through_its_to_json(tmp_path):
+    import json
+
+    from theory import SimConfig, run_experiment
+    from theory.io import write_json
+
+    report = run_experiment(SimConfig(augment_strength=2.0, steps=200, x_budget=64))
+    write_json(tmp_path / "r.json", report)
+    assert json.loads((tmp_path / "r.json").read_text()) == json.loads(json.dumps(report.to_json()))
