@@ -18,10 +18,7 @@ import numpy as np
 
 
 def jsonable(obj):
-    """numpy arrays and scalars -> lists, ints, floats; non-finite floats -> None (JSON has no inf or NaN); a typed
-    result through its ``to_json()``."""
-    if hasattr(obj, "to_json"):
-        return jsonable(obj.to_json())
+    """numpy arrays and scalars -> lists, ints, floats; non-finite floats -> None (JSON has no inf or NaN)."""
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
@@ -58,7 +55,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
 
 
 def write_json(path: str | os.PathLike, obj, indent: int = 1) -> None:
-    """Strict JSON, written through ``atomic_path``: a reader never sees half a file."""
+    """Strict JSON, written through ``atomic_path``: a reader never sees half a file. A typed result (one with
+    ``to_json()``) is written as its JSON."""
+    obj = obj.to_json() if hasattr(obj, "to_json") else obj
     text = json.dumps(jsonable(obj), indent=indent, allow_nan=False) + "\n"
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.write(text)
