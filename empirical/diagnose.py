@@ -69,6 +69,7 @@ from theory.covariance import PSD_ALPHA, psd_check, x_batches
 from theory.io import OneLineParser, UserError, atomic_path, check_finite, jsonable, run_cli, write_json
 from theory.spectrum import COLLAPSE_RTOL, collapsed_mask, embedding_spectrum, singular_values
 
+# empirical.losses.REGISTRY's losses that have an X form, named here without importing torch (a test ties them)
 LOSSES = ("info_nce", "paper", "dot")
 LIDAR_DELTA = 1e-4  # relative to tr(Sigma_w) / d
 LIDAR_EPS = 1e-7

@@ -203,3 +203,10 @@ def test_registry_losses_and_their_x_forms(name):
         x, _ = contrastive_x(r1, r2, w0, loss.x_form, 0.3, loss.symmetric)
         np.testing.assert_allclose(-w.grad.numpy(), w0 @ x, rtol=1e-9, atol=1e-12)
     assert canonical({"info_nce": "infonce", "nt_xent": "ntxent"}.get(name, name)) == name
+
+
+def test_diagnose_names_the_registry_losses_that_have_an_x():
+    from empirical.diagnose import LOSSES
+    from empirical.losses import REGISTRY
+
+    assert set(LOSSES) == {name for name, loss in REGISTRY.items() if loss.x_form}
