@@ -57,7 +57,10 @@ def fmt(m: dict, signed: bool = True) -> str:
 
 
 def group_label(s: dict) -> str:
-    return f"{s.get('monitor_loss')}, {s.get('optimizer', '?')}, depth {s.get('depth')}"
+    """The panel's name: ``empirical.bridge.group_label`` (loss, optimizer, lr, momentum, batch, depth)."""
+    from empirical.bridge import group_label as label
+
+    return label(s)
 
 
 # ---- (a) growth -------------------------------------------------------------------------------------------------
@@ -70,7 +73,7 @@ def extra_caption(i: dict) -> str:
 
     lines = []
     if have("history_share") and i["history_share"]["mean"] > 0:
-        lines.append(f"history ({100 * i['history_share']['mean']:.0f}% of step): Spearman "
+        lines.append(f"history ({100 * i['history_share']['mean']:.0f}% of step; not the points): Spearman "
                      f"{fmt(i['history_spearman'])}, Δσ slope {fmt(i['history_delta_sigma_slope'])}")
     if have("baseline_median_interval_spearman"):
         lines.append(f"within an interval: prediction {fmt(i['median_interval_spearman_paired'])}, "
@@ -197,7 +200,7 @@ def early_warning(result: dict):
                        f"{fmt(at.get(f'{metric}_baseline', {'mean': None}), False)}")
                 if at.get(f"{metric}_trend", {}).get("mean") is not None:
                     cap += f", trend {fmt(at[f'{metric}_trend'], False)}"
-                title = f"{group_label(g['settings'])}, {g['seeds']} seed(s)\n{cap}" if row == 0 else cap
+                title = f"{group_label(g['settings'])}\n{g['seeds']} seed(s); {cap}" if row == 0 else cap
                 ax.set(title=title, xlabel="monitor step (fraction of training)", ylabel=label, ylim=(-0.02, 1.02))
             data["panels"].append({"settings": g["settings"], "seeds": g["seeds"], "early_warning": ew})
         # one legend under all panels: the curves fill the panels at different heights
