@@ -533,13 +533,13 @@ def diagnose(
         m.eval()
         if device is not None:
             m.to(device)
-    head, weight = None, None
-    if projector is not None:
-        head, weight, pnotes = split_projector(projector)
-        notes += pnotes
-    total_passes = 2 + 1 + 2 * len(names) + 1  # clean, random init, the two views, each left out, the bar's end
-    bar = _progress_bar(total_passes) if progress else None
-    try:
+    head, weight, bar = None, None, None
+    try:  # the caller's modules get their train/eval mode back whatever fails
+        if projector is not None:
+            head, weight, pnotes = split_projector(projector)
+            notes += pnotes
+        total_passes = 2 + 1 + 2 * len(names) + 1  # clean, random init, the two views, each left out, the bar's end
+        bar = _progress_bar(total_passes) if progress else None
         passes = _Passes(encoder, head, projector, x_in, int(batch_size), int(seed), device, bar)
         r, h, z = passes.clean()
         if weight is None:

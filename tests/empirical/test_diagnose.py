@@ -198,6 +198,11 @@ def test_dot_and_info_nce_forms_run_and_are_deterministic(gaussian):
 def test_projector_must_end_in_a_linear_layer():
     with pytest.raises(ValueError, match="last layer must be nn.Linear"):
         split_projector(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU()))
+    # refused inside diagnose: the caller's modules keep their training mode
+    encoder, bad = torch.nn.Linear(4, 4).train(), torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU()).train()
+    with pytest.raises(ValueError, match="last layer must be nn.Linear"):
+        diagnose(encoder, torch.randn(64, 4), [WEAK], bad, loss="paper", batch_size=16)
+    assert encoder.training and bad.training
     bn = torch.nn.BatchNorm1d(3).eval()
     with torch.no_grad():
         bn.running_var.fill_(4.0)
