@@ -179,7 +179,7 @@ def group_label(s: dict) -> str:
     parts = [str(s.get("monitor_loss")), optimizer, f"lr {s['lr']:g}" if s.get("lr") is not None else "",
              f"momentum {momentum:g}" if momentum is not None and optimizer != "adamw" else "",
              "full batch" if s.get("full_batch") else f"batch {s['batch_size']}" if s.get("batch_size") else "",
-             f"depth {s['depth']}"]
+             f"depth {s['depth']}" if "depth" in s else ""]
     return " ".join(p for p in parts if p)
 
 

@@ -246,7 +246,7 @@ def depth(result: dict):
             seeds = ", ".join(f"depth {r['depth']}: {r['seeds']}" for r in rows)
             counts = ", ".join(f"{r['collapsed_end_to_end']['mean']:.1f}" for r in rows)
             s0 = table["settings"]
-            title = f"{s0.get('monitor_loss')}, {s0.get('optimizer', '?')}: collapsed {counts}\nseeds {seeds}"
+            title = f"{group_label(s0)}: collapsed {counts}\nseeds {seeds}"
             sigma = _sigma_slopes(result, s0, [r["depth"] for r in rows])
             if sigma:
                 title += f"\n{sigma}"
