@@ -26,7 +26,7 @@ figures: $(CORE)
 	$(PY) -m figures.make_all
 
 lint: $(FULL)
-	$(PY) -m ruff check theory empirical figures tests bench
+	$(PY) -m ruff check dimcollapse theory empirical figures tests bench
 
 bench: $(FULL)
 	$(PY) bench/theory_bench.py

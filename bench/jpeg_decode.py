@@ -29,8 +29,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from dimcollapse.io import write_json  # noqa: E402
 from empirical.data import FolderPairs, folder_batches  # noqa: E402
-from theory.io import write_json  # noqa: E402
 
 
 def make_folder(root: str, n: int, height: int, width: int, classes: int = 4, seed: int = 0) -> None:

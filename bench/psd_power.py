@@ -21,8 +21,8 @@ from tqdm import tqdm
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from dimcollapse.io import write_json  # noqa: E402
 from theory.covariance import PSD_ALPHA, holm, significant_negatives  # noqa: E402
-from theory.io import write_json  # noqa: E402
 
 BATCHES = (4, 8, 16, 32, 64)
 EFFECTS = (0.25, 0.5, 1.0, 2.0)

@@ -39,11 +39,11 @@ from threadpoolctl import threadpool_limits
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from dimcollapse.io import OneLineParser, write_json  # noqa: E402
 from theory import toy  # noqa: E402
 from theory.batched import train_batched  # noqa: E402
 from theory.dynamics import loss_and_gradients, paper_init, run_gd, run_ode  # noqa: E402
 from theory.experiment import SimConfig  # noqa: E402
-from theory.io import OneLineParser, write_json  # noqa: E402
 
 SETUP = dict(loss="dot", noisy_views=2, lr=0.001, steps=10_000, init="0.5774", samples=128, dim=16)
 STRENGTHS = np.linspace(0.0, 3.5, 8)

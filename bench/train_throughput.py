@@ -37,13 +37,13 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from dimcollapse.io import run_cli, write_json  # noqa: E402
 from empirical.augment import Prefetcher  # noqa: E402
 from empirical.config import RunConfig  # noqa: E402
 from empirical.data import Batch, Split  # noqa: E402
 from empirical.optim import build_optimizer  # noqa: E402
 from empirical.train import Data, Run, build_run, lr_tensor, make_views, step_loss, train_step  # noqa: E402
 from empirical.viewwise import make_viewwise, stack_views  # noqa: E402
-from theory.io import run_cli, write_json  # noqa: E402
 
 # Vendor dense peaks in TFLOP/s (bf16/fp16 tensor cores; tf32 is half). First match of the device name wins.
 GPU_PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("A100", 312.0))

@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from theory.io import OneLineParser, UserError, run_cli, write_json
+from dimcollapse.io import OneLineParser, UserError, run_cli, write_json
 from theory.predict import subspace_overlap
 from theory.spectrum import COLLAPSE_RTOL
 

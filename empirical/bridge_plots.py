@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dimcollapse.io import atomic_path, write_json
 from empirical.plotting import RC, fit_titles
-from theory.io import atomic_path, write_json
 
 NAMES = ("bridge_growth", "bridge_early_warning", "bridge_depth")
 

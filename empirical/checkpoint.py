@@ -2,7 +2,7 @@
 
 A checkpoint holds the model, optimizer, grad scaler, the step (which fixes epoch, schedule position and data
 order, see ``data``), every RNG state (python, numpy, torch CPU, CUDA) and the config. It is written through
-``theory.io.atomic_path`` and fsync'ed before the rename, so a reader never sees a half file under a final name,
+``dimcollapse.io.atomic_path`` and fsync'ed before the rename, so a reader never sees a half file under a final name,
 even after a power loss (``atomic_save``, also used for final.pt). ``AsyncSaver`` copies the state to CPU on the
 training thread and writes it in a background thread, so a save costs the copy, not the disk. The last ``KEEP``
 are kept; ``latest`` walks them newest first and skips any that
@@ -24,7 +24,7 @@ import threading
 import numpy as np
 import torch
 
-from theory.io import atomic_path
+from dimcollapse.io import atomic_path
 
 KEEP = 2
 _NAME = re.compile(r"ckpt-(\d{9})\.pt$")

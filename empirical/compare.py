@@ -23,6 +23,7 @@ import time
 import numpy as np
 import torch
 
+from dimcollapse.io import NonFiniteError, OneLineParser, UserError, run_cli, write_json
 from empirical.compare_alignment import alignment_analysis
 from empirical.compare_frozen import frozen_experiment, whiten
 from empirical.compare_x import x_analysis
@@ -30,7 +31,6 @@ from empirical.evaluate import portable_path
 from empirical.features import view_features
 from empirical.linear_maps import SUPPORTED, projector_map
 from theory import COLLAPSE_RTOL, embedding_spectrum
-from theory.io import NonFiniteError, OneLineParser, UserError, run_cli, write_json
 
 
 def trained_steps(checkpoint: str, config: dict) -> int | None:

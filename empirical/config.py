@@ -1,5 +1,5 @@
 """Command line of ``python -m empirical.train``: flags, their defaults (the official DirectCLR recipe) and their
-checks. Every bad value becomes ``theory.io.UserError`` (one line, exit status 2) before any work starts.
+checks. Every bad value becomes ``dimcollapse.io.UserError`` (one line, exit status 2) before any work starts.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import dataclasses
 import os
 import sys
 
+from dimcollapse.io import OneLineParser, UserError, check_finite
 from empirical.augment import recipe
 from empirical.data import DATASETS, DECODES, NATIVE_SIZE
 from empirical.losses import ALIASES as LOSS_ALIASES
@@ -16,7 +17,6 @@ from empirical.losses import REGISTRY as LOSSES
 from empirical.losses import canonical
 from empirical.models import BACKBONES, PROJECTORS, WIDTH, default_d0
 from empirical.optim import OPTIMIZERS
-from theory.io import OneLineParser, UserError, check_finite
 
 PRECISIONS = ("bf16", "fp16", "fp32")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")  # none: eager

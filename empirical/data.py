@@ -4,7 +4,7 @@ Small sets live on the training device as uint8 tensors (N, 3, S, S) at the back
 DataLoader limits speed; ``imagefolder`` (ImageNet, ImageNet-100) cuts two random resized crops + flips per
 image, either decoded with PIL in DataLoader workers or read by the workers and decoded in batches by
 ``torchvision.io.decode_jpeg`` on the device (``--decode``), and leaves the colour operations to the device.
-Nothing is downloaded at run time: a missing dataset raises ``theory.io.UserError`` with one line that says
+Nothing is downloaded at run time: a missing dataset raises ``dimcollapse.io.UserError`` with one line that says
 where the files go.
 
 Data order is a pure function of (seed, epoch): epoch e visits ``randperm(N, seed_e)``, step t of the epoch
@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dimcollapse.io import UserError, atomic_path
 from empirical.augment import random_resized_crop_box
-from theory.io import UserError, atomic_path
 
 DATASETS = ("cifar10", "cifar100", "stl10", "imagefolder", "mnist5k", "digits", "synthetic")
 NATIVE_SIZE = {

@@ -65,8 +65,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dimcollapse.io import OneLineParser, UserError, atomic_path, check_finite, jsonable, run_cli, write_json
 from theory.covariance import PSD_ALPHA, psd_check, x_batches
-from theory.io import OneLineParser, UserError, atomic_path, check_finite, jsonable, run_cli, write_json
 from theory.spectrum import COLLAPSE_RTOL, collapsed_mask, embedding_spectrum, singular_values
 
 # empirical.losses.REGISTRY's losses that have an X form, named here without importing torch (a test ties them)

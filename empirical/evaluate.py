@@ -39,13 +39,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dimcollapse.io import NonFiniteError, OneLineParser, UserError, atomic_path, check_finite, run_cli, write_json
 from empirical import checkpoint as ckpt_io
 from empirical.augment import ViewRecipe, augment, sample_params
 from empirical.config import check_device, check_out_dir
 from empirical.data import DATASETS, folder_heldout, load_memory_dataset
 from empirical.features import encode_images
 from empirical.models import SSLModel
-from theory.io import NonFiniteError, OneLineParser, UserError, atomic_path, check_finite, run_cli, write_json
 from theory.spectrum import embedding_spectrum
 
 KNN_K, KNN_T = 200, 0.1

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from dimcollapse.io import OneLineParser, UserError, atomic_path, run_cli, write_json
 from empirical import config as train_config
 from empirical.compare_x import x_batch
 from empirical.data import DATASETS
@@ -40,7 +41,6 @@ from empirical.evaluate import evaluate, load_split, load_trained
 from empirical.features import view_features
 from empirical.models import WIDTH, SSLModel, default_d0
 from theory.covariance import PSDCheck, x_verdict
-from theory.io import OneLineParser, UserError, atomic_path, run_cli, write_json
 
 EXPERIMENTS = ("projector-ablation", "d0-sweep", "augment-strength")
 # one line per experiment for --help

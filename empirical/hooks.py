@@ -19,13 +19,13 @@ import time
 
 import torch
 
+from dimcollapse.io import jsonable, write_json
 from empirical import checkpoint
 from empirical.augment import augment, view_params
 from empirical.losses import REGISTRY as LOSSES
 from empirical.monitor import spectrum_metrics
 from empirical.optim import trust_ratio
 from empirical.xmonitor import MonitorLog, monitor
-from theory.io import jsonable, write_json
 
 LOGS = ("metrics.jsonl", "spectra.jsonl")
 MONITOR_SEED = 20_221_011  # the held-out pairs: one fixed draw for every run, seed and resume

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats
 
-from theory.io import OneLineParser, UserError, run_cli, write_json
+from dimcollapse.io import OneLineParser, UserError, run_cli, write_json
 
 ALPHA = 0.05
 

@@ -15,7 +15,7 @@ import os
 import socket
 import sys
 
-from theory.io import UserError
+from dimcollapse.io import UserError
 
 NAME = "train.lock"
 

@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from dimcollapse.io import NonFiniteError, UserError, run_cli
 from empirical import checkpoint
 from empirical.augment import Prefetcher, augment, augment_packed, recipe, view_params
 from empirical.config import RunConfig, check_out_dir
@@ -57,7 +58,6 @@ from empirical.optim import build_optimizer, lr_at, set_lr
 from empirical.runlock import RunLock
 from empirical.syncbn import convert_sync_batchnorm
 from empirical.viewwise import stack_views
-from theory.io import NonFiniteError, UserError, run_cli
 
 AMP = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
@@ -584,7 +584,7 @@ def init_distributed(config: RunConfig, world: int, local_rank: int) -> torch.de
 
 
 def run(argv: list[str] | None = None, hooks: Sequence[Hook] = ()) -> int:
-    """Train with the flags ``argv``; the exit status (``theory.io.EXIT_CODES``). ``hooks`` run after the
+    """Train with the flags ``argv``; the exit status (``dimcollapse.io.EXIT_CODES``). ``hooks`` run after the
     standard ones (metrics, monitor, checkpoints) at every point of the loop."""
     return train(RunConfig.from_argv(argv, _dist_env()[1]), hooks)  # every flag checked before any work
 
@@ -592,7 +592,7 @@ def run(argv: list[str] | None = None, hooks: Sequence[Hook] = ()) -> int:
 def train(config: RunConfig, hooks: Sequence[Hook] = ()) -> int:
     """The whole training of ``config`` as the command line runs it: the run lock on --out, Ctrl-C / SIGTERM
     checkpointed, ``build_run``, ``train_loop`` with the standard hooks then ``hooks``, the summary; the exit
-    status (``theory.io.EXIT_CODES``)."""
+    status (``dimcollapse.io.EXIT_CODES``)."""
     rank, world, local_rank = _dist_env()
     created = _first_missing(config.out) if rank == 0 else None
     lock = None

@@ -45,8 +45,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dimcollapse.io import atomic_path, jsonable
 from theory.covariance import PSD_ALPHA, PSD_RTOL, contrastive_covariance, psd_check
-from theory.io import atomic_path, jsonable
 from theory.losses import dot_loss
 from theory.predict import adjacent_alignments
 from theory.spectrum import COLLAPSE_RTOL, embedding_spectrum
@@ -291,7 +291,7 @@ class MonitorLog:
 def _time_it(argv: list[str] | None = None) -> int:
     """``python -m empirical.xmonitor --dim D --pairs P --batch-size B --layers L``: seconds of one call on
     random data (the monitor's CPU cost at a given size)."""
-    from theory.io import OneLineParser
+    from dimcollapse.io import OneLineParser
 
     p = OneLineParser(prog="python -m empirical.xmonitor", description=_time_it.__doc__.split(":")[0])
     p.add_argument("--dim", type=int, default=128, help="representation width (tiny 128, resnet18 512)")
@@ -315,6 +315,6 @@ def _time_it(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     import sys
 
-    from theory.io import run_cli
+    from dimcollapse.io import run_cli
 
     sys.exit(run_cli(_time_it))

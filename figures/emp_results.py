@@ -155,7 +155,7 @@ def claim(fig, text: str, width: int = 75) -> None:
 
 def cli(main, description: str) -> None:
     """``python -m figures.<name> [RESULTS] [--out DIR]``: one line and exit 2 when the results are missing."""
-    from theory.io import OneLineParser, UserError, run_cli
+    from dimcollapse.io import OneLineParser, UserError, run_cli
 
     parser = OneLineParser(description=description)
     parser.add_argument("results", nargs="?", default=None, help="results folder (default: committed CPU results)")

@@ -20,8 +20,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from dimcollapse.io import atomic_path, write_json  # noqa: E402
 from empirical.plotting import RC, fit_titles  # noqa: E402
-from theory.io import atomic_path, write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 OUT_DIR = REPO / "figures" / "out"

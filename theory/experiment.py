@@ -32,6 +32,8 @@ from functools import cached_property
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from dimcollapse.io import jsonable
+
 from . import toy
 from .covariance import PSD_ALPHA, PSDCheck, contrastive_covariance, holm, one_sided_t, x_verdict
 from .dynamics import (
@@ -47,7 +49,6 @@ from .dynamics import (
     run_ode,
     scaled_init,
 )
-from .io import jsonable
 from .losses import DEFAULT_TEMPERATURE, LOSSES, X_LOSSES
 from .predict import adjacent_alignments, conserved_quantities, subspace_overlap
 from .spectrum import COLLAPSE_RTOL, collapse_counts, collapsed_mask, singular_values

@@ -19,9 +19,10 @@ import warnings
 
 import numpy as np
 
+from dimcollapse.io import OneLineParser, UserError, atomic_path, check_budget, run_cli, write_json
+
 from .batched import BACKENDS, DTYPES, sweep
 from .experiment import SimConfig
-from .io import OneLineParser, UserError, atomic_path, check_budget, run_cli, write_json
 from .losses import SWEEP_LOSSES, TEMPERATURE_LOSSES, loss_help
 
 MAX_GRID_VALUES = 1_000_000  # per axis: a start:stop:count beyond this is refused before it is materialised

@@ -18,6 +18,8 @@ import sys
 
 import numpy as np
 
+from dimcollapse.io import NonFiniteError, OneLineParser, UserError, run_cli, write_json
+
 from .dynamics import ODE_METHODS, DivergenceError
 from .experiment import (
     INITS,
@@ -29,7 +31,6 @@ from .experiment import (
     XPredictions,
     run_experiment,
 )
-from .io import NonFiniteError, OneLineParser, UserError, run_cli, write_json
 from .losses import LOSSES, TEMPERATURE_LOSSES, loss_help
 
 
@@ -291,8 +292,9 @@ def _writable(path: str, flag: str, suffixes: tuple[str, ...] | None = None) -> 
 
 
 def _main(argv: list[str] | None) -> int:
+    from dimcollapse.io import check_budget
+
     from .experiment import X_BATCHES
-    from .io import check_budget
 
     parser = build_parser()
     args = parser.parse_args(argv)

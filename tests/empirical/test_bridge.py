@@ -12,10 +12,10 @@ import pytest
 
 pytest.importorskip("torch")
 
+from dimcollapse.io import write_json  # noqa: E402
 from empirical import bridge  # noqa: E402
 from empirical.optim import lr_at  # noqa: E402
 from empirical.xmonitor import MonitorLog, monitor  # noqa: E402
-from theory.io import write_json  # noqa: E402
 from theory.losses import contrastive_loss  # noqa: E402
 from theory.toy import toy_views  # noqa: E402
 

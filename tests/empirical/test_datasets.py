@@ -5,13 +5,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from dimcollapse.io import UserError  # noqa: E402
 from empirical.data import (  # noqa: E402
     FolderPairs,
     global_indices,
     load_memory_dataset,
     synthetic_images,
 )
-from theory.io import UserError  # noqa: E402
 
 
 def test_synthetic_is_seeded_and_learnable():

@@ -8,11 +8,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from dimcollapse.io import UserError  # noqa: E402
 from empirical.config import RunConfig  # noqa: E402
 from empirical.hooks import monitor_features  # noqa: E402
 from empirical.train import build_run, main  # noqa: E402
 from empirical.xmonitor import monitor  # noqa: E402
-from theory.io import UserError  # noqa: E402
 
 N_DIGITS = 1437  # scikit-learn's digits after the held-out split
 FULL = ["--dataset", "digits", "--image-size", "16", "--backbone", "tiny", "--full-batch", "--batch-size",

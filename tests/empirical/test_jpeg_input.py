@@ -8,6 +8,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 Image = pytest.importorskip("PIL.Image")
 
+from dimcollapse.io import UserError  # noqa: E402
 from empirical.augment import random_resized_crop_box  # noqa: E402
 from empirical.data import (  # noqa: E402
     FolderPairs,
@@ -17,7 +18,6 @@ from empirical.data import (  # noqa: E402
     folder_batches,
 )
 from empirical.train import main  # noqa: E402
-from theory.io import UserError  # noqa: E402
 
 CPU = torch.device("cpu")
 

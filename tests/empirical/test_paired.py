@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from dimcollapse.io import UserError
 from empirical.paired import compare_rows, main, paired_difference
-from theory.io import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ABLATION = os.path.join(REPO, "results", "projector-ablation-mnist5k-cpu-3ep-corrected")

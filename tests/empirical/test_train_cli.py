@@ -248,8 +248,8 @@ def test_imagefolder_run_with_loader_workers(tmp_path):
 
 
 def test_run_cli_maps_every_user_causable_failure_to_one_line(capsys):
-    """theory.io.run_cli, which every command line uses: exit status and a single 'error:' line each."""
-    from theory.io import NonFiniteError, UserError, run_cli
+    """dimcollapse.io.run_cli, which every command line uses: exit status and a single 'error:' line each."""
+    from dimcollapse.io import NonFiniteError, UserError, run_cli
 
     def raises(exc):
         def fn(argv):

@@ -11,10 +11,10 @@ torch = pytest.importorskip("torch")
 
 from _emp_helpers import REPO, TINY_RUN  # noqa: E402
 
+from dimcollapse.io import UserError  # noqa: E402
 from empirical.config import RunConfig, build_parser  # noqa: E402
 from empirical.hooks import Hook  # noqa: E402
 from empirical.train import build_run, main, train, train_loop  # noqa: E402
-from theory.io import UserError  # noqa: E402
 
 ARGS = [*TINY_RUN, "--max-steps", "4", "--spectrum-every", "0", "--backbone", "tiny", "--threads", "1",
         "--no-progress", "--no-tensorboard", "--device", "cpu"]  # fmt: skip

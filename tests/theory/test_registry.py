@@ -14,9 +14,9 @@ import pytest
 from _theory_helpers import central_diff, random_views
 
 import theory
+from dimcollapse.io import atomic_path, write_json
 from theory import batched, covariance, losses, phase, simulate
 from theory.experiment import SimConfig, has_covariance
-from theory.io import atomic_path, write_json
 
 TAU = 0.4
 

@@ -1,6 +1,7 @@
 """Plumbing every command line and report of the project shares: strict JSON, atomic writes, one-line errors.
 
-Lives in ``theory`` because it is the one package everything else already imports (numpy only).
+Outside ``theory`` and ``empirical`` because it belongs to neither: both, the figures and the benchmarks import
+it (numpy only).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from theory.io import OneLineParser, jsonable, write_json
+from dimcollapse.io import OneLineParser, jsonable, write_json
 
 
 def test_jsonable_turns_numpy_into_strict_json():
@@ -39,8 +39,8 @@ def test_one_line_parser_exits_2_with_one_line(capsys):
 def test_write_json_takes_a_typed_report_through_its_to_json(tmp_path):
     import json
 
+    from dimcollapse.io import write_json
     from theory import SimConfig, run_experiment
-    from theory.io import write_json
 
     report = run_experiment(SimConfig(augment_strength=2.0, steps=200, x_budget=64))
     write_json(tmp_path / "r.json", report)
