@@ -219,6 +219,13 @@ def topk_correct(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...]
     return out
 
 
+def top1_mask(scores: torch.Tensor, labels: torch.Tensor) -> str:
+    """Which test images are right at top-1, as the hex of their packed bits (``empirical.paired.unpack_mask``):
+    two rows evaluated on the same test images can then be compared image by image (McNemar)."""
+    hit = (scores.argmax(1) == labels).cpu().numpy()
+    return np.packbits(hit).tobytes().hex()
+
+
 @torch.no_grad()
 def knn_eval(
     train_x: np.ndarray,
@@ -242,8 +249,10 @@ def knn_eval(
         w = (sim / temperature).exp()
         s = torch.zeros(len(sim), n_cls).scatter_add_(1, ty[idx], w)
         scores.append(s)
-    res = topk_correct(torch.cat(scores), qy)
-    return {**res, "k": k, "temperature": temperature, "metric": "weighted cosine kNN"}
+    scores = torch.cat(scores)
+    res = topk_correct(scores, qy)
+    return {**res, "k": k, "temperature": temperature, "metric": "weighted cosine kNN",
+            "top1_correct": top1_mask(scores, qy)}
 
 
 def linear_probe(
@@ -285,9 +294,11 @@ def linear_probe(
     opt.step(closure)
     with torch.no_grad():
         train_acc = topk_correct((xtr @ w + b).cpu(), ytr.cpu(), ks=(1,))["top1"]
-        res = topk_correct((xte @ w + b).cpu(), yte.cpu())
+        test_scores = (xte @ w + b).cpu()
+        res = topk_correct(test_scores, yte.cpu())
     return {
         **res,
+        "top1_correct": top1_mask(test_scores, yte.cpu()),
         "train_top1": train_acc,
         "wd": wd,
         "metric": "linear probe (L-BFGS, centred features / one global scale)",

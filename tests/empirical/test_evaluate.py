@@ -41,6 +41,18 @@ def test_knn_and_probe_shuffled_labels_near_chance():
     assert lin["top1"] < 0.2
 
 
+def test_per_image_correctness_is_stored_and_matches_top1():
+    """The stored mask is the per-image top-1 hits: its mean is top-1, so two rows can be compared image by image."""
+    from empirical.paired import unpack_mask
+
+    x, y = blobs(600)
+    y[::3] = np.random.default_rng(2).permutation(y[::3])  # some images hard, so both outcomes occur
+    xtr, ytr, xte, yte = x[:400], y[:400], x[400:], y[400:]
+    for res in (ev.knn_eval(xtr, ytr, xte, yte), ev.linear_probe(xtr, ytr, xte, yte)):
+        mask = unpack_mask(res["top1_correct"], len(yte))
+        assert 0 < mask.sum() < len(mask) and mask.mean() == pytest.approx(res["top1"])
+
+
 def test_knn_caps_k_at_train_size():
     x, y = blobs(60)
     assert ev.knn_eval(x[:40], y[:40], x[40:], y[40:])["k"] == 40
