@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from dimcollapse.io import atomic_path, write_json
+from empirical.bridge import group_label
 from empirical.plotting import RC, fit_titles
 
 NAMES = ("bridge_growth", "bridge_early_warning", "bridge_depth")
@@ -54,13 +55,6 @@ def fmt(m: dict, signed: bool = True) -> str:
         return "n/a"
     s = f"{m['mean']:+.2f}" if signed else f"{m['mean']:.2f}"
     return s + (f" ± {m['se']:.2f}" if m.get("se") is not None else "")
-
-
-def group_label(s: dict) -> str:
-    """The panel's name: ``empirical.bridge.group_label`` (loss, optimizer, lr, momentum, batch, depth)."""
-    from empirical.bridge import group_label as label
-
-    return label(s)
 
 
 # ---- (a) growth -------------------------------------------------------------------------------------------------

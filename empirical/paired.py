@@ -33,8 +33,20 @@ from dimcollapse.io import OneLineParser, UserError, run_cli, write_json
 ALPHA = 0.05
 
 
+class _Verdict:
+    """A difference's verdict from its two-sided ``p``: "differ" below ALPHA, else "undetermined"."""
+
+    @property
+    def significant(self) -> bool:
+        return bool(self.p < ALPHA)
+
+    @property
+    def verdict(self) -> str:
+        return "differ" if self.significant else "undetermined"
+
+
 @dataclass(frozen=True)
-class PairedDifference:
+class PairedDifference(_Verdict):
     """Row ``a`` minus row ``b`` over the seeds both have (``differences`` in seed order)."""
 
     a: str
@@ -46,15 +58,10 @@ class PairedDifference:
     t: float
     p: float
 
-    @property
-    def significant(self) -> bool:
-        return bool(self.p < ALPHA)
-
     def describe(self, scale: float = 100.0) -> str:
-        verdict = "differ" if self.significant else "undetermined"
         return (f"{self.a} - {self.b}: {scale * self.mean:+.1f} +- {scale * self.paired_se:.1f} paired "
                 f"(unpaired {scale * self.unpaired_se:.1f}), t = {self.t:+.2f} on {len(self.differences) - 1} df, "
-                f"p = {self.p:.3f}: {verdict}")
+                f"p = {self.p:.3f}: {self.verdict}")
 
 
 def paired_difference(a: str, b: str, values_a: np.ndarray, values_b: np.ndarray) -> PairedDifference:
@@ -106,7 +113,7 @@ def unpack_mask(hex_bits: str, n: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class ImageDifference:
+class ImageDifference(_Verdict):
     """Row ``a`` minus row ``b`` on the same ``n`` test images (McNemar: module doc)."""
 
     a: str
@@ -118,15 +125,10 @@ class ImageDifference:
     se: float
     p: float
 
-    @property
-    def significant(self) -> bool:
-        return bool(self.p < ALPHA)
-
     def describe(self, scale: float = 100.0) -> str:
-        verdict = "differ" if self.significant else "undetermined"
         return (f"{self.a} - {self.b}: {scale * self.mean:+.1f} +- {scale * self.se:.1f} on the same {self.n} images "
                 f"({self.a_only} right only for {self.a}, {self.b_only} only for {self.b}), McNemar p = "
-                f"{self.p:.3f}: {verdict}")
+                f"{self.p:.3f}: {self.verdict}")
 
 
 def mcnemar(a: str, b: str, correct_a: np.ndarray, correct_b: np.ndarray) -> ImageDifference:

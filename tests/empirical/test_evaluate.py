@@ -10,7 +10,6 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from empirical import evaluate as ev  # noqa: E402
-from empirical import train  # noqa: E402
 from empirical.models import SSLModel  # noqa: E402
 from theory.spectrum import embedding_spectrum  # noqa: E402
 
@@ -107,16 +106,6 @@ def test_features_deterministic_and_backbone_bit_identical():
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """A DirectCLR tiny ResNet trained for 3 steps on digits (in-process, seconds)."""
-    out = str(tmp_path_factory.mktemp("run"))
-    argv = ["--dataset", "digits", "--projector", "directclr", "--d0", "16", "--max-steps", "3"]
-    argv += ["--batch-size", "32", "--threads", "1", "--out", out]
-    assert train.main([*argv, "--no-progress", "--no-tensorboard"]) == 0
-    return out
-
-
 def test_load_trained_final_and_ckpt_agree(tiny_run):
     m1, c1 = ev.load_trained(os.path.join(tiny_run, "final.pt"))
     ckpt = [f for f in os.listdir(tiny_run) if f.startswith("ckpt-")][0]
@@ -201,6 +190,11 @@ def test_official_probe_runs_and_reports_every_epoch(tiny_run):
         (["--k", "0"], "--k 0"),
         (["--plot", "/proc/nope/s.png"], "--plot '/proc/nope' is not writable"),
         (["--plot", "s.jpg"], "give a .png name"),
+        (["--device", "foo"], "--device 'foo' is not a device (cpu, cuda, cuda:N or mps)"),
+        (["--max-train", "1"], "--max-train 1 is too few: the linear probe needs at least 2"),
+        (["--plot", ""], "--plot '' is not a file name: give one ending in .png or .pdf"),
+        (["--plot", "figs/"], "--plot 'figs/' is not a file name"),
+        (["--plot", "figs/.png"], "is not a file name"),
     ],
 )
 def test_cli_bad_input_is_one_line_before_any_work(tiny_run, capsys, monkeypatch, args, needle):

@@ -11,17 +11,6 @@ torch = pytest.importorskip("torch")
 
 from empirical import compare as cmp  # noqa: E402
 from empirical import evaluate as ev  # noqa: E402
-from empirical import train  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """A DirectCLR tiny ResNet trained for 3 steps on digits (in-process, seconds)."""
-    out = str(tmp_path_factory.mktemp("run"))
-    argv = ["--dataset", "digits", "--projector", "directclr", "--d0", "16", "--max-steps", "3"]
-    argv += ["--batch-size", "32", "--threads", "1", "--out", out]
-    assert train.main([*argv, "--no-progress", "--no-tensorboard"]) == 0
-    return out
 
 
 def one_line_error(capsys) -> str:
@@ -46,20 +35,6 @@ def test_broken_config_json_is_one_line(tiny_run, tmp_path, capsys, monkeypatch,
     assert "config.json" in err and needle in err, err
 
 
-@pytest.mark.parametrize(
-    "args,needle",
-    [
-        (["--device", "foo"], "--device 'foo' is not a device (cpu, cuda, cuda:N or mps)"),
-        (["--max-train", "1"], "--max-train 1 is too few: the linear probe needs at least 2"),
-        (["--plot", ""], "--plot '' is not a file name: give one ending in .png or .pdf"),
-        (["--plot", "figs/"], "--plot 'figs/' is not a file name"),
-        (["--plot", "figs/.png"], "is not a file name"),
-    ],
-)
-def test_bad_flag_is_one_line_before_any_work(tiny_run, capsys, monkeypatch, args, needle):
-    monkeypatch.setattr(ev, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking the input"))
-    assert ev.main([tiny_run, *args]) == 2
-    assert needle in one_line_error(capsys)
 
 
 def test_cuda_without_cuda_is_refused(tiny_run, capsys, monkeypatch):
